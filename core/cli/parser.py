@@ -1,0 +1,69 @@
+"""The command-line parser shared by the GUI launcher and the headless commands.
+
+``python main.py [GUI OPTIONS]`` starts the GUI; ``python main.py COMMAND ...`` runs a headless
+command. Each command lives in its own module under ``core.cli.commands`` and is listed in
+``COMMAND_MODULES``; a command module provides ``NAME``, ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from types import ModuleType
+
+from core import __version__
+
+__all__ = ["COMMAND_MODULES", "build_parser", "command_modules"]
+
+# Module paths, imported on demand so `--version` and `--help` stay fast.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def command_modules() -> list[ModuleType]:
+    return [importlib.import_module(name) for name in COMMAND_MODULES]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser: GUI options at the top level, headless commands as sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description=(
+            "segbench: a workbench for segmentation models. With no command it opens the GUI "
+            "(on the bundled demo unless told otherwise); with a command it runs headless."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"segbench {__version__}")
+    gui = parser.add_argument_group("GUI options (no command)")
+    gui.add_argument("--image", metavar="PATH", help="open this image instead of the demo")
+    gui.add_argument("--gt", metavar="PATH", help="open this ground-truth mask")
+    gui.add_argument("--model", metavar="PATH", help="open this model")
+    gui.add_argument("--no-demo", action="store_true", help="start empty, without the demo")
+    gui.add_argument(
+        "--device", default="auto", help="where jobs compute: auto (CUDA if present), cpu, cuda"
+    )
+    gui.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    gui.add_argument(
+        "--screenshot", metavar="PNG", help="save a screenshot of the window once it is ready"
+    )
+    gui.add_argument(
+        "--quit-after",
+        type=float,
+        metavar="SECONDS",
+        default=None,
+        help="close the window after this many seconds (for scripted screenshots)",
+    )
+    modules = command_modules()
+    sub = parser.add_subparsers(
+        dest="command",
+        title="headless commands",
+        metavar="COMMAND",
+        description="run `main.py COMMAND --help` for each command's options"
+        if modules
+        else "(none yet)",
+    )
+    for module in modules:
+        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        command.set_defaults(run=module.run)
+        module.add_arguments(command)
+    return parser
