@@ -69,9 +69,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
 
     # --- layout helpers -------------------------------------------------------------------
-    def add_dock(
-        self, title: str, widget: QWidget, area: Qt.DockWidgetArea
-    ) -> QDockWidget:
+    def add_dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         """Put ``widget`` in a dock titled ``title``; the View menu lists every dock."""
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock_{title.lower().replace(' ', '_')}")
@@ -152,8 +150,12 @@ class MainWindow(QMainWindow):
         """Show an error dialog; boxes are kept so tests can find and close them."""
         box = show_error(self, title, message, details)
         self.error_boxes.append(box)
-        box.finished.connect(lambda *_: self.error_boxes.remove(box) if box in self.error_boxes else None)
+        box.finished.connect(lambda *_: self._forget_error_box(box))
         return box
+
+    def _forget_error_box(self, box: QMessageBox) -> None:
+        if box in self.error_boxes:
+            self.error_boxes.remove(box)
 
     def _on_job_progressed(self, title: str, progress: Progress) -> None:
         fraction = progress.fraction

@@ -167,7 +167,8 @@ class JobRunner(QObject):
         """Start ``worker``. Connect its signals before calling this."""
         was_busy = self.is_busy
         self._running[worker.job_id] = worker
-        worker.signals.finished.connect(lambda job_id=worker.job_id: self._on_worker_finished(job_id))
+        job_id = worker.job_id
+        worker.signals.finished.connect(lambda: self._on_worker_finished(job_id))
         self._pool.start(worker)
         if not was_busy:
             self.busy_changed.emit(True)

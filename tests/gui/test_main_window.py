@@ -1,7 +1,5 @@
 import time
 
-from PySide6.QtWidgets import QMessageBox
-
 from core.jobs import Progress
 from gui.main_window import MainWindow
 
@@ -85,5 +83,3 @@ def test_log_panel_receives_job_timings(qtbot):
         timeout=2000,
     )
     assert any("stage work took" in line for line in window.log_panel.lines())
-
-
