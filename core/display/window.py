@@ -1,0 +1,133 @@
+"""Window/level: the preset table, the default window of an image, and level conversion.
+
+A window is ``(center, width)`` in image intensity units (Hounsfield units for CT); the
+display maps ``center - width / 2`` to black and ``center + width / 2`` to white.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "WINDOW_PRESETS",
+    "WindowPreset",
+    "default_window",
+    "levels_to_window",
+    "preset_for_key",
+    "window_to_levels",
+]
+
+# Beyond this many voxels the percentile default is computed on an evenly strided sample:
+# a full sort of a 512x512x300 CT takes about a second, a 2-million-voxel sample a few tens
+# of milliseconds, and the 0.1/99.9 percentiles of a regular sample differ negligibly.
+_PERCENTILE_SAMPLE = 2_000_000
+
+
+@dataclass(frozen=True)
+class WindowPreset:
+    """A named CT window bound to a number key.
+
+    Parameters
+    ----------
+    key : str
+        The number key that applies it (``"1"`` ... ``"9"``).
+    name : str
+        Name shown in the preset list.
+    center, width : float
+        Window center (level) and width in Hounsfield units.
+    """
+
+    key: str
+    name: str
+    center: float
+    width: float
+
+    def __post_init__(self) -> None:
+        if self.width <= 0:
+            raise ValueError(
+                f"window preset {self.name!r} needs a positive width, got {self.width}"
+            )
+
+    @property
+    def label(self) -> str:
+        """Text for the preset list, e.g. ``"1  Soft tissue  W400 L40"``."""
+        return f"{self.key}  {self.name}  W{self.width:g} L{self.center:g}"
+
+
+# OHIF's CT presets plus Slicer's CT-Bone; key 0 is reserved for the image's default window.
+WINDOW_PRESETS: tuple[WindowPreset, ...] = (
+    WindowPreset("1", "Soft tissue", 40.0, 400.0),
+    WindowPreset("2", "Lung", -600.0, 1500.0),
+    WindowPreset("3", "Bone", 480.0, 2500.0),
+    WindowPreset("4", "Brain", 40.0, 80.0),
+    WindowPreset("5", "Liver", 90.0, 150.0),
+    WindowPreset("6", "Bone (narrow)", 400.0, 1000.0),
+)
+
+
+def preset_for_key(key: str) -> WindowPreset | None:
+    """Return the preset bound to a number key, or None when the key has none."""
+    for preset in WINDOW_PRESETS:
+        if preset.key == key:
+            return preset
+    return None
+
+
+def window_to_levels(center: float, width: float) -> tuple[float, float]:
+    """Convert ``(center, width)`` to display levels ``(low, high)``.
+
+    Raises
+    ------
+    ValueError
+        When ``width`` is not positive.
+    """
+    if not width > 0:
+        raise ValueError(f"window width must be positive, got {width}")
+    return float(center) - float(width) / 2.0, float(center) + float(width) / 2.0
+
+
+def levels_to_window(low: float, high: float) -> tuple[float, float]:
+    """Convert display levels ``(low, high)`` back to ``(center, width)``."""
+    if not high > low:
+        raise ValueError(f"display levels need high > low, got ({low}, {high})")
+    return (float(low) + float(high)) / 2.0, float(high) - float(low)
+
+
+def default_window(
+    array: np.ndarray,
+    *,
+    dicom_window: tuple[float, float] | None = None,
+    percentiles: tuple[float, float] = (0.1, 99.9),
+) -> tuple[float, float]:
+    """Choose the initial window of an image.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Image intensities (any shape; RGB channels are pooled).
+    dicom_window : tuple of float or None
+        ``(center, width)`` stored in the file; used as-is when given with a positive width.
+    percentiles : tuple of float
+        Lower and upper percentiles of the finite intensities used otherwise.
+
+    Returns
+    -------
+    tuple of float
+        ``(center, width)`` with ``width > 0``. A constant image gets width 1 around its value;
+        an image with no finite voxel gets ``(0.5, 1.0)``.
+    """
+    if dicom_window is not None and dicom_window[1] > 0:
+        return float(dicom_window[0]), float(dicom_window[1])
+    flat = np.asarray(array).reshape(-1)
+    if flat.size > _PERCENTILE_SAMPLE:
+        flat = flat[:: flat.size // _PERCENTILE_SAMPLE + 1]
+    if np.issubdtype(flat.dtype, np.floating):
+        flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return 0.5, 1.0
+    low, high = np.percentile(flat, percentiles)
+    if not high > low:
+        return float(low), 1.0
+    return levels_to_window(float(low), float(high))
