@@ -1,0 +1,81 @@
+"""``read_image``: one entry point that picks the reader from the file name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.io.dicom import DicomSeries, read_dicom
+from core.io.errors import ImageReadError
+from core.io.image import Image
+from core.io.itk import read_itk
+from core.io.natural import read_natural
+from core.io.nifti import read_nifti
+
+__all__ = ["IMAGE_SUFFIXES", "read_image", "suffix_of"]
+
+#: File-name endings understood by :func:`read_image`, by reader.
+IMAGE_SUFFIXES = {
+    "nifti": (".nii", ".nii.gz"),
+    "itk": (".nrrd", ".nhdr", ".mha", ".mhd"),
+    "natural": (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"),
+    "dicom": (".dcm", ".dicom", ".ima", ""),
+}
+
+
+def suffix_of(path: Path) -> str:
+    """Lower-case suffix, with ``.nii.gz`` kept whole."""
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return path.suffix.lower()
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    series: str | DicomSeries | None = None,
+    volume: int | None = None,
+) -> Image:
+    """Read a medical or natural image with its geometry.
+
+    Parameters
+    ----------
+    path : path-like
+        NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``,
+        ``.mhd``), PNG/JPEG/TIFF/BMP, a DICOM file (``.dcm`` or no extension) or a folder of
+        DICOM files.
+    series : str or DicomSeries, optional
+        SeriesInstanceUID to read from a DICOM folder (see ``list_dicom_series``).
+    volume : int, optional
+        Volume of a 4-D image (or page of a multi-page TIFF); required when there are several.
+
+    Returns
+    -------
+    Image
+        Voxels in the file's voxel order with a voxel-to-RAS+ affine (see ``core.io.image``).
+
+    Raises
+    ------
+    ImageReadError
+        Missing file, unknown extension, unreadable content, missing series or volume choice;
+        the message names the file.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise ImageReadError(f"{source}: no such file or folder")
+    if source.is_dir():
+        return read_dicom(source, series=series)
+    suffix = suffix_of(source)
+    if series is not None and suffix not in IMAGE_SUFFIXES["dicom"]:
+        raise ImageReadError(f"{source}: series= only applies to DICOM folders")
+    if suffix in IMAGE_SUFFIXES["nifti"]:
+        return read_nifti(source, volume=volume)
+    if suffix in IMAGE_SUFFIXES["itk"]:
+        return read_itk(source, volume=volume)
+    if suffix in IMAGE_SUFFIXES["natural"]:
+        return read_natural(source, volume=volume)
+    if suffix in IMAGE_SUFFIXES["dicom"] or suffix.lstrip(".").isdigit():
+        return read_dicom(source)
+    known = ", ".join(s for group in IMAGE_SUFFIXES.values() for s in group if s)
+    raise ImageReadError(f"{source}: unknown image type {suffix!r} (known: {known})")
