@@ -1,0 +1,155 @@
+"""Per-layer diagnostics of a quantization run, as plain numpy for the GUI's plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.quant.quantizers import FlexRoundQuantizer, WeightQuantizer, dequantize
+
+__all__ = ["LayerReport", "build_layer_report", "MAX_HISTOGRAM_VALUES", "MAX_SCATTER_POINTS"]
+
+MAX_HISTOGRAM_VALUES = 200_000
+MAX_SCATTER_POINTS = 20_000
+
+
+def _subsample(values: torch.Tensor, limit: int, generator: torch.Generator) -> np.ndarray:
+    flat = values.detach().reshape(-1).float().cpu()
+    if flat.numel() > limit:
+        flat = flat[torch.randperm(flat.numel(), generator=generator)[:limit]]
+    return flat.numpy()
+
+
+@dataclass
+class LayerReport:
+    """What happened to one quantized layer.
+
+    All arrays are numpy float32 (codes and deltas as float too) in the layer's canonical
+    layout ``(Cout, Cin_per_group, *kernel)``; per-tensor quantities are 1-element arrays.
+
+    Attributes
+    ----------
+    name, kind : str
+        Module name in the model and layer class ("Conv2d", "ConvTranspose2d", ...).
+    weight_shape : tuple of int
+        Shape of the weight in the layer's own layout.
+    bits : int
+    method : str
+    block : str
+        Reconstruction block the layer belonged to.
+    s1_init, s1_learned : np.ndarray
+        Grid step before and after learning (1 value, or one per output channel).
+    zero_point : np.ndarray
+    divisor_log : np.ndarray or None
+        FlexRound only: ``log(S2 * s3 * s4)`` per weight (subsampled to at most 200k values);
+        0 everywhere means plain rounding on the grid s1.
+    s3, s4 : np.ndarray or None
+        FlexRound's per-output-channel and per-input-channel factors (not logs); s4 is None for
+        Linear layers.
+    frac_changed, frac_moved_2plus : float
+        Fraction of integer codes that differ from round-to-nearest on the initial grid, and
+        fraction that moved by two levels or more.
+    scatter_abs_w_over_s1, scatter_delta_q : np.ndarray
+        Paired samples (at most 20k) of ``|W| / s1_init`` and ``q - q_rtn`` for a scatter plot.
+    weights : np.ndarray
+        Float weights, subsampled (at most 200k) for the histogram.
+    grid_levels : np.ndarray
+        ``s1 * (q - z)`` for every code q: shape (1, 2**bits) per tensor, (Cout, 2**bits) per
+        channel.
+    loss_before, loss_after : float
+        The layer's own output error (channel-summed squared error, averaged over the rest) on
+        the calibration data at round-to-nearest and after learning, with the layer's input
+        taken from the quantized model.
+    weight_rel_error, weight_rel_error_rtn : float
+        ``||W - W_hat|| / ||W||`` after learning and for round-to-nearest.
+    fell_back : bool
+        True when learning did not lower the block's loss and round-to-nearest was kept.
+    """
+
+    name: str
+    kind: str
+    weight_shape: tuple[int, ...]
+    bits: int
+    method: str
+    block: str
+    s1_init: np.ndarray
+    s1_learned: np.ndarray
+    zero_point: np.ndarray
+    divisor_log: np.ndarray | None
+    s3: np.ndarray | None
+    s4: np.ndarray | None
+    frac_changed: float
+    frac_moved_2plus: float
+    scatter_abs_w_over_s1: np.ndarray
+    scatter_delta_q: np.ndarray
+    weights: np.ndarray
+    grid_levels: np.ndarray
+    loss_before: float
+    loss_after: float
+    weight_rel_error: float
+    weight_rel_error_rtn: float
+    fell_back: bool = False
+
+
+@torch.no_grad()
+def build_layer_report(
+    name: str,
+    kind: str,
+    weight_shape: tuple[int, ...],
+    quantizer: WeightQuantizer,
+    *,
+    block: str,
+    loss_before: float,
+    loss_after: float,
+    fell_back: bool,
+    seed: int = 0,
+) -> LayerReport:
+    """Collect the diagnostics of one layer from its (finished) quantizer."""
+    generator = torch.Generator().manual_seed(seed)
+    weight = quantizer.weight.cpu()
+    codes = quantizer.codes().cpu()
+    rtn = quantizer.rtn_codes().cpu()
+    scale = quantizer.scale().cpu()
+    zero = quantizer.zero_point.cpu()
+    delta = codes - rtn
+    w_hat = dequantize(codes, scale, zero)
+    w_rtn = dequantize(rtn, quantizer.scale_init.cpu(), zero)
+    norm = float(weight.norm()) or 1.0
+    n_grids = scale.numel()
+    levels = torch.arange(quantizer.qmax + 1, dtype=torch.float32)
+    grid_levels = scale.reshape(n_grids, 1) * (levels.reshape(1, -1) - zero.reshape(n_grids, 1))
+    ratio = weight.abs() / quantizer.scale_init.cpu()
+    pick = torch.randperm(weight.numel(), generator=generator)[:MAX_SCATTER_POINTS]
+    divisor_log = s3 = s4 = None
+    if isinstance(quantizer, FlexRoundQuantizer):
+        divisor_log = _subsample(quantizer.log_divisor().cpu(), MAX_HISTOGRAM_VALUES, generator)
+        s3 = torch.exp(quantizer.log_s3).reshape(-1).cpu().numpy()
+        if quantizer.log_s4 is not None:
+            s4 = torch.exp(quantizer.log_s4).reshape(-1).cpu().numpy()
+    return LayerReport(
+        name=name,
+        kind=kind,
+        weight_shape=tuple(weight_shape),
+        bits=quantizer.bits,
+        method=quantizer.method,
+        block=block,
+        s1_init=quantizer.scale_init.reshape(-1).cpu().numpy().copy(),
+        s1_learned=scale.reshape(-1).numpy().copy(),
+        zero_point=zero.reshape(-1).numpy().copy(),
+        divisor_log=divisor_log,
+        s3=s3,
+        s4=s4,
+        frac_changed=float((delta != 0).float().mean()),
+        frac_moved_2plus=float((delta.abs() >= 2).float().mean()),
+        scatter_abs_w_over_s1=ratio.reshape(-1)[pick].numpy().copy(),
+        scatter_delta_q=delta.reshape(-1)[pick].numpy().copy(),
+        weights=_subsample(weight, MAX_HISTOGRAM_VALUES, generator),
+        grid_levels=grid_levels.numpy(),
+        loss_before=float(loss_before),
+        loss_after=float(loss_after),
+        weight_rel_error=float((w_hat - weight).norm()) / norm,
+        weight_rel_error_rtn=float((w_rtn - weight).norm()) / norm,
+        fell_back=fell_back,
+    )

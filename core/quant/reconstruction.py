@@ -1,0 +1,327 @@
+"""Block reconstruction: cache a block's inputs and targets, then learn its quantizers.
+
+The input of block k is recorded from the working model, in which the earlier blocks are already
+quantized and frozen; the target is the output of the same block in the full-precision model.
+Both are recorded with forward hooks that stop the forward pass as soon as the block has run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.jobs import CancelToken, Progress
+from core.quant.config import QuantConfig
+from core.quant.wrapper import QuantLayer, channel_sum_mse
+
+__all__ = ["BlockCache", "capture_block", "BlockOutcome", "reconstruct_block"]
+
+# AdaRound schedule and regulariser weight from Nagel et al. (2020) / BRECQ.
+ADAROUND_REG_WEIGHT = 0.01
+ADAROUND_WARMUP = 0.2
+ADAROUND_BETA = (20.0, 2.0)
+
+
+class _StopForward(Exception):
+    """Raised by a capture hook to end the forward pass once the block has run."""
+
+
+def _flatten(output: Any) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _flatten(item)]
+    if isinstance(output, dict):
+        return [t for item in output.values() for t in _flatten(item)]
+    return []
+
+
+@dataclass
+class BlockCache:
+    """Recorded calls of one block: positional/keyword inputs and (optionally) outputs.
+
+    Tensor inputs are concatenated along the batch axis; non-tensor inputs are kept from the
+    first call. Everything lives on :attr:`storage` and is moved batch by batch to the device.
+    """
+
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    outputs: list[torch.Tensor] = field(default_factory=list)
+    storage: torch.device = torch.device("cpu")
+
+    @property
+    def size(self) -> int:
+        for value in [*self.args, *self.kwargs.values(), *self.outputs]:
+            if isinstance(value, torch.Tensor):
+                return int(value.shape[0])
+        return 0
+
+    def inputs(self, index: torch.Tensor, device: torch.device) -> tuple[list[Any], dict[str, Any]]:
+        def take(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return value[index.to(value.device)].to(device, non_blocking=True)
+            return value
+
+        return [take(a) for a in self.args], {k: take(v) for k, v in self.kwargs.items()}
+
+    def targets(self, index: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+        return [t[index.to(t.device)].to(device, non_blocking=True) for t in self.outputs]
+
+
+def _nbytes(values: list[Any]) -> int:
+    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+
+
+@torch.no_grad()
+def capture_block(
+    model: nn.Module,
+    block: nn.Module,
+    calib: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    with_outputs: bool,
+    cache_budget: int | None,
+    cancel: CancelToken | None = None,
+) -> BlockCache | None:
+    """Run ``model`` over ``calib`` and record the inputs (and outputs) of ``block``.
+
+    Parameters
+    ----------
+    cache_budget : int or None
+        Bytes the cache may take on ``device``; when the first batch shows the whole cache would
+        exceed it, everything is kept on the CPU instead. None keeps it on ``device``.
+
+    Returns
+    -------
+    BlockCache or None
+        None when the block was never called.
+    """
+    calls: list[tuple[tuple, dict, list[torch.Tensor]]] = []
+
+    def record(args: tuple, kwargs: dict, output: Any) -> None:
+        outs = _flatten(output) if with_outputs else []
+        calls.append((args, kwargs, outs))
+        raise _StopForward
+
+    if with_outputs:
+        handle = block.register_forward_hook(
+            lambda _m, args, kwargs, output: record(args, kwargs, output), with_kwargs=True
+        )
+    else:
+        handle = block.register_forward_pre_hook(
+            lambda _m, args, kwargs: record(args, kwargs, None), with_kwargs=True
+        )
+    storage = device
+    pieces: list[tuple[list[Any], dict[str, Any], list[torch.Tensor]]] = []
+    n_batches = math.ceil(calib.shape[0] / batch_size)
+    try:
+        for start in range(0, calib.shape[0], batch_size):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            calls.clear()
+            try:
+                model(calib[start : start + batch_size].to(device))
+            except _StopForward:
+                pass
+            if not calls:
+                return None
+            args, kwargs, outs = calls[0]
+            if not pieces and cache_budget is not None and device.type != "cpu":
+                per_batch = _nbytes([*args, *kwargs.values(), *outs])
+                if per_batch * n_batches > cache_budget:
+                    storage = torch.device("cpu")
+
+            def keep(value: Any, storage: torch.device = storage) -> Any:
+                return value.detach().to(storage) if isinstance(value, torch.Tensor) else value
+
+            pieces.append(
+                (
+                    [keep(a) for a in args],
+                    {k: keep(v) for k, v in kwargs.items()},
+                    [keep(o) for o in outs],
+                )
+            )
+    finally:
+        handle.remove()
+
+    def merge(values: list[Any]) -> Any:
+        if isinstance(values[0], torch.Tensor):
+            return torch.cat(values, dim=0)
+        return values[0]
+
+    first_args, first_kwargs, first_outs = pieces[0]
+    return BlockCache(
+        args=[merge([p[0][i] for p in pieces]) for i in range(len(first_args))],
+        kwargs={k: merge([p[1][k] for p in pieces]) for k in first_kwargs},
+        outputs=[torch.cat([p[2][i] for p in pieces], dim=0) for i in range(len(first_outs))],
+        storage=storage,
+    )
+
+
+@dataclass
+class BlockOutcome:
+    """What reconstructing one block produced."""
+
+    history: list[float]
+    loss_before: float
+    loss_after: float
+    layer_loss_before: dict[str, float]
+    layer_loss_after: dict[str, float]
+    fell_back: bool
+    seconds: float = 0.0
+
+
+def _block_loss(block: nn.Module, args: list, kwargs: dict, targets: list[torch.Tensor]):
+    outs = _flatten(block(*args, **kwargs))
+    return sum(channel_sum_mse(o, t) for o, t in zip(outs, targets, strict=True))
+
+
+@torch.no_grad()
+def _evaluate(
+    block: nn.Module,
+    layers: dict[str, QuantLayer],
+    q_cache: BlockCache,
+    targets: BlockCache,
+    *,
+    batch_size: int,
+    device: torch.device,
+    cancel: CancelToken | None,
+) -> tuple[float, dict[str, float]]:
+    for layer in layers.values():
+        layer.set_mode("hard")
+        layer.reset_error()
+        layer.track_error = True
+    total, count = 0.0, 0
+    n = q_cache.size
+    try:
+        for start in range(0, n, batch_size):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            index = torch.arange(start, min(start + batch_size, n))
+            args, kwargs = q_cache.inputs(index, device)
+            loss = _block_loss(block, args, kwargs, targets.targets(index, device))
+            total += float(loss) * len(index)
+            count += len(index)
+    finally:
+        for layer in layers.values():
+            layer.track_error = False
+    per_layer = {name: layer.reset_error() for name, layer in layers.items()}
+    return total / max(count, 1), per_layer
+
+
+def _mix_qdrop(q_args: list, fp_args: list, prob: float, generator: torch.Generator) -> list:
+    mixed = []
+    for q, fp in zip(q_args, fp_args, strict=True):
+        if isinstance(q, torch.Tensor) and q.is_floating_point():
+            draw = torch.rand(q.shape, generator=generator).to(q.device)
+            mixed.append(torch.where(draw < prob, fp, q))
+        else:
+            mixed.append(q)
+    return mixed
+
+
+def _adaround_beta(iteration: int, iters: int) -> float | None:
+    """Annealed beta, or None during the warm-up (no regulariser yet)."""
+    warm = int(ADAROUND_WARMUP * iters)
+    if iteration < warm:
+        return None
+    start, end = ADAROUND_BETA
+    progress = (iteration - warm) / max(iters - warm, 1)
+    return end + (start - end) * max(0.0, 1.0 - progress)
+
+
+def reconstruct_block(
+    name: str,
+    block: nn.Module,
+    layers: dict[str, QuantLayer],
+    q_cache: BlockCache,
+    fp_cache: BlockCache,
+    config: QuantConfig,
+    device: torch.device,
+    *,
+    block_index: int,
+    report: Callable[[Progress], None],
+    step_offset: int,
+    total_steps: int,
+    cancel: CancelToken | None = None,
+) -> BlockOutcome:
+    """Learn the quantizers of ``layers`` so that ``block`` reproduces its float outputs.
+
+    ``fp_cache`` holds the float block outputs (the targets) and, for QDrop, the float inputs.
+    The iterate is evaluated with hard rounding before and after learning on all cached samples;
+    when learning did not lower that loss the quantizers go back to round-to-nearest.
+    """
+    eval_kwargs = {"batch_size": config.batch_size, "device": device, "cancel": cancel}
+    loss_before, layer_before = _evaluate(block, layers, q_cache, fp_cache, **eval_kwargs)
+    history: list[float] = []
+    iters = config.iters if config.learned else 0
+    params = [p for layer in layers.values() for p in layer.quantizer.parameters()]
+    if iters == 0 or not params:
+        return BlockOutcome([], loss_before, loss_before, layer_before, layer_before, False)
+
+    snapshot = {
+        n: {k: v.clone() for k, v in layer.quantizer.state_dict().items()}
+        for n, layer in layers.items()
+    }
+    for layer in layers.values():
+        layer.set_mode("learn")
+        if hasattr(layer.quantizer, "hard"):
+            layer.quantizer.hard = False
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=config.effective_lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=iters)
+    generator = torch.Generator().manual_seed(config.seed * 100003 + block_index)
+    n = q_cache.size
+    use_amp = config.mixed_precision and device.type == "cuda"
+    use_qdrop = config.qdrop_prob > 0 and bool(fp_cache.args)
+    for iteration in range(iters):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        index = torch.randint(0, n, (min(config.batch_size, n),), generator=generator)
+        args, kwargs = q_cache.inputs(index, device)
+        if use_qdrop:
+            fp_args, _ = fp_cache.inputs(index, device)
+            args = _mix_qdrop(args, fp_args, config.qdrop_prob, generator)
+        targets = fp_cache.targets(index, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            rec = _block_loss(block, args, kwargs, targets)
+        loss = rec
+        if config.method == "adaround":
+            beta = _adaround_beta(iteration, iters)
+            if beta is not None:
+                reg = sum(layer.quantizer.regularizer(beta) for layer in layers.values())
+                loss = rec + ADAROUND_REG_WEIGHT * reg
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        value = float(rec.detach())
+        history.append(value)
+        report(
+            Progress(
+                step=step_offset + iteration + 1,
+                total=total_steps,
+                message=f"block {name or '(model)'}: iteration {iteration + 1}/{iters}",
+                values={"loss": value},
+                stage="reconstruction",
+            )
+        )
+    for p in params:
+        p.requires_grad_(False)
+    for layer in layers.values():
+        if hasattr(layer.quantizer, "hard"):
+            layer.quantizer.hard = True
+    loss_after, layer_after = _evaluate(block, layers, q_cache, fp_cache, **eval_kwargs)
+    fell_back = loss_after > loss_before
+    if fell_back:
+        for n_, layer in layers.items():
+            layer.quantizer.load_state_dict(snapshot[n_])
+        loss_after, layer_after = loss_before, dict(layer_before)
+    return BlockOutcome(history, loss_before, loss_after, layer_before, layer_after, fell_back)
