@@ -1,0 +1,6 @@
+"""Overlap and volume metrics for comparing decisions with reference masks."""
+
+from core.metrics.overlap import ConfusionCounts, confusion_counts, dice_score, iou_score
+from core.metrics.volume import volume_ml
+
+__all__ = ["ConfusionCounts", "confusion_counts", "dice_score", "iou_score", "volume_ml"]
