@@ -184,11 +184,102 @@ def read_dicom(path: str | os.PathLike[str], *, series: str | DicomSeries | None
     return _assemble(source, datasets, files, warnings)
 
 
-def _orientation_of(dataset: pydicom.Dataset) -> tuple[float, ...] | None:
-    value = dataset.get("ImageOrientationPatient")
+@dataclass
+class _Frame:
+    """One 2-D plane: a single-frame file, or one frame of a multi-frame file."""
+
+    dataset: pydicom.Dataset
+    file: Path
+    frame: int | None  # index into a multi-frame file's pixel array; None for single frames
+    position: np.ndarray | None  # ImagePositionPatient (LPS mm)
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient, rounded for grouping
+    pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing)
+    rescale: tuple[float, float]  # (slope, intercept), (1, 0) when absent
+
+
+def _rounded_orientation(value: object) -> tuple[float, ...] | None:
     if value is None or len(value) != 6:
         return None
-    return tuple(round(float(v), 4) for v in value)
+    # Rounding groups slices whose cosines differ only by printing precision; +0.0 folds -0.0.
+    return tuple(round(float(v), 4) + 0.0 for v in value)
+
+
+def _spacing_of(value: object) -> tuple[float, float] | None:
+    if value is None or len(value) != 2:
+        return None
+    return float(value[0]), float(value[1])
+
+
+def _rescale_of(item: pydicom.Dataset, fallback: tuple[float, float]) -> tuple[float, float]:
+    slope, intercept = item.get("RescaleSlope"), item.get("RescaleIntercept")
+    if slope in (None, "") and intercept in (None, ""):
+        return fallback
+    return float(slope if slope not in (None, "") else 1), float(intercept or 0)
+
+
+def _functional_item(dataset: pydicom.Dataset, frame: int, sequence: str) -> pydicom.Dataset:
+    """An enhanced multi-frame attribute group: per-frame value, else the shared one."""
+    places = (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0))
+    for group, index in places:
+        groups = dataset.get(group)
+        if groups is not None and len(groups) > index and sequence in groups[index]:
+            items = getattr(groups[index], sequence)
+            if len(items):
+                return items[0]
+    return pydicom.Dataset()
+
+
+def _frames_of(dataset: pydicom.Dataset, file: Path) -> list[_Frame]:
+    """Split a file into planes with their own geometry and rescale."""
+    base_rescale = _rescale_of(dataset, (1.0, 0.0))
+    if "DoseGridScaling" in dataset:  # RT dose: dose in Gy = stored value * DoseGridScaling
+        base_rescale = (base_rescale[0] * float(dataset.DoseGridScaling), base_rescale[1])
+    base_spacing = _spacing_of(dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing"))
+    base_orientation = _rounded_orientation(dataset.get("ImageOrientationPatient"))
+    position = dataset.get("ImagePositionPatient")
+    base_position = (
+        None if position is None or len(position) != 3 else np.array(position, dtype=np.float64)
+    )
+    count = int(dataset.get("NumberOfFrames", 1) or 1)
+    if count == 1 and "PerFrameFunctionalGroupsSequence" not in dataset:
+        return [
+            _Frame(dataset, file, None, base_position, base_orientation, base_spacing, base_rescale)
+        ]
+
+    offsets = dataset.get("GridFrameOffsetVector")
+    normal = None
+    if base_orientation is not None:
+        normal = np.cross(base_orientation[:3], base_orientation[3:])
+    frames = []
+    for index in range(count):
+        plane = _functional_item(dataset, index, "PlanePositionSequence")
+        orientation_item = _functional_item(dataset, index, "PlaneOrientationSequence")
+        measures = _functional_item(dataset, index, "PixelMeasuresSequence")
+        transform = _functional_item(dataset, index, "PixelValueTransformationSequence")
+        orientation = (
+            _rounded_orientation(orientation_item.get("ImageOrientationPatient"))
+            or base_orientation
+        )
+        frame_position = plane.get("ImagePositionPatient")
+        if frame_position is not None and len(frame_position) == 3:
+            where = np.array(frame_position, dtype=np.float64)
+        elif offsets is not None and base_position is not None and normal is not None:
+            # RT dose grids: offsets along the normal, relative to the first frame's position.
+            where = base_position + normal * (float(offsets[index]) - float(offsets[0]))
+        else:
+            where = None
+        frames.append(
+            _Frame(
+                dataset,
+                file,
+                index,
+                where,
+                orientation,
+                _spacing_of(measures.get("PixelSpacing")) or base_spacing,
+                _rescale_of(transform, base_rescale),
+            )
+        )
+    return frames
 
 
 def _assemble(
@@ -197,55 +288,47 @@ def _assemble(
     files: list[Path],
     warnings: list[str],
 ) -> Image:
-    slices = list(zip(datasets, files, strict=True))
-    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
-        if len(datasets) > 1:
-            raise ImageReadError(
-                f"{source}: a series of several multi-frame files is not supported"
-            )
-        return _single_multiframe(source, datasets[0], warnings)
-
-    orientations = Counter(_orientation_of(ds) for ds, _ in slices)
+    frames = [
+        frame for ds, file in zip(datasets, files, strict=True) for frame in _frames_of(ds, file)
+    ]
+    orientations = Counter(frame.orientation for frame in frames)
     if len(orientations) > 1:
         kept, count = orientations.most_common(1)[0]
         warnings.append(
             f"series mixes {len(orientations)} slice orientations; kept the {count} of "
-            f"{len(slices)} slices with orientation {kept}"
+            f"{len(frames)} slices with orientation {kept}"
         )
-        slices = [item for item in slices if _orientation_of(item[0]) == kept]
-    first = slices[0][0]
-    sizes = {(int(ds.Rows), int(ds.Columns)) for ds, _ in slices}
+        frames = [frame for frame in frames if frame.orientation == kept]
+    first = frames[0]
+    sizes = {(int(f.dataset.Rows), int(f.dataset.Columns)) for f in frames}
     if len(sizes) > 1:
         raise ImageReadError(f"{source}: slices have different sizes {sorted(sizes)}")
 
-    iop = _orientation_of(first)
-    positions = [ds.get("ImagePositionPatient") for ds, _ in slices]
-    if iop is None or any(p is None or len(p) != 3 for p in positions):
+    if first.orientation is None or any(f.position is None for f in frames):
         warnings.append(
             "no ImagePositionPatient/ImageOrientationPatient: patient geometry unknown, "
-            "slices ordered by InstanceNumber with unit spacing"
+            "slices kept in InstanceNumber/frame order with unit spacing"
         )
-        slices.sort(key=lambda item: int(item[0].get("InstanceNumber", 0) or 0))
+        frames.sort(key=lambda f: (int(f.dataset.get("InstanceNumber", 0) or 0), f.frame or 0))
         row_cosine, column_cosine = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
         origin = np.zeros(3)
-        step = np.array([0, 0, _fallback_thickness(first)])
+        step = np.array([0, 0, _fallback_thickness(first.dataset)])
     else:
-        row_cosine = np.array(iop[:3], dtype=np.float64)
-        column_cosine = np.array(iop[3:], dtype=np.float64)
+        row_cosine = np.array(first.orientation[:3], dtype=np.float64)
+        column_cosine = np.array(first.orientation[3:], dtype=np.float64)
         normal = np.cross(row_cosine, column_cosine)
-        ipp = np.array([[float(v) for v in p] for p in positions])
+        ipp = np.array([f.position for f in frames])
         order = np.argsort(ipp @ normal, kind="stable")
-        slices = [slices[i] for i in order]
+        frames = [frames[i] for i in order]
         ipp = ipp[order]
         origin = ipp[0]
-        step = _slice_step(source, ipp, normal, first, warnings)
+        step = _slice_step(source, ipp, normal, first.dataset, warnings)
 
-    pixel_spacing = first.get("PixelSpacing") or first.get("ImagerPixelSpacing")
-    if pixel_spacing is None:
+    if first.pixel_spacing is None:
         warnings.append("no PixelSpacing: using 1 mm pixels")
         row_spacing, column_spacing = 1.0, 1.0
     else:
-        row_spacing, column_spacing = float(pixel_spacing[0]), float(pixel_spacing[1])
+        row_spacing, column_spacing = first.pixel_spacing
 
     lps = np.eye(4)
     lps[:3, 0] = row_cosine * column_spacing  # i = column index moves along the row cosine
@@ -253,16 +336,16 @@ def _assemble(
     lps[:3, 2] = step
     lps[:3, 3] = origin
 
-    stack, rescale = _pixels(source, slices, warnings)
+    stack, rescale = _pixels(frames, warnings)
     # (slice, row, column[, rgb]) in memory -> (column, row, slice[, rgb]) as a view.
     axes = (2, 1, 0, 3) if stack.ndim == 4 else (2, 1, 0)
-    if str(first.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+    if str(first.dataset.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         warnings.append("MONOCHROME1: low values are meant to display bright")
     return Image(
         array=stack.transpose(axes),
         affine=LPS_TO_RAS @ lps,
-        modality=str(first.get("Modality", "")),
-        window=_window(first),
+        modality=str(first.dataset.get("Modality", "")),
+        window=_window(first.dataset),
         rescale=rescale,
         path=source,
         warnings=warnings,
@@ -312,38 +395,40 @@ def _slice_step(
 
 
 def _pixels(
-    source: Path, slices: list[tuple[pydicom.Dataset, Path]], warnings: list[str]
+    frames: list[_Frame], warnings: list[str]
 ) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """Stack the slices (slice, row, column[, rgb]) and apply the modality rescale."""
-    raw = []
-    for dataset, file in slices:
-        try:
-            raw.append(dataset.pixel_array)
-        except Exception as exc:  # missing decoders for compressed syntaxes, truncated data
-            raise ImageReadError(f"{file}: cannot decode pixel data ({exc})") from exc
-    stack = np.stack(raw)
-    pairs = [
-        (
-            float(ds.get("RescaleSlope", 1) or 1),
-            float(ds.get("RescaleIntercept", 0) or 0),
-        )
-        for ds, _ in slices
-    ]
+    """Stack the planes (slice, row, column[, rgb]) and apply the modality rescale."""
+    decoded: dict[int, np.ndarray] = {}  # one decode per file, even with many frames
+    planes = []
+    for frame in frames:
+        key = id(frame.dataset)
+        if key not in decoded:
+            try:
+                decoded[key] = frame.dataset.pixel_array
+            except Exception as exc:  # missing decoders for compressed syntaxes, truncated data
+                text = " ".join(str(exc).split())[:200]
+                raise ImageReadError(f"{frame.file}: cannot decode pixel data ({text})") from exc
+        pixels = decoded[key]
+        single = int(frame.dataset.get("NumberOfFrames", 1) or 1) == 1  # no frame axis then
+        planes.append(pixels if frame.frame is None or single else pixels[frame.frame])
+    stack = np.stack(planes)
+    pairs = [frame.rescale for frame in frames]
     if all(pair == (1.0, 0.0) for pair in pairs):
         return stack, None
     if len(set(pairs)) > 1:
         warnings.append("rescale slope/intercept vary between slices; applied per slice")
-    slopes = np.array([p[0] for p in pairs], dtype=np.float64)
-    intercepts = np.array([p[1] for p in pairs], dtype=np.float64)
+    per_slice = (-1,) + (1,) * (stack.ndim - 1)
+    slopes = np.array([p[0] for p in pairs], dtype=np.float64).reshape(per_slice)
+    intercepts = np.array([p[1] for p in pairs], dtype=np.float64).reshape(per_slice)
     integer_shift = np.all(slopes == 1) and np.all(intercepts == np.round(intercepts))
     if integer_shift and np.issubdtype(stack.dtype, np.integer):
-        shifted = stack.astype(np.int32) + intercepts.astype(np.int32)[:, None, None]
+        shifted = stack.astype(np.int32) + intercepts.astype(np.int32)
         info = np.iinfo(np.int16)
         if shifted.min() >= info.min and shifted.max() <= info.max:
             return shifted.astype(np.int16), pairs[0]
         return shifted.astype(np.float32), pairs[0]  # exact: |values| < 2**24
-    scaled = stack.astype(np.float32) * slopes.astype(np.float32)[:, None, None]
-    scaled += intercepts.astype(np.float32)[:, None, None]
+    scaled = stack.astype(np.float32) * slopes.astype(np.float32)
+    scaled += intercepts.astype(np.float32)
     return scaled, pairs[0]
 
 
@@ -359,7 +444,3 @@ def _window(dataset: pydicom.Dataset) -> tuple[float, float] | None:
         return float(center), float(width)
     except (TypeError, ValueError):
         return None
-
-
-def _single_multiframe(source: Path, dataset: pydicom.Dataset, warnings: list[str]) -> Image:
-    raise ImageReadError(f"{source}: multi-frame DICOM files are not supported yet")

@@ -138,3 +138,45 @@ def test_duplicate_positions_are_refused(tmp_path):
     dataset.save_as(tmp_path / "copy.dcm")
     with pytest.raises(ImageReadError, match="2 slices share a position"):
         read_image(tmp_path)
+
+
+def test_rt_dose_multiframe_uses_grid_offsets_and_dose_scaling():
+    path = get_testdata_file("rtdose.dcm")
+    dataset = pydicom.dcmread(path)
+    image = read_image(path)
+    assert image.shape3 == (10, 10, 15)
+    assert image.spacing[2] == pytest.approx(5.0)  # GridFrameOffsetVector steps of 5 mm
+    expected = dataset.pixel_array.astype(np.float64) * float(dataset.DoseGridScaling)
+    np.testing.assert_allclose(image.array, expected.transpose(2, 1, 0), rtol=1e-6)
+    last = _ras_position(dataset, 0, 0) + [0, 0, float(dataset.GridFrameOffsetVector[-1])]
+    np.testing.assert_allclose(image.voxel_to_world([0, 0, 14]), last)
+
+
+def test_enhanced_multiframe_reads_functional_groups():
+    path = get_testdata_file("liver_1frame.dcm")
+    dataset = pydicom.dcmread(path)
+    image = read_image(path)
+    shared = dataset.SharedFunctionalGroupsSequence[0]
+    spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+    position = dataset.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+    lps = [float(v) for v in position.ImagePositionPatient]
+    assert image.spacing[:2] == pytest.approx(spacing)
+    np.testing.assert_allclose(image.voxel_to_world([0, 0, 0]), [-lps[0], -lps[1], lps[2]])
+    np.testing.assert_array_equal(image.array[:, :, 0], dataset.pixel_array.T)
+
+
+def test_colour_dicom_without_geometry_warns():
+    path = get_testdata_file("examples_rgb_color.dcm")
+    image = read_image(path)
+    assert image.is_rgb and image.array.shape == (320, 240, 1, 3)
+    np.testing.assert_array_equal(
+        image.array[:, :, 0], pydicom.dcmread(path).pixel_array.transpose(1, 0, 2)
+    )
+    assert any("patient geometry unknown" in w for w in image.warnings)
+
+
+def test_truncated_pixel_data_and_non_image_files():
+    with pytest.raises(ImageReadError, match="MR_truncated.dcm: cannot decode pixel data"):
+        read_image(get_testdata_file("MR_truncated.dcm"))
+    with pytest.raises(ImageReadError, match="rtplan.dcm: not a DICOM image file"):
+        read_image(get_testdata_file("rtplan.dcm"))
