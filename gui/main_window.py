@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         self.quit_action = quit_action
+        self.file_menu.addAction(quit_action)
         self.view_menu.addAction(self.log_dock.toggleViewAction())
         about = QAction("&About", self)
         about.triggered.connect(self._on_about_triggered)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -23,7 +24,12 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from core.jobs import CancelToken, JobCancelled, Progress
 
-__all__ = ["JobFailure", "JobSignals", "JobWorker", "JobRunner"]
+__all__ = ["JobFailure", "JobSignals", "JobWorker", "JobRunner", "GIL_SWITCH_INTERVAL"]
+
+# Python hands the GIL between threads every switch interval (5 ms by default). A job whose
+# Python code runs between torch kernels would hold the GUI thread off for up to that long per
+# handover; 1 ms keeps the event loop's lag low at a negligible cost (benchmarks/gui_latency.py).
+GIL_SWITCH_INTERVAL = 0.001
 
 log = logging.getLogger("segbench.jobs")
 _job_ids = itertools.count(1)
@@ -151,6 +157,7 @@ class JobRunner(QObject):
 
     def __init__(self, parent: QObject | None = None, *, max_threads: int = 2) -> None:
         super().__init__(parent)
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(max_threads)
         self._running: dict[int, JobWorker] = {}

@@ -1,0 +1,91 @@
+"""A real X server (Xvfb) for tests that launch the app as a user would and take screenshots."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+REQUIRED_TOOLS = ("Xvfb", "xdotool", "import")
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+
+
+def _free_display() -> int:
+    for number in range(90, 200):
+        if (
+            not Path(f"/tmp/.X11-unix/X{number}").exists()
+            and not Path(f"/tmp/.X{number}-lock").exists()
+        ):
+            return number
+    raise RuntimeError("no free X display number between :90 and :199")
+
+
+@contextmanager
+def xvfb(width: int = 1600, height: int = 1000) -> Iterator[str]:
+    """Start Xvfb on a free display and yield its name (":93")."""
+    number = _free_display()
+    display = f":{number}"
+    proc = subprocess.Popen(
+        ["Xvfb", display, "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{number}").exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"Xvfb did not start on {display}")
+            time.sleep(0.05)
+        yield display
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def x_env(display: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(DISPLAY=display, QT_QPA_PLATFORM="xcb", OMP_WAIT_POLICY="PASSIVE")
+    return env
+
+
+def wait_for_window(display: str, name: str, timeout: float = 60.0) -> str:
+    """Wait until a window whose title contains ``name`` is mapped; return its X id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = subprocess.run(
+            ["xdotool", "search", "--onlyvisible", "--name", name],
+            env=x_env(display),
+            capture_output=True,
+            text=True,
+        )
+        ids = found.stdout.split()
+        if ids:
+            return ids[0]
+        time.sleep(0.25)
+    raise TimeoutError(f"no window named {name!r} appeared on {display} in {timeout} s")
+
+
+def screenshot(display: str, path: Path) -> np.ndarray:
+    """Take an X-level screenshot of the root window; return it as an (H, W, 3) uint8 array."""
+    from PIL import Image
+
+    subprocess.run(["import", "-window", "root", str(path)], env=x_env(display), check=True)
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def press_keys(display: str, window_id: str, keys: str) -> None:
+    subprocess.run(
+        ["xdotool", "windowfocus", "--sync", window_id, "key", keys],
+        env=x_env(display),
+        check=True,
+        timeout=10,
+    )
