@@ -67,8 +67,8 @@ def read_image(
     if source.is_dir():
         return read_dicom(source, series=series)
     suffix = suffix_of(source)
-    if series is not None and suffix not in IMAGE_SUFFIXES["dicom"]:
-        raise ImageReadError(f"{source}: series= only applies to DICOM folders")
+    if series is not None:
+        raise ImageReadError(f"{source}: series= only applies to a folder of DICOM files")
     if suffix in IMAGE_SUFFIXES["nifti"]:
         return read_nifti(source, volume=volume)
     if suffix in IMAGE_SUFFIXES["itk"]:

@@ -99,3 +99,19 @@ def test_missing_file_and_unknown_extension(tmp_path):
     with pytest.raises(ImageReadError, match=r"volume.xyz: unknown image type '.xyz'"):
         read_image(odd)
     assert issubclass(ImageReadError, ValueError)
+
+
+def test_writing_into_the_loaded_array_never_reaches_the_file(tmp_path):
+    path = tmp_path / "native.nii"
+    nib.save(nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5), np.eye(4)), path)
+    before = path.read_bytes()
+    image = read_image(path)
+    image.array[0, 0, 0] = 1234  # nibabel maps uncompressed files copy-on-write
+    del image
+    assert path.read_bytes() == before
+    assert read_image(path).array[0, 0, 0] == 0
+
+
+def test_series_argument_needs_a_folder():
+    with pytest.raises(ImageReadError, match="series= only applies to a folder"):
+        read_image(ANATOMICAL, series="1.2.3")
