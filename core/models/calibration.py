@@ -1,0 +1,109 @@
+"""Sampling preprocessed model inputs for post-training quantization calibration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from core.io.image import Image
+from core.models.inference import window_starts
+from core.models.inputs import model_input
+from core.models.loaded import LoadedModel
+
+__all__ = ["calibration_inputs"]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def calibration_inputs(
+    model: LoadedModel,
+    images: Image | Sequence[Image],
+    *,
+    n: int = 64,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Preprocessed inputs of ``model`` drawn from ``images`` for quantization calibration.
+
+    2-D models get whole slices along voxel axis k (cropped to the spec's patch size when it has
+    one); 3-D models get patches of the spec's patch size. Samples are drawn with a fixed seed,
+    preferring those whose foreground share (voxels above the image's 10th percentile of the
+    preprocessed intensity) is above the median, so calibration sees anatomy, not air.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        Supplies the preprocessing, channels, mode and patch size.
+    images : Image or sequence of Image
+        Source images; slices are pooled over all of them.
+    n : int
+        Number of samples (fewer when the images have fewer slices/patches).
+    seed : int
+        Seed of the sampling.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 ``(N, Cin, H, W)`` for 2-D models or ``(N, Cin, D, H, W)`` for 3-D ones, padded
+        (edge-replicated) so sizes fit the model's ``size_divisor``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if isinstance(images, Image):
+        images = [images]
+    if not images:
+        raise ValueError("calibration_inputs needs at least one image")
+    spec = model.spec
+    divisor = max(spec.size_divisor, int(getattr(model.module, "size_divisor", 1)))
+    rng = np.random.default_rng(seed)
+
+    candidates: list[np.ndarray] = []
+    for image in images:
+        volume = model_input(model, image)
+        if spec.mode == "2d":
+            patch = spec.patch_size or volume.shape[1:3]
+            for k in range(volume.shape[3]):
+                slice_ = volume[..., k]
+                i0 = rng.integers(0, max(1, slice_.shape[1] - patch[0] + 1))
+                j0 = rng.integers(0, max(1, slice_.shape[2] - patch[1] + 1))
+                candidates.append(slice_[:, i0 : i0 + patch[0], j0 : j0 + patch[1]])
+        else:
+            if spec.mode == "3d" and image.ndim_spatial == 2:
+                raise ValueError(f"{image.path or 'image'}: a 3-D model needs a volume")
+            patch = spec.patch_size or volume.shape[1:]
+            starts = [
+                window_starts(s, p, 0.0) for s, p in zip(volume.shape[1:], patch, strict=True)
+            ]
+            for a in starts[0]:
+                for b in starts[1]:
+                    for c in starts[2]:
+                        candidates.append(
+                            volume[:, a : a + patch[0], b : b + patch[1], c : c + patch[2]]
+                        )
+
+    # Foreground share of each candidate, against one threshold pooled over all candidates.
+    pooled = np.concatenate([c.ravel()[:: max(1, c.size // 4096)] for c in candidates])
+    threshold = np.percentile(pooled, 10)
+    share = np.array([float((c > threshold).mean()) for c in candidates])
+    preferred = np.flatnonzero(share >= np.median(share))
+    rest = np.setdiff1d(np.arange(len(candidates)), preferred)
+    order = np.concatenate([rng.permutation(preferred), rng.permutation(rest)])
+    chosen = sorted(order[: min(n, len(candidates))].tolist())
+
+    shapes = {candidates[i].shape for i in chosen}
+    target = tuple(
+        _round_up(max(s[a] for s in shapes), divisor) for a in range(1, len(next(iter(shapes))))
+    )
+    batch = []
+    for index in chosen:
+        sample = torch.from_numpy(np.ascontiguousarray(candidates[index]))
+        pad: list[int] = []
+        for have, want in zip(reversed(sample.shape[1:]), reversed(target), strict=True):
+            pad += [0, want - have]
+        if any(pad):
+            sample = torch.nn.functional.pad(sample.unsqueeze(0), pad, mode="replicate")[0]
+        batch.append(sample)
+    return torch.stack(batch).float()

@@ -1,0 +1,311 @@
+"""Running a segmentation model on an image: class probabilities aligned with its voxels.
+
+2-D models run slice by slice along voxel axis k (whole slices, or 2-D sliding windows when the
+spec has a patch size); 3-D models run on overlapping 3-D patches blended with Gaussian
+importance weights, so patch borders, where a network sees least context, count least.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.device import resolve_device
+from core.io.image import Image
+from core.jobs import CancelToken, Progress, ProgressCallback, report
+from core.models.inputs import model_input
+from core.models.loaded import LoadedModel
+
+__all__ = ["FLOAT16_OUTPUT_BYTES", "gaussian_importance", "predict", "window_starts"]
+
+#: Outputs whose float32 size would exceed this many bytes are returned as float16.
+FLOAT16_OUTPUT_BYTES = 1 << 30
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start offsets of sliding windows of ``patch`` covering ``size`` with ``overlap``.
+
+    Windows are spread evenly from 0 to ``size - patch`` so the last one ends at the border;
+    consecutive windows overlap by at least ``overlap * patch``.
+
+    Parameters
+    ----------
+    size, patch : int
+        Axis length and window length (``patch <= size``).
+    overlap : float
+        Fraction of a window shared with its neighbour, in [0, 1).
+
+    Returns
+    -------
+    list of int
+    """
+    if patch >= size:
+        return [0]
+    step = max(1, int(patch * (1.0 - overlap)))
+    count = math.ceil((size - patch) / step) + 1
+    return [round(i * (size - patch) / (count - 1)) for i in range(count)]
+
+
+def gaussian_importance(patch: Sequence[int], sigma_scale: float = 0.125) -> torch.Tensor:
+    """Gaussian weight map over a patch: 1 at the centre, small but positive at the borders.
+
+    Parameters
+    ----------
+    patch : sequence of int
+        Patch size per spatial axis.
+    sigma_scale : float
+        Standard deviation as a fraction of the patch size per axis.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 tensor of shape ``patch``.
+    """
+    weights = torch.ones((), dtype=torch.float32)
+    for n in patch:
+        coords = torch.arange(n, dtype=torch.float32) - (n - 1) / 2.0
+        sigma = max(n * sigma_scale, 1e-3)
+        weights = weights.unsqueeze(-1) * torch.exp(-0.5 * (coords / sigma) ** 2)
+    weights = weights / weights.max()
+    # Keep border weights positive so every voxel covered by any window gets a defined value.
+    return weights.clamp_min(1e-3)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _pad_to(tensor: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Pad the trailing spatial axes of ``tensor`` (N, C, *spatial) at the end up to ``sizes``."""
+    spatial = tensor.shape[2:]
+    padding: list[int] = []
+    for have, want in zip(reversed(spatial), reversed(sizes), strict=True):
+        padding += [0, max(0, want - have)]
+    if not any(padding):
+        return tensor
+    # Replicate the border: constant padding would invent an intensity the network never saw.
+    return F.pad(tensor, padding, mode="replicate")
+
+
+class _Runner:
+    """Runs batches through the module on one device and returns CPU float32 probabilities."""
+
+    def __init__(self, module: nn.Module, activation: str, device: torch.device) -> None:
+        self.module = module
+        self.activation = activation
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            # Mixed precision: convolutions in float16, activation in float32.
+            with torch.autocast("cuda", dtype=torch.float16):
+                logits = self.module(batch)
+        else:
+            logits = self.module(batch)
+        logits = logits.float()
+        if self.activation == "softmax":
+            probs = torch.softmax(logits, dim=1)
+        else:
+            probs = torch.sigmoid(logits)
+        return probs.cpu()
+
+
+def _sliding_window(
+    run: _Runner,
+    volume: torch.Tensor,
+    patch: Sequence[int],
+    overlap: float,
+    batch_size: int,
+    divisor: int,
+    num_classes: int,
+    after_batch: Callable[[], None],
+) -> torch.Tensor:
+    """Gaussian-blended sliding-window probabilities of a ``(Cin, *spatial)`` tensor."""
+    spatial = tuple(volume.shape[1:])
+    patch = tuple(_round_up(min(p, s), divisor) for p, s in zip(patch, spatial, strict=True))
+    padded_shape = tuple(max(p, s) for p, s in zip(patch, spatial, strict=True))
+    padded = _pad_to(volume.unsqueeze(0), padded_shape)[0]
+    importance = gaussian_importance(patch)
+    total = torch.zeros((num_classes, *padded_shape), dtype=torch.float32)
+    weight = torch.zeros(padded_shape, dtype=torch.float32)
+    starts = itertools.product(
+        *(window_starts(s, p, overlap) for s, p in zip(padded_shape, patch, strict=True))
+    )
+    windows = [
+        tuple(slice(o, o + p) for o, p in zip(origin, patch, strict=True)) for origin in starts
+    ]
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first : first + batch_size]
+        batch = torch.stack([padded[(slice(None), *window)] for window in chunk])
+        probs = run(batch)
+        for window, prob in zip(chunk, probs, strict=True):
+            total[(slice(None), *window)] += prob * importance
+            weight[window] += importance
+        after_batch()
+    total /= weight
+    return total[(slice(None), *(slice(0, s) for s in spatial))]
+
+
+def _count_windows(shape: Sequence[int], patch: Sequence[int], overlap: float, divisor: int) -> int:
+    patch = [_round_up(min(p, s), divisor) for p, s in zip(patch, shape, strict=True)]
+    padded = [max(p, s) for p, s in zip(patch, shape, strict=True)]
+    return math.prod(len(window_starts(s, p, overlap)) for s, p in zip(padded, patch, strict=True))
+
+
+def predict(
+    model: LoadedModel,
+    image: Image,
+    *,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    overlap: float = 0.5,
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> np.ndarray:
+    """Class probabilities of ``model`` on ``image``, aligned with ``image.array``.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The network and its spec (mode, patch size, preprocessing, activation).
+    image : Image
+        A volume ``(I, J, K[, 3])`` or a natural 2-D image ``(H, W, 1[, 3])``.
+    device : {'auto', 'cpu', 'cuda'} or torch.device
+        Where to compute; ``'auto'`` takes CUDA when present. CUDA runs in mixed precision.
+    batch_size : int, optional
+        Slices (2-D) or patches per forward pass; 8 slices / 2 patches on the CPU and 32 / 4 on
+        CUDA when omitted.
+    overlap : float
+        Sliding-window overlap fraction in [0, 1) (patch modes only).
+    on_progress : callable, optional
+        Receives a :class:`~core.jobs.Progress` after each batch (stage ``"inference"``).
+    cancel : CancelToken, optional
+        Checked before each batch; cancelling raises :class:`~core.jobs.JobCancelled`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Probabilities of shape ``(C, I, J, K)``: float32, or float16 when the float32 result
+        would exceed :data:`FLOAT16_OUTPUT_BYTES` (a 512x512x300 CT with 3 classes stays under
+        1 GB that way). Softmax probabilities sum to 1 over C.
+
+    Raises
+    ------
+    ValueError
+        A 3-D model on a single-slice image, a channel mismatch, or a bad overlap.
+    JobCancelled
+        When ``cancel`` was cancelled.
+    """
+    spec = model.spec
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if spec.mode == "3d" and image.ndim_spatial == 2:
+        where = f"{image.path}: " if image.path is not None else ""
+        raise ValueError(f"{where}model {model.name!r} is 3-D but the image is a single slice")
+    target = resolve_device(device)
+    if batch_size is None:
+        batch_size = (
+            (32 if spec.mode == "2d" else 4)
+            if target.type == "cuda"
+            else (8 if spec.mode == "2d" else 2)
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+    volume = torch.from_numpy(model_input(model, image))
+    num_classes = spec.num_classes
+    shape = image.shape3
+    out_bytes = num_classes * math.prod(shape) * 4
+    out_dtype = np.float16 if out_bytes > FLOAT16_OUTPUT_BYTES else np.float32
+    divisor = max(spec.size_divisor, int(getattr(model.module, "size_divisor", 1)))
+
+    module = model.module
+    first_param = next(itertools.chain(module.parameters(), module.buffers()), None)
+    home = first_param.device if first_param is not None else torch.device("cpu")
+    module.to(target).eval()
+    run = _Runner(module, spec.activation, target)
+
+    if spec.mode == "2d":
+        num_slices = shape[2]
+        if spec.patch_size is None:
+            total = math.ceil(num_slices / batch_size)
+        else:
+            windows = _count_windows(shape[:2], spec.patch_size, overlap, divisor)
+            total = num_slices * math.ceil(windows / batch_size)
+    else:
+        patch = spec.patch_size or shape
+        total = math.ceil(_count_windows(shape, patch, overlap, divisor) / batch_size)
+    state = {"step": 0}
+
+    def after_batch() -> None:
+        state["step"] += 1
+        report(
+            on_progress,
+            Progress(
+                step=state["step"],
+                total=total,
+                message=f"inference: batch {state['step']}/{total}",
+                stage="inference",
+            ),
+        )
+
+    def check_cancel() -> None:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+
+    def cancellable(callback: Callable[[], None]) -> Callable[[], None]:
+        def wrapped() -> None:
+            callback()
+            check_cancel()
+
+        return wrapped
+
+    out = np.empty((num_classes, *shape), dtype=out_dtype)
+    try:
+        check_cancel()
+        if spec.mode == "2d" and spec.patch_size is None:
+            padded_size = [_round_up(n, divisor) for n in shape[:2]]
+            for first in range(0, shape[2], batch_size):
+                last = min(first + batch_size, shape[2])
+                # (Cin, I, J, k) -> (k, Cin, I, J): slices become the batch.
+                batch = volume[..., first:last].permute(3, 0, 1, 2)
+                probs = run(_pad_to(batch, padded_size))[..., : shape[0], : shape[1]]
+                out[..., first:last] = probs.permute(1, 2, 3, 0).numpy()
+                after_batch()
+                check_cancel()
+        elif spec.mode == "2d":
+            for k in range(shape[2]):
+                probs = _sliding_window(
+                    run,
+                    volume[..., k],
+                    spec.patch_size,
+                    overlap,
+                    batch_size,
+                    divisor,
+                    num_classes,
+                    cancellable(after_batch),
+                )
+                out[..., k] = probs.numpy()
+        else:
+            probs = _sliding_window(
+                run,
+                volume,
+                spec.patch_size or shape,
+                overlap,
+                batch_size,
+                divisor,
+                num_classes,
+                cancellable(after_batch),
+            )
+            out[...] = probs.numpy()
+    finally:
+        module.to(home)
+    return out

@@ -1,0 +1,52 @@
+"""Turning an :class:`~core.io.image.Image` into what a model's first layer expects."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.io.image import Image
+from core.models.loaded import LoadedModel
+from core.models.preprocessing import apply_preprocessing
+
+__all__ = ["model_input"]
+
+# ITU-R BT.601 luma weights: the usual grey value of an RGB pixel.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def model_input(model: LoadedModel, image: Image) -> np.ndarray:
+    """Channel-first, preprocessed float32 array ``(Cin, I, J, K)`` for ``model``.
+
+    Grey images feeding a 3-channel model are repeated on the three channels; RGB images feeding
+    a 1-channel model are converted to grey (BT.601 luma). The spec's preprocessing then runs on
+    the whole image, so statistics such as percentiles are the image's, not a slice's.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        Supplies ``in_channels`` and the preprocessing steps.
+    image : Image
+        Array ``(I, J, K)`` or ``(I, J, K, 3)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of shape ``(in_channels, I, J, K)``.
+    """
+    spec = model.spec
+    array = image.array
+    if image.is_rgb:
+        channels = np.moveaxis(array, -1, 0).astype(np.float32)
+        if spec.in_channels == 1:
+            channels = np.tensordot(_LUMA, channels, axes=1)[np.newaxis]
+    else:
+        channels = array.astype(np.float32)[np.newaxis]
+        if spec.in_channels == 3:
+            channels = np.repeat(channels, 3, axis=0)
+    if channels.shape[0] != spec.in_channels:
+        where = f"{image.path}: " if image.path is not None else ""
+        raise ValueError(
+            f"{where}image has {channels.shape[0]} channel(s) but model {model.name!r} expects "
+            f"{spec.in_channels}"
+        )
+    return apply_preprocessing(channels, spec.preprocessing, copy=False)
