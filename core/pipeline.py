@@ -1,0 +1,341 @@
+"""Segment an image end to end: probabilities, a decision rule, and the per-class readouts.
+
+This is the one place where inference, the decision rules of :mod:`core.seg` and the metrics of
+:mod:`core.metrics` meet, so the GUI's Segmentation panel and the headless ``segment`` and
+``evaluate`` commands produce the same numbers. Probabilities can be passed back in to switch the
+decision rule without running the model again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.device import select_device
+from core.jobs import CancelToken, Progress, ProgressCallback, report
+from core.metrics import dice_score, iou_score, volume_ml
+from core.seg import argmax_decision, expected_dice, expected_iou, rankseg_rma, threshold_decision
+
+__all__ = [
+    "DECISIONS",
+    "ClassRow",
+    "SegmentationResult",
+    "decide",
+    "summarize_mask",
+    "segment_image",
+]
+
+#: Decision rules by their user-facing names.
+DECISIONS: tuple[str, ...] = ("argmax", "threshold", "rma-dice", "rma-iou")
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """The readouts of one class of a segmentation.
+
+    ``dice`` and ``iou`` are None without a ground truth. Both-empty (no voxel of the class in
+    the mask nor in the ground truth) scores 1.0, as in :func:`core.metrics.dice_score`.
+    ``expected_dice``/``expected_iou`` are the exact expected metrics of the mask under the
+    model's own probabilities (no ground truth needed). ``threshold`` is RankSEG-RMA's t* for the
+    class (None for other rules or pruned classes).
+    """
+
+    label: int
+    name: str
+    voxels: int
+    volume_ml: float
+    expected_dice: float
+    expected_iou: float
+    dice: float | None = None
+    iou: float | None = None
+    threshold: float | None = None
+
+
+@dataclass
+class SegmentationResult:
+    """A decided mask with its readouts.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        Label map (I, J, K), uint8 (uint16 beyond 255 classes), aligned with the image array.
+    probs : numpy.ndarray
+        Class probabilities (C, I, J, K) the decision was made from.
+    rows : list of ClassRow
+        One per class, background included (label 0).
+    timings : dict
+        Seconds per stage ("inference", "decision", "metrics").
+    """
+
+    model_name: str
+    decision: str
+    mask: np.ndarray
+    probs: np.ndarray
+    rows: list[ClassRow]
+    pruning_prob: float
+    per_slice: bool
+    device: str
+    spacing: tuple[float, float, float]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return any(row.dice is not None for row in self.rows)
+
+    def mean_foreground(self, metric: str) -> float | None:
+        """Mean of ``metric`` ('dice', 'iou', 'expected_dice', ...) over classes 1..C-1."""
+        values = [getattr(row, metric) for row in self.rows if row.label != 0]
+        values = [v for v in values if v is not None and np.isfinite(v)]
+        return float(np.mean(values)) if values else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no arrays)."""
+        return {
+            "model": self.model_name,
+            "decision": self.decision,
+            "pruning_prob": self.pruning_prob,
+            "per_slice": self.per_slice,
+            "device": self.device,
+            "spacing_mm": list(self.spacing),
+            "classes": [asdict(row) for row in self.rows],
+            "mean_foreground_dice": self.mean_foreground("dice"),
+            "mean_foreground_iou": self.mean_foreground("iou"),
+            "mean_foreground_expected_dice": self.mean_foreground("expected_dice"),
+            "timings_s": dict(self.timings),
+        }
+
+
+def _check_decision(decision: str) -> None:
+    if decision not in DECISIONS:
+        raise ValueError(f"unknown decision rule {decision!r}: use one of {', '.join(DECISIONS)}")
+
+
+def _label_map_from_masks(masks: np.ndarray) -> np.ndarray:
+    """Collapse per-class bool masks (C, ...) of a sigmoid model into one label map.
+
+    Where masks overlap the highest class index wins (the most specific structure, by the
+    convention that later classes are the smaller ones); pixels in no mask are 0.
+    """
+    labels = np.zeros(masks.shape[1:], dtype=np.int64)
+    for c in range(1, masks.shape[0]):
+        labels[masks[c]] = c
+    return labels
+
+
+def decide(
+    probs: np.ndarray,
+    decision: str,
+    *,
+    multilabel: bool = False,
+    pruning_prob: float = 0.5,
+    threshold: float = 0.5,
+    per_slice: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Apply a decision rule to probabilities (C, *spatial).
+
+    Parameters
+    ----------
+    probs : numpy.ndarray, shape (C, I, J, K) or (C, H, W)
+    decision : {'argmax', 'threshold', 'rma-dice', 'rma-iou'}
+    multilabel : bool
+        True for sigmoid models: per-class masks, collapsed into a label map by
+        :func:`_label_map_from_masks`.
+    pruning_prob : float
+        RankSEG-RMA's pruning threshold (classes whose max probability is at or below it stay
+        empty).
+    threshold : float
+        The cut-off of the 'threshold' rule.
+    per_slice : bool
+        Optimise RankSEG-RMA per slice along the last axis (k) instead of over the volume.
+
+    Returns
+    -------
+    mask : int64 label map (*spatial)
+    thresholds : float array (C,) of RMA thresholds t* (NaN when pruned), or None for other rules;
+        per-slice runs give the median over slices.
+    """
+    _check_decision(decision)
+    batch = np.moveaxis(probs, -1, 0) if per_slice else probs[None]  # (B, C, ...)
+    thresholds = None
+    if decision == "argmax":
+        out = argmax_decision(batch, multilabel=multilabel)
+    elif decision == "threshold":
+        out = threshold_decision(batch, threshold, multilabel=multilabel)
+    else:
+        out, info = rankseg_rma(
+            batch,
+            metric="dice" if decision == "rma-dice" else "iou",
+            multilabel=multilabel,
+            pruning_prob=pruning_prob,
+            return_info=True,
+        )
+        t = np.asarray(info.threshold, dtype=np.float64)  # (B, C)
+        with np.errstate(all="ignore"):
+            thresholds = t[0] if not per_slice else _nanmedian_columns(t)
+    out = np.asarray(out)
+    if multilabel:
+        out = np.stack([_label_map_from_masks(m) for m in out])
+    mask = np.moveaxis(out, 0, -1) if per_slice else out[0]
+    return mask, thresholds
+
+
+def _nanmedian_columns(values: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(values)
+    return np.array(
+        [
+            np.median(values[finite[:, c], c]) if finite[:, c].any() else np.nan
+            for c in range(values.shape[1])
+        ]
+    )
+
+
+def _smallest_label_dtype(n_classes: int) -> np.dtype:
+    return np.dtype(np.uint8) if n_classes <= 256 else np.dtype(np.uint16)
+
+
+def summarize_mask(
+    mask: np.ndarray,
+    probs: np.ndarray,
+    *,
+    spacing: tuple[float, ...],
+    class_names: list[str],
+    ground_truth: np.ndarray | None = None,
+    thresholds: np.ndarray | None = None,
+) -> list[ClassRow]:
+    """Per-class readouts of a label map: voxels, mL, expected Dice/IoU, Dice/IoU vs ground truth.
+
+    Parameters
+    ----------
+    mask : int array (I, J, K)
+    probs : float array (C, I, J, K)
+    spacing : voxel size in mm per axis of ``mask``
+    class_names : one name per class
+    ground_truth : int array (I, J, K), optional
+        Must have the mask's shape (ValueError naming both shapes otherwise).
+    thresholds : RMA thresholds per class, optional
+    """
+    n_classes = probs.shape[0]
+    if mask.shape != probs.shape[1:]:
+        raise ValueError(f"mask shape {mask.shape} does not match probabilities {probs.shape[1:]}")
+    counts = np.bincount(mask.reshape(-1).astype(np.int64), minlength=n_classes)[:n_classes]
+    volumes = volume_ml(mask.astype(np.int64), spacing, num_classes=n_classes)
+    p = probs[None]
+    m = mask[None].astype(np.int64)
+    exp_dice = np.asarray(expected_dice(p, m))[0]
+    exp_iou = np.asarray(expected_iou(p, m))[0]
+    dice = iou = None
+    if ground_truth is not None:
+        if ground_truth.shape != mask.shape:
+            raise ValueError(
+                f"ground truth shape {ground_truth.shape} does not match the mask {mask.shape}"
+            )
+        gt = ground_truth[None].astype(np.int64)
+        dice = np.asarray(dice_score(m, gt, num_classes=n_classes))[0]
+        iou = np.asarray(iou_score(m, gt, num_classes=n_classes))[0]
+    rows = []
+    for c in range(n_classes):
+        t = None if thresholds is None or not np.isfinite(thresholds[c]) else float(thresholds[c])
+        rows.append(
+            ClassRow(
+                label=c,
+                name=class_names[c] if c < len(class_names) else f"class {c}",
+                voxels=int(counts[c]),
+                volume_ml=float(volumes[c]),
+                expected_dice=float(exp_dice[c]),
+                expected_iou=float(exp_iou[c]),
+                dice=None if dice is None else float(dice[c]),
+                iou=None if iou is None else float(iou[c]),
+                threshold=t,
+            )
+        )
+    return rows
+
+
+def segment_image(
+    model,
+    image,
+    *,
+    decision: str = "rma-dice",
+    pruning_prob: float = 0.5,
+    per_slice: bool = False,
+    threshold: float = 0.5,
+    device: str = "auto",
+    ground_truth: np.ndarray | None = None,
+    probs: np.ndarray | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> SegmentationResult:
+    """Run ``model`` on ``image`` (unless ``probs`` are given) and decide the mask.
+
+    Parameters
+    ----------
+    model : core.models.LoadedModel
+    image : core.io.Image
+    decision : {'argmax', 'threshold', 'rma-dice', 'rma-iou'}
+    pruning_prob, per_slice, threshold
+        See :func:`decide`.
+    device : {'auto', 'cpu', 'cuda'}
+    ground_truth : int array (I, J, K), optional
+        Adds Dice and IoU per class.
+    probs : float array (C, I, J, K), optional
+        Probabilities from an earlier run of the same model on the same image: skips inference.
+
+    Returns
+    -------
+    SegmentationResult
+    """
+    from core.models import predict  # lazy: keeps `import core.pipeline` light for the CLI
+
+    _check_decision(decision)
+    if not 0.0 <= pruning_prob < 1.0:
+        raise ValueError(f"pruning probability must be in [0, 1), got {pruning_prob}")
+    choice = select_device(device)
+    timings: dict[str, float] = {}
+    if probs is None:
+        start = time.perf_counter()
+        probs = predict(model, image, device=choice.device, on_progress=on_progress, cancel=cancel)
+        timings["inference"] = time.perf_counter() - start
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    report(on_progress, Progress(0, 2, f"deciding masks ({decision})", stage="decision"))
+    start = time.perf_counter()
+    multilabel = model.spec.activation == "sigmoid"
+    labels, thresholds = decide(
+        probs,
+        decision,
+        multilabel=multilabel,
+        pruning_prob=pruning_prob,
+        threshold=threshold,
+        per_slice=per_slice,
+    )
+    mask = labels.astype(_smallest_label_dtype(probs.shape[0]))
+    timings["decision"] = time.perf_counter() - start
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    report(on_progress, Progress(1, 2, "measuring classes", stage="metrics"))
+    start = time.perf_counter()
+    rows = summarize_mask(
+        mask,
+        probs,
+        spacing=tuple(image.spacing),
+        class_names=list(model.spec.class_names),
+        ground_truth=ground_truth,
+        thresholds=thresholds,
+    )
+    timings["metrics"] = time.perf_counter() - start
+    report(on_progress, Progress(2, 2, "done", stage="metrics"))
+    return SegmentationResult(
+        model_name=model.name,
+        decision=decision,
+        mask=mask,
+        probs=probs,
+        rows=rows,
+        pruning_prob=pruning_prob,
+        per_slice=per_slice,
+        device=choice.description,
+        spacing=tuple(float(s) for s in image.spacing),
+        timings=timings,
+    )

@@ -1,0 +1,87 @@
+"""core.pipeline: decisions and readouts checked against direct computations."""
+
+import numpy as np
+import pytest
+
+from core.pipeline import DECISIONS, decide, summarize_mask
+from core.seg import rankseg_rma
+
+
+def softmax_probs(seed=0, shape=(3, 10, 9, 4)):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=shape) * 2
+    e = np.exp(logits - logits.max(0))
+    return (e / e.sum(0)).astype(np.float32)
+
+
+def test_argmax_rule_equals_numpy_argmax():
+    probs = softmax_probs()
+    mask, thresholds = decide(probs, "argmax")
+    assert thresholds is None
+    np.testing.assert_array_equal(mask, probs.argmax(0))
+
+
+def test_threshold_rule_on_sigmoid_outputs_collapses_with_highest_label_winning():
+    probs = np.zeros((3, 2, 2, 1), np.float32)
+    probs[1, 0, 0] = 0.9  # class 1 only
+    probs[1, 0, 1] = probs[2, 0, 1] = 0.8  # both: class 2 wins
+    probs[2, 1, 0] = 0.4  # below 0.5: nothing
+    mask, _ = decide(probs, "threshold", multilabel=True, threshold=0.5)
+    assert mask[..., 0].tolist() == [[1, 2], [0, 0]]
+
+
+def test_rma_per_volume_matches_direct_call_and_reports_thresholds():
+    probs = softmax_probs(1)
+    mask, thresholds = decide(probs, "rma-dice", pruning_prob=0.1)
+    direct, info = rankseg_rma(probs[None], metric="dice", pruning_prob=0.1, return_info=True)
+    np.testing.assert_array_equal(mask, direct[0])
+    np.testing.assert_allclose(thresholds, np.asarray(info.threshold)[0])
+
+
+def test_rma_per_slice_optimises_each_slice_on_its_own():
+    probs = softmax_probs(2)
+    mask, _ = decide(probs, "rma-iou", per_slice=True, pruning_prob=0.1)
+    for k in range(probs.shape[-1]):
+        one = rankseg_rma(np.ascontiguousarray(probs[..., k])[None], metric="iou", pruning_prob=0.1)
+        np.testing.assert_array_equal(mask[..., k], one[0])
+
+
+def test_unknown_decision_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown decision rule 'max'"):
+        decide(softmax_probs(), "max")
+    assert "rma-dice" in DECISIONS
+
+
+def test_summary_counts_volumes_and_scores_against_hand_computation():
+    probs = softmax_probs(3, shape=(3, 4, 4, 2))
+    mask = probs.argmax(0)
+    gt = mask.copy()
+    gt[0, 0, 0] = (gt[0, 0, 0] + 1) % 3  # one voxel disagrees
+    spacing = (0.5, 0.5, 2.0)  # 0.5 mm^3 per voxel
+    rows = summarize_mask(
+        mask, probs, spacing=spacing, class_names=["bg", "a", "b"], ground_truth=gt
+    )
+    for row in rows:
+        c = row.label
+        voxels = int((mask == c).sum())
+        assert row.voxels == voxels
+        assert row.volume_ml == pytest.approx(voxels * 0.5 / 1000)
+        tp = int(((mask == c) & (gt == c)).sum())
+        fp = int(((mask == c) & (gt != c)).sum())
+        fn = int(((mask != c) & (gt == c)).sum())
+        assert row.dice == pytest.approx(2 * tp / (2 * tp + fp + fn))
+        assert row.iou == pytest.approx(tp / (tp + fp + fn))
+        assert 0.0 <= row.expected_dice <= 1.0
+    assert [r.name for r in rows] == ["bg", "a", "b"]
+
+
+def test_summary_refuses_ground_truth_of_another_shape():
+    probs = softmax_probs(4, shape=(2, 3, 3, 1))
+    with pytest.raises(ValueError, match=r"ground truth shape \(3, 3, 2\)"):
+        summarize_mask(
+            probs.argmax(0),
+            probs,
+            spacing=(1, 1, 1),
+            class_names=["a", "b"],
+            ground_truth=np.zeros((3, 3, 2), int),
+        )
