@@ -258,6 +258,8 @@ def read_mask(path: str | os.PathLike[str], *, reference: Image) -> Mask:
             if not np.all(pixels == pixels[..., :1]):
                 raise ValueError(f"{source}: colour image cannot be a label mask")
             pixels = pixels[..., 0]
+        if pixels.dtype == bool:
+            pixels = pixels.astype(np.uint8)  # a 1-bit PNG mask means labels 0 and 1
         labels, affine = pixels[:, :, np.newaxis], np.eye(4)
         warnings.extend(pixel_warnings)
     else:

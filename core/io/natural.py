@@ -21,7 +21,8 @@ def read_natural_pixels(path: Path, *, volume: int | None = None) -> tuple[np.nd
     """Decode a natural image to ``(H, W)`` or ``(H, W, 3)`` plus warnings.
 
     Alpha is dropped (with a warning when it is not fully opaque), grey+alpha becomes grey, a
-    multi-page TIFF needs ``volume`` to pick a page, and 1-bit images become uint8 0/255.
+    multi-page TIFF needs ``volume`` to pick a page; 1-bit images stay boolean (the caller
+    decides: 0/255 for display, 0/1 for masks).
 
     Raises
     ------
@@ -55,8 +56,6 @@ def read_natural_pixels(path: Path, *, volume: int | None = None) -> tuple[np.nd
             pixels = pixels[..., 0]
     if pixels.ndim not in (2, 3):
         raise ImageReadError(f"{path}: unsupported pixel layout {pixels.shape}")
-    if pixels.dtype == bool:
-        pixels = pixels.astype(np.uint8) * 255
     return pixels, warnings
 
 
@@ -66,6 +65,8 @@ def read_natural(path: Path, *, volume: int | None = None) -> Image:
     Grey images keep their dtype (8- or 16-bit); colour images are ``(H, W, 1, 3)``.
     """
     pixels, warnings = read_natural_pixels(path, volume=volume)
+    if pixels.dtype == bool:
+        pixels = pixels.astype(np.uint8) * 255  # 1-bit pictures display as black and white
     array = pixels[:, :, np.newaxis]
     return Image(
         array=array,

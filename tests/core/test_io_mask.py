@@ -175,3 +175,16 @@ def test_missing_mask_file(tmp_path):
     image = read_image(STANDARD)
     with pytest.raises(ImageReadError, match="none.nii.gz: no such file"):
         read_mask(tmp_path / "none.nii.gz", reference=image)
+
+
+def test_one_bit_png_mask_reads_as_labels_zero_and_one(tmp_path):
+    from PIL import Image as PilImage
+
+    skimage.io.imsave(tmp_path / "photo.png", skimage.data.camera()[:20, :30], check_contrast=False)
+    image = read_image(tmp_path / "photo.png")
+    labels = np.zeros((20, 30), bool)
+    labels[5:9, 10:25] = True
+    PilImage.fromarray(labels).convert("1").save(tmp_path / "bits.png")
+    mask = read_mask(tmp_path / "bits.png", reference=image)
+    np.testing.assert_array_equal(mask.array[:, :, 0], labels.astype(np.uint8))
+    assert read_image(tmp_path / "bits.png").array.max() == 255  # as a picture: white
