@@ -91,6 +91,10 @@ def _atomic_write(target: Path, suffix: str, write: Callable[[Path], None]) -> N
     temp = Path(temp_name)
     try:
         write(temp)
+        # mkstemp makes the file owner-only; a mask should be as readable as any saved file.
+        os.chmod(temp, target.stat().st_mode & 0o777 if target.exists() else 0o644)
+        with open(temp, "rb+") as written:
+            os.fsync(written.fileno())  # the data is on disk before the name points to it
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -43,8 +43,8 @@ def read_image(
     ----------
     path : path-like
         NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``,
-        ``.mhd``), PNG/JPEG/TIFF/BMP, a DICOM file (``.dcm`` or no extension) or a folder of
-        DICOM files.
+        ``.mhd``), PNG/JPEG/TIFF/BMP, a DICOM file (``.dcm`` or no extension), a folder of
+        DICOM files, or a DICOMDIR (its folder is read).
     series : str or DicomSeries, optional
         SeriesInstanceUID to read from a DICOM folder (see ``list_dicom_series``).
     volume : int, optional
@@ -66,6 +66,9 @@ def read_image(
         raise ImageReadError(f"{source}: no such file or folder")
     if source.is_dir():
         return read_dicom(source, series=series)
+    if source.name.upper() == "DICOMDIR":
+        # A DICOMDIR is only an index; the folder scan finds the same files without trusting it.
+        return read_dicom(source.parent, series=series)
     suffix = suffix_of(source)
     if series is not None:
         raise ImageReadError(f"{source}: series= only applies to a folder of DICOM files")

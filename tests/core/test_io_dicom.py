@@ -180,3 +180,8 @@ def test_truncated_pixel_data_and_non_image_files():
         read_image(get_testdata_file("MR_truncated.dcm"))
     with pytest.raises(ImageReadError, match="rtplan.dcm: not a DICOM image file"):
         read_image(get_testdata_file("rtplan.dcm"))
+
+
+def test_dicomdir_reads_its_folder():
+    image = read_image(DICOMDIR_TESTS / "DICOMDIR", series=list_dicom_series(CT5N)[0].uid)
+    np.testing.assert_array_equal(image.array, read_image(CT5N).array)

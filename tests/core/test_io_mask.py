@@ -35,6 +35,7 @@ def test_round_trip_keeps_geometry(tmp_path, source, suffix):
     np.testing.assert_allclose(mask.affine, image.affine, atol=1e-5)
     assert mask.warnings == []
     assert os.listdir(tmp_path) == [written.name]  # no temporary file left behind
+    assert written.stat().st_mode & 0o644 == 0o644  # not the temp file's owner-only mode
 
 
 @pytest.mark.parametrize("source", [ANATOMICAL, STANDARD, EXAMPLE_4D])
