@@ -25,7 +25,7 @@ __all__ = ["RMAInfo", "rankseg_rma", "DEFAULT_CHUNK_ELEMENTS"]
 #: Elements (B * C * pixels) processed at once; bounds the temporaries of every pass.
 DEFAULT_CHUNK_ELEMENTS = 1 << 20
 #: Dinkelbach passes between convergence checks (one host-device sync per block on CUDA).
-_PASSES_PER_CHECK = 2
+_PASSES_PER_CHECK = 3
 _MAX_PASSES = 200
 
 
@@ -90,23 +90,58 @@ class _Source:
             yield start, stop, full, part
 
 
-def _sums_above(source: _Source, t_cmp: torch.Tensor, want_total: bool = False):
-    """Per (b, c): sum and count of probabilities strictly above t, and optionally their total."""
+def _sums_above(source: _Source, t_cmp: torch.Tensor, want_stats: bool = False):
+    """Per (b, c): sum and count of probabilities strictly above t; optionally total and max."""
     shape = t_cmp.shape[:2]
     device = source.info.device
     s = torch.zeros(shape, dtype=torch.float64, device=device)
-    n = torch.zeros(shape, dtype=torch.int64, device=device)
-    total = torch.zeros(shape, dtype=torch.float64, device=device) if want_total else None
+    n = torch.zeros(shape, dtype=torch.float64, device=device)
+    total = torch.zeros(shape, dtype=torch.float64, device=device) if want_stats else None
+    peak = torch.zeros(shape, dtype=source.info.work_dtype, device=device) if want_stats else None
+    buffer = None
     for _, _, _, p in source:
-        # A float 0/1 mask multiplies and sums with vectorised kernels; bool sums and
-        # torch.where are several times slower on the CPU. Chunk sums are exact integers for
-        # the count (chunks hold far fewer than 2^24 pixels per row).
-        above = (p > t_cmp).to(p.dtype)
-        s += (above * p).sum(-1).to(torch.float64)
-        n += above.sum(-1).to(torch.int64)
-        if want_total:
-            total += p.sum(-1).to(torch.float64)
-    return s, n, total
+        if buffer is None or buffer.shape[-1] < p.shape[-1]:
+            buffer = torch.empty_like(p)
+        above = buffer[..., : p.shape[-1]]
+        # The comparison is written straight into a reused float 0/1 buffer: float products
+        # and sums run vectorised, while bool reductions and fresh allocations are several
+        # times slower on the CPU. Counts stay exact (per-chunk sums of 0/1 stay far below
+        # 2^24).
+        torch.gt(p, t_cmp, out=above)
+        n += above.sum(-1)
+        s += above.mul_(p).sum(-1)
+        if want_stats:
+            total += p.sum(-1)
+            peak = torch.maximum(peak, p.amax(-1))
+    return s, n, total, peak
+
+
+def _sample_estimate(source: _Source, metric: str, samples: int = 4096, steps: int = 10):
+    """Warm-start threshold from a strided sample of the pixels (a fixed number of steps).
+
+    Any starting threshold keeps the result exact (the first full pass turns it into a valid
+    lower bound); a good one saves full passes over the data.
+    """
+    info = source.info
+    stride = max(1, info.pixels // samples)
+    part = info.flat[:, :, ::stride]
+    if isinstance(part, np.ndarray):
+        part = torch.from_numpy(np.ascontiguousarray(part))
+    q = part.to(device=info.device, dtype=torch.float64)
+    if source.opt_index is not None:
+        q = q.index_select(1, source.opt_index)
+    if source.valid is not None:
+        q = q * source.valid[:, None, ::stride]
+    mu = q.sum(-1)
+    extra = 1.0 / stride if metric == "dice" else 0.0  # the "+1" of Dice at sample scale
+    t = torch.full_like(mu, 0.5)
+    for _ in range(steps):
+        above = q > t[..., None]
+        s = torch.where(above, q, 0).sum(-1)
+        nf = above.sum(-1, dtype=torch.float64)
+        den = nf + mu + extra
+        t = torch.where(den > 0, s / den.clamp_min(1e-300), torch.zeros_like(s))
+    return t
 
 
 def _ratio_threshold(s, n, mu, metric):
@@ -126,28 +161,28 @@ def _objective(s, n, mu, metric):
 
 def _solve_thresholds(source: _Source, metric: str, pruning_prob: float, work_dtype):
     """Dinkelbach iteration for every (b, c) at once. Returns t*, tau, S, mu, active."""
-    device = source.info.device
-    n_opt = source.info.classes if source.opt_index is None else len(source.opt_index)
-    shape = (source.info.batch, n_opt)
-    prune = torch.full(shape, float(pruning_prob), dtype=torch.float64, device=device)
-    # First pass: the set {p > pruning_prob} is a valid starting set, and it is empty exactly
-    # when the class is pruned, so pruning costs no extra pass.
-    s, n, mu = _sums_above(source, round_down_to(prune, work_dtype)[..., None], want_total=True)
-    active = n > 0
+    t_start = _sample_estimate(source, metric)
+    # First full pass: the set {p > t_start} becomes a valid starting set (its ratio is a
+    # lower bound of the optimum); the same pass gives mu and the maxima for pruning.
+    s, n, mu, peak = _sums_above(source, round_down_to(t_start, work_dtype)[..., None], True)
+    active = peak.to(torch.float64) > float(pruning_prob)
     inf = torch.full_like(s, np.inf)
+    n = torch.where(active, n, torch.zeros_like(n))
     t = torch.where(active, _ratio_threshold(s, n, mu, metric), inf)
     n_prev = n
+    # On CUDA a convergence check is a host-device sync: check only every few passes there.
+    per_check = 1 if source.info.device.type == "cpu" else _PASSES_PER_CHECK
     for done in range(1, _MAX_PASSES + 1):
-        s, n, _ = _sums_above(source, round_down_to(t, work_dtype)[..., None])
+        s, n, _, _ = _sums_above(source, round_down_to(t, work_dtype)[..., None])
         t_next = torch.where(active, _ratio_threshold(s, n, mu, metric), inf)
         converged_now = n == n_prev
-        if done % _PASSES_PER_CHECK == 0 and bool(converged_now.all()):
+        if done % per_check == 0 and bool(converged_now.all()):
             break
         n_prev = n
         # Classes that have converged keep their threshold: their set is a fixed point.
         t = torch.where(converged_now, t, t_next)
     # At the fixed point {p > t} has ratio t_next and {p > t_next} is the same set.
-    return t, n, s, mu, active
+    return t, n.to(torch.int64), s, mu, active
 
 
 def _check_options(metric, multilabel, unassigned, void_label, classes, n_classes, pruning_prob):
@@ -284,55 +319,95 @@ def rankseg_rma(
 
 
 def _increments(p, n_u, m_u, mu, metric):
-    """RMA objective increase of adding each pixel to each class's uniquely claimed set."""
+    """RMA objective increase of adding each pixel to each class's uniquely claimed set.
+
+    ``p`` is (N, C) for N pixels; the class statistics are (N, C) rows matching them.
+    """
     if metric == "dice":
         d_c = n_u + mu + 1.0
-        offset = (m_u / d_c)[..., None].to(p.dtype)
-        scale = (2.0 / (d_c + 1.0))[..., None].to(p.dtype)
+        offset = (m_u / d_c).to(p.dtype)
+        scale = (2.0 / (d_c + 1.0)).to(p.dtype)
         # Factored as (p - m/D) * 2/(D+1): no cancellation between two nearly equal scores.
         return (p - offset).mul_(scale)
     den = n_u + mu - m_u
-    g = torch.where(den > 0, m_u / den.clamp_min(1e-300), torch.zeros_like(m_u))
-    g = g[..., None].to(p.dtype)
-    den = den[..., None].to(p.dtype)
+    g = torch.where(den > 0, m_u / den.clamp_min(1e-300), torch.zeros_like(m_u)).to(p.dtype)
     remaining = 1.0 - p
-    return (p - g * remaining).div_(den + remaining)
+    return (p - g * remaining).div_(den.to(p.dtype) + remaining)
 
 
 def _assign_labels(
     source, t_cmp, mu, active, metric, unassigned, void_label, rest_index, opt_index
 ):
+    """Multiclass labels: unique claims keep their class, the rest go by largest increment."""
     info, valid = source.info, source.valid
-    device = info.device
+    device, dtype = info.device, info.work_dtype
     B, d = info.batch, info.pixels
-    # Pass 1: size and mass of each class's uniquely claimed pixels.
+    n_opt = mu.shape[1]
+    # Pass over the pixels: per pixel, the number of claiming classes and (for a unique
+    # claim) which class; per class, size and mass of its uniquely claimed pixels. Sums over
+    # classes and over pixels are batched matrix products, the fastest reductions here.
+    weights = torch.stack(
+        [torch.ones(n_opt, dtype=dtype, device=device), torch.arange(n_opt, device=device)]
+    ).to(dtype)
+    weights = weights.expand(B, 2, n_opt)
     n_u = torch.zeros_like(mu)
     m_u = torch.zeros_like(mu)
-    for _, _, _, p in source:
-        claims = (p > t_cmp).to(p.dtype)
-        unique = claims * (claims.sum(1, keepdim=True) == 1)
-        n_u += unique.sum(-1).to(torch.float64)
-        m_u += (unique * p).sum(-1).to(torch.float64)
-    # Pixels nobody claims: active classes compete; every class does when all are pruned.
-    fallback = active | ~active.any(1, keepdim=True)
+    claim_count = torch.empty((B, d), dtype=torch.int32, device=device)
     out = torch.empty((B, d), dtype=torch.int64, device=device)
-    for start, stop, full, p in source:
-        claims = p > t_cmp
+    buffer = None
+    for start, stop, _, p in source:
+        if buffer is None or buffer.shape[-1] < p.shape[-1]:
+            buffer = torch.empty_like(p)
+        claims = buffer[..., : p.shape[-1]]
+        torch.gt(p, t_cmp, out=claims)
+        count_and_label = torch.bmm(weights, claims)  # (B, 2, n)
+        unique = (count_and_label[:, :1] == 1).to(dtype).transpose(1, 2)  # (B, n, 1)
+        n_u += torch.bmm(claims, unique)[..., 0]
+        m_u += torch.bmm(claims.mul_(p), unique)[..., 0]
+        claim_count[:, start:stop] = count_and_label[:, 0]
+        out[:, start:stop] = count_and_label[:, 1]
+    label_of = opt_index if opt_index is not None else None
+    if label_of is not None:
+        out = label_of[out]
+    # Pixels claimed by several classes or by none: typically a thin band along edges, so
+    # they are gathered and resolved on their own.
+    pending = claim_count != 1
+    if valid is not None:
+        pending &= valid
+    rows, cols = pending.nonzero(as_tuple=True)
+    # Unclaimed pixels: active classes compete; every class does when all are pruned.
+    fallback = active | ~active.any(1, keepdim=True)
+    per_step = max(1, DEFAULT_CHUNK_ELEMENTS // max(1, info.classes))
+    for first in range(0, rows.numel(), per_step):
+        b = rows[first : first + per_step]
+        i = cols[first : first + per_step]
+        full = _gather_pixels(info, b, i)  # (N, C)
+        p = full if opt_index is None else full.index_select(1, opt_index)
+        claims = p > t_cmp[b, :, 0]
         claimed = claims.any(1)
-        eligible = torch.where(claimed[:, None], claims, fallback[..., None])
-        score = _increments(p, n_u, m_u, mu, metric).masked_fill_(~eligible, -np.inf)
-        # max(dim) returns the first maximum like argmax, and is much faster on the CPU.
+        eligible = torch.where(claimed[:, None], claims, fallback[b])
+        score = _increments(p, n_u[b], m_u[b], mu[b], metric).masked_fill_(~eligible, -np.inf)
+        # max(dim) returns the first maximum like argmax (lowest class index on ties).
         labels = score.max(1).indices
         if opt_index is not None:
             labels = opt_index[labels]
-            rest_best = rest_index[full.index_select(1, rest_index).argmax(1)]
+            rest_best = rest_index[full.index_select(1, rest_index).max(1).indices]
             labels = torch.where(claimed, labels, rest_best)
         elif unassigned == "void":
             labels.masked_fill_(~claimed, int(void_label))
-        if valid is not None:
-            labels.masked_fill_(~valid[:, start:stop], int(void_label))
-        out[:, start:stop] = labels
+        out[b, i] = labels
+    if valid is not None:
+        out.masked_fill_(~valid, int(void_label))
     return out
+
+
+def _gather_pixels(info: ProbabilityInput, rows: torch.Tensor, cols: torch.Tensor):
+    """Probabilities of the listed (item, pixel) pairs as an (N, C) working-dtype tensor."""
+    if isinstance(info.flat, np.ndarray):
+        picked = torch.from_numpy(np.asarray(info.flat[rows.cpu().numpy(), :, cols.cpu().numpy()]))
+    else:
+        picked = info.flat[rows, :, cols]
+    return picked.to(device=info.device, dtype=info.work_dtype)
 
 
 def _build_info(info, result, t, tau, s, mu, active, metric, opt_index, ignore_mask):
