@@ -26,6 +26,7 @@ __all__ = [
     "decide",
     "summarize_mask",
     "segment_image",
+    "result_table_row",
 ]
 
 #: Decision rules by their user-facing names.
@@ -339,3 +340,22 @@ def segment_image(
         spacing=tuple(float(s) for s in image.spacing),
         timings=timings,
     )
+
+
+def result_table_row(variant: str, result: SegmentationResult) -> dict[str, Any]:
+    """One flat row (for a table or a CSV) of a result: means, then per-class columns."""
+    row: dict[str, Any] = {
+        "model": variant,
+        "decision": result.decision,
+        "mean_dice": result.mean_foreground("dice"),
+        "mean_iou": result.mean_foreground("iou"),
+        "mean_expected_dice": result.mean_foreground("expected_dice"),
+    }
+    for cls in result.rows:
+        if cls.label == 0:
+            continue
+        row[f"{cls.name} dice"] = cls.dice
+        row[f"{cls.name} iou"] = cls.iou
+        row[f"{cls.name} expected_dice"] = cls.expected_dice
+        row[f"{cls.name} ml"] = cls.volume_ml
+    return row

@@ -11,20 +11,47 @@ from PySide6.QtWidgets import QApplication
 
 from core.device import select_device
 from core.logs import configure_logging
-from gui.main_window import MainWindow
+from gui.workbench_window import WorkbenchWindow
 
 __all__ = ["run_gui", "create_window"]
 
 log = logging.getLogger("segbench.gui")
 
 
-def create_window(args: argparse.Namespace) -> MainWindow:
-    """Build the main window for the parsed command-line options."""
-    window = MainWindow()
+def create_window(args: argparse.Namespace) -> WorkbenchWindow:
+    """Build the main window and start opening what the command line asked for.
+
+    With no ``--image``/``--model`` and no ``--no-demo``, the bundled demo opens and is
+    segmented (argmax and RankSEG-RMA), so a new user sees every feature at once.
+    """
     choice = select_device(args.device, threads=args.threads)
+    window = WorkbenchWindow()
     window.device_label.setText(choice.description)
     log.info("device: %s", choice.description)
+    if args.image or args.model:
+        _open_requested(window, args)
+    elif not args.no_demo:
+        window.load_demo()
     return window
+
+
+def _open_requested(window: WorkbenchWindow, args: argparse.Namespace) -> None:
+    """Open --model, then --image, then --gt, each after the previous one finished."""
+    steps = []
+    if args.model:
+        steps.append(lambda: window.open_model(args.model))
+    if args.image:
+        steps.append(lambda: window.open_image(args.image))
+    if args.gt:
+        steps.append(lambda: window.open_ground_truth(args.gt))
+
+    def next_step():
+        if steps:
+            worker = steps.pop(0)()
+            if worker is not None:
+                worker.signals.succeeded.connect(lambda *_: next_step())
+
+    next_step()
 
 
 def run_gui(args: argparse.Namespace) -> int:

@@ -119,12 +119,15 @@ class MainWindow(QMainWindow):
         on_success: Callable[[Any], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         on_end: Callable[[], None] | None = None,
+        on_failed: Callable[[JobFailure], None] | None = None,
         **kwargs: Any,
     ) -> JobWorker:
         """Run the core job ``fn`` off the GUI thread.
 
         ``on_success(result)`` and ``on_progress(progress)`` run on the GUI thread. Failures show
-        the error dialog; cancellation shows a status message. ``on_end`` runs last in every case.
+        the error dialog unless ``on_failed(failure)`` is given to handle them (for example to
+        ask a question and retry); cancellation shows a status message. ``on_end`` runs last in
+        every case.
         """
         worker = JobWorker(fn, *args, title=title, **kwargs)
         signals = worker.signals
@@ -134,7 +137,7 @@ class MainWindow(QMainWindow):
         if on_success is not None:
             signals.succeeded.connect(on_success)
         signals.succeeded.connect(lambda result: self.job_succeeded.emit(title, result))
-        signals.failed.connect(self._on_job_failed)
+        signals.failed.connect(on_failed if on_failed is not None else self._on_job_failed)
         signals.cancelled.connect(lambda: self.statusBar().showMessage(f"{title}: cancelled", 5000))
         if on_end is not None:
             signals.finished.connect(on_end)

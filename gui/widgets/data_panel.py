@@ -1,0 +1,185 @@
+"""The Data panel: open an image, its ground truth and a model; see what was opened, in words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.io import Image
+from core.models import LoadedModel
+
+__all__ = ["DataPanel", "IMAGE_FILTER", "MODEL_FILTER", "MAX_RECENT"]
+
+IMAGE_FILTER = (
+    "Images (*.nii *.nii.gz *.dcm *.nrrd *.nhdr *.mha *.mhd "
+    "*.png *.jpg *.jpeg *.tif *.tiff *.bmp);;"
+    "All files (*)"
+)
+MODEL_FILTER = "Models (*.json *.safetensors *.pt *.pth *.ts);;All files (*)"
+MAX_RECENT = 8
+
+
+def describe_image(image: Image) -> str:
+    """A few lines about an image for the panel (shape, spacing, orientation, modality)."""
+    shape = " x ".join(str(n) for n in image.shape3)
+    spacing = " x ".join(f"{s:.3g}" for s in image.spacing)
+    lines = [
+        f"<b>{Path(str(image.path)).name if image.path else 'image'}</b>",
+        f"{shape} voxels{' (RGB)' if image.is_rgb else ''}, {spacing} mm",
+        f"orientation {image.orientation}" + (f", {image.modality}" if image.modality else ""),
+    ]
+    for warning in image.warnings:
+        lines.append(f"<span style='color:#b35c00'>⚠ {warning}</span>")
+    return "<br>".join(lines)
+
+
+def describe_model(model: LoadedModel) -> str:
+    spec = model.spec
+    classes = ", ".join(spec.class_names)
+    return (
+        f"<b>{model.name}</b><br>{spec.architecture}, {spec.mode}, {spec.activation}<br>"
+        f"classes: {classes}"
+    )
+
+
+class DataPanel(QWidget):
+    """Buttons to open files, a recent-files list, and descriptions of what is open.
+
+    The panel only asks for paths; the main window opens them on the worker.
+    """
+
+    image_requested = Signal(str)
+    folder_requested = Signal(str)
+    ground_truth_requested = Signal(str)
+    model_requested = Signal(str)
+
+    def __init__(self, settings: QSettings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings or QSettings()
+        layout = QVBoxLayout(self)
+
+        buttons = QGroupBox("Open", self)
+        grid = QVBoxLayout(buttons)
+        row = QHBoxLayout()
+        self.open_image_button = QPushButton("Image…", self)
+        self.open_image_button.setToolTip("Open a NIfTI, NRRD, MHA, DICOM file or a 2-D image")
+        self.open_image_button.clicked.connect(self._on_open_image_clicked)
+        self.open_folder_button = QPushButton("DICOM folder…", self)
+        self.open_folder_button.setToolTip("Open a folder of DICOM files; you pick the series")
+        self.open_folder_button.clicked.connect(self._on_open_folder_clicked)
+        row.addWidget(self.open_image_button)
+        row.addWidget(self.open_folder_button)
+        grid.addLayout(row)
+        row = QHBoxLayout()
+        self.open_gt_button = QPushButton("Ground truth…", self)
+        self.open_gt_button.setToolTip("Open a label mask with the same grid as the image")
+        self.open_gt_button.clicked.connect(self._on_open_gt_clicked)
+        self.open_model_button = QPushButton("Model…", self)
+        self.open_model_button.setToolTip(
+            "Open a model folder (model.json + weights), a .safetensors with its .json, "
+            "or a TorchScript file"
+        )
+        self.open_model_button.clicked.connect(self._on_open_model_clicked)
+        row.addWidget(self.open_gt_button)
+        row.addWidget(self.open_model_button)
+        grid.addLayout(row)
+        self.recent_combo = QComboBox(self)
+        self.recent_combo.setToolTip("Recently opened images")
+        self.recent_combo.activated.connect(self._on_recent_activated)
+        grid.addWidget(QLabel("Recent images:", self))
+        grid.addWidget(self.recent_combo)
+        layout.addWidget(buttons)
+
+        self.image_info = QLabel("No image open.", self)
+        self.image_info.setWordWrap(True)
+        self.image_info.setObjectName("imageInfo")
+        self.gt_info = QLabel("No ground truth.", self)
+        self.gt_info.setWordWrap(True)
+        self.model_info = QLabel("No model open.", self)
+        self.model_info.setWordWrap(True)
+        for label in (self.image_info, self.gt_info, self.model_info):
+            layout.addWidget(label)
+        layout.addStretch(1)
+        self._refresh_recent()
+
+    # Dialog hooks: tests replace these to avoid modal dialogs.
+    def ask_open_path(self, title: str, file_filter: str) -> str:
+        return QFileDialog.getOpenFileName(self, title, self._last_dir(), file_filter)[0]
+
+    def ask_folder(self, title: str) -> str:
+        return QFileDialog.getExistingDirectory(self, title, self._last_dir())
+
+    def _last_dir(self) -> str:
+        recent = self.recent_files()
+        return str(Path(recent[0]).parent) if recent else str(Path.home())
+
+    # --- recent files ----------------------------------------------------------------------
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent_images", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def remember(self, path: str) -> None:
+        recent = [p for p in self.recent_files() if p != path]
+        self.settings.setValue("recent_images", [path, *recent][:MAX_RECENT])
+        self._refresh_recent()
+
+    def _refresh_recent(self) -> None:
+        self.recent_combo.clear()
+        for path in self.recent_files():
+            self.recent_combo.addItem(Path(path).name, path)
+            self.recent_combo.setItemData(self.recent_combo.count() - 1, path)
+
+    # --- descriptions ----------------------------------------------------------------------
+    def show_image(self, image: Image | None) -> None:
+        self.image_info.setText(describe_image(image) if image is not None else "No image open.")
+
+    def show_ground_truth(self, path: str | None, warnings: list[str] | None = None) -> None:
+        if path is None:
+            self.gt_info.setText("No ground truth.")
+            return
+        text = f"Ground truth: <b>{Path(path).name}</b>"
+        for warning in warnings or []:
+            text += f"<br><span style='color:#b35c00'>⚠ {warning}</span>"
+        self.gt_info.setText(text)
+
+    def show_model(self, model: LoadedModel | None) -> None:
+        self.model_info.setText(describe_model(model) if model is not None else "No model open.")
+
+    # --- slots -----------------------------------------------------------------------------
+    def _on_open_image_clicked(self) -> None:
+        path = self.ask_open_path("Open image", IMAGE_FILTER)
+        if path:
+            self.image_requested.emit(path)
+
+    def _on_open_folder_clicked(self) -> None:
+        path = self.ask_folder("Open DICOM folder")
+        if path:
+            self.folder_requested.emit(path)
+
+    def _on_open_gt_clicked(self) -> None:
+        path = self.ask_open_path("Open ground truth", IMAGE_FILTER)
+        if path:
+            self.ground_truth_requested.emit(path)
+
+    def _on_open_model_clicked(self) -> None:
+        path = self.ask_open_path("Open model", MODEL_FILTER)
+        if path:
+            self.model_requested.emit(path)
+
+    def _on_recent_activated(self, index: int) -> None:
+        path = self.recent_combo.itemData(index)
+        if path:
+            self.image_requested.emit(path)

@@ -1,0 +1,50 @@
+"""Help > Shortcuts: every keyboard shortcut of the workbench in one table."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QVBoxLayout, QWidget
+
+__all__ = ["SHORTCUTS", "show_shortcuts"]
+
+SHORTCUTS: tuple[tuple[str, str], ...] = (
+    ("Ctrl+O", "Open image"),
+    ("Ctrl+G", "Open ground truth"),
+    ("Ctrl+M", "Open model"),
+    ("Ctrl+R", "Run segmentation with the panel's settings"),
+    ("Ctrl+S", "Save the selected result's mask (NIfTI/NRRD/MHA with the image geometry, PNG)"),
+    ("Ctrl+E", "Export the results table (CSV or JSON)"),
+    ("Ctrl+Shift+S", "Save a screenshot of the views"),
+    ("Mouse wheel, PgUp/PgDn, Up/Down", "Previous/next slice in the view under the mouse"),
+    ("Left click / drag", "Move the crosshair (all views follow)"),
+    ("Right drag", "Window/level: horizontal = width, vertical = level"),
+    ("Middle drag, Ctrl+wheel", "Pan, zoom"),
+    ("Double click", "Maximise a view / back to three views"),
+    ("1 … 5", "Window presets: 1 soft tissue, 2 lung, 3 bone, 4 brain, 5 liver"),
+    ("0", "Default window (DICOM window or 0.1–99.9 percentiles)"),
+    ("O", "Toggle the overlay"),
+    ("F", "Filled / outline overlay"),
+    ("T", "Compare: toggle which result is shown"),
+    ("Ctrl+Q", "Quit (asks first while a job runs)"),
+)
+
+
+def shortcuts_html() -> str:
+    rows = "".join(
+        f"<tr><td style='padding-right:16px'><b>{keys}</b></td><td>{what}</td></tr>"
+        for keys, what in SHORTCUTS
+    )
+    return f"<table>{rows}</table>"
+
+
+def show_shortcuts(parent: QWidget | None = None) -> QDialog:
+    """Show the shortcut table in a non-blocking dialog and return it."""
+    dialog = QDialog(parent)
+    dialog.setWindowTitle("Keyboard shortcuts")
+    dialog.setObjectName("shortcutsDialog")
+    layout = QVBoxLayout(dialog)
+    layout.addWidget(QLabel(shortcuts_html(), dialog))
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dialog)
+    buttons.rejected.connect(dialog.reject)
+    layout.addWidget(buttons)
+    dialog.open()
+    return dialog

@@ -1,0 +1,145 @@
+"""The results table: one row per (model variant, decision rule), with per-class readouts."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.pipeline import result_table_row
+from gui.session import ResultEntry
+
+__all__ = ["ResultsTable"]
+
+_HEADER_TITLES = {
+    "model": "Model",
+    "decision": "Rule",
+    "mean_dice": "Dice (mean)",
+    "mean_iou": "IoU (mean)",
+    "mean_expected_dice": "E[Dice] (mean)",
+}
+
+
+_RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+
+
+def _column_title(key: str) -> str:
+    if key in _HEADER_TITLES:
+        return _HEADER_TITLES[key]
+    name, _, kind = key.rpartition(" ")
+    kind = {"dice": "Dice", "iou": "IoU", "expected_dice": "E[Dice]", "ml": "mL"}.get(kind, kind)
+    return f"{name}\n{kind}"
+
+
+def _format(key: str, value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.2f}" if key.endswith(" ml") else f"{value:.3f}"
+    return str(value)
+
+
+class ResultsTable(QWidget):
+    """Shows results; clicking a row selects it, selecting two enables Compare.
+
+    Dice and IoU are per class against the ground truth (both empty counts as 1.0; means are
+    over foreground classes). E[Dice] is the model's own expected Dice of the mask, available
+    without a ground truth.
+    """
+
+    result_selected = Signal(str)  # entry key
+    compare_requested = Signal(str, str)
+    export_requested = Signal()
+    save_mask_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.table = QTableWidget(0, 0, self)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.itemSelectionChanged.connect(self._on_table_selection_changed)
+        self.note = QLabel(
+            "Dice/IoU per class vs ground truth (both empty = 1); E[Dice]: the model's expected "
+            "Dice of the mask, no ground truth needed. Select two rows to compare.",
+            self,
+        )
+        self.note.setWordWrap(True)
+        self.compare_button = QPushButton("Compare selected", self)
+        self.compare_button.setEnabled(False)
+        self.compare_button.clicked.connect(self._on_compare_clicked)
+        self.save_mask_button = QPushButton("Save mask…", self)
+        self.save_mask_button.setEnabled(False)
+        self.save_mask_button.clicked.connect(self.save_mask_requested)
+        self.export_button = QPushButton("Export table…", self)
+        self.export_button.clicked.connect(self.export_requested)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.compare_button)
+        buttons.addWidget(self.save_mask_button)
+        buttons.addWidget(self.export_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.table)
+        layout.addWidget(self.note)
+        layout.addLayout(buttons)
+        self._keys: list[str] = []
+        self.rows: list[dict] = []
+
+    def set_entries(self, entries: list[ResultEntry], selected: str | None = None) -> None:
+        """Show ``entries`` (in order); keep ``selected`` selected when given."""
+        self.rows = [result_table_row(e.variant, e.result) for e in entries]
+        self._keys = [e.key for e in entries]
+        columns: list[str] = []
+        for row in self.rows:
+            columns.extend(k for k in row if k not in columns)
+        self.table.blockSignals(True)
+        self.table.clear()
+        self.table.setColumnCount(len(columns))
+        self.table.setRowCount(len(self.rows))
+        self.table.setHorizontalHeaderLabels([_column_title(c) for c in columns])
+        for r, row in enumerate(self.rows):
+            for c, key in enumerate(columns):
+                item = QTableWidgetItem(_format(key, row.get(key)))
+                if c >= 2:
+                    item.setTextAlignment(
+                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+                    )
+                self.table.setItem(r, c, item)
+        self.table.blockSignals(False)
+        self.columns = columns
+        if selected in self._keys:
+            self.select(selected)
+
+    def select(self, key: str) -> None:
+        self.table.selectRow(self._keys.index(key))
+
+    def selected_keys(self) -> list[str]:
+        rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        return [self._keys[r] for r in rows]
+
+    def cell_text(self, row: int, column_key: str) -> str:
+        return self.table.item(row, self.columns.index(column_key)).text()
+
+    def _on_table_selection_changed(self) -> None:
+        keys = self.selected_keys()
+        self.compare_button.setEnabled(len(keys) == 2)
+        self.save_mask_button.setEnabled(len(keys) == 1)
+        if len(keys) == 1:
+            self.result_selected.emit(keys[0])
+
+    def _on_compare_clicked(self) -> None:
+        keys = self.selected_keys()
+        if len(keys) == 2:
+            self.compare_requested.emit(keys[0], keys[1])

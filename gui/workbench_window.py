@@ -1,0 +1,499 @@
+"""The workbench: the main window with the viewer, the panels and the flows between them.
+
+Every long action (reading an image, loading a model, inference, decisions, quantization) is a
+core function run through :meth:`MainWindow.run_job`; the slots here only move results between
+the session, the panels and the viewer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QInputDialog,
+    QLabel,
+    QMessageBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.io import Image, list_dicom_series, read_image, read_mask, write_mask
+from core.models import LoadedModel, load_model
+from core.pipeline import SegmentationResult, segment_image
+from core.report_files import write_csv, write_json
+from gui.main_window import MainWindow
+from gui.session import Session
+from gui.widgets.compare_viewer import CompareViewer
+from gui.widgets.data_panel import DataPanel
+from gui.widgets.help_dialog import show_shortcuts
+from gui.widgets.ortho_viewer import OrthoViewer
+from gui.widgets.overlay_panel import OverlayPanel
+from gui.widgets.quantization_panel import QuantizationPanel
+from gui.widgets.results_table import ResultsTable
+from gui.widgets.segmentation_panel import DECISION_TITLES, SegmentationPanel
+from gui.widgets.weight_scales_panel import WeightScalesPanel
+
+__all__ = ["WorkbenchWindow"]
+
+log = logging.getLogger("segbench.gui")
+
+MODEL_SUFFIXES = (".json", ".safetensors", ".pt", ".pth", ".ts")
+HINT_DEMO = (
+    "Demo: a synthetic CT with a held-out label. Try: switch the decision rule (argmax vs "
+    "RankSEG-RMA) and Run; quantize the model to W4 or W2 in the Quantization tab and segment "
+    "with the variant; select two rows of the results table and Compare."
+)
+HINT_DEFAULT = (
+    "Open a model and Run segmentation; open a ground truth to see Dice/IoU; quantize the model "
+    "and compare variants."
+)
+MASK_FILTER = "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MHA (*.mha);;PNG (*.png)"
+_VOLUMES_RE = re.compile(r"4-D image with (\d+) volumes")
+
+
+def _plain(fn, *args, **kwargs):
+    """Wrap a plain function (no progress, no cancel) as a core job for run_job."""
+
+    def job(*, on_progress=None, cancel=None):
+        return fn(*args, **kwargs)
+
+    return job
+
+
+class WorkbenchWindow(MainWindow):
+    """The main window with the image viewer, Data/Segmentation/Quantization panels, the
+    results table and the weight-scale plots."""
+
+    def __init__(self, settings: QSettings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings or QSettings()
+        self.session = Session(self)
+        self.current_key: str | None = None
+        self.setAcceptDrops(True)
+
+        # Central area: empty state / viewer / compare viewer, with a hint line above.
+        self.viewer = OrthoViewer(self)
+        self.compare_viewer = CompareViewer(self)
+        self.central.addWidget(self.viewer)
+        self.central.addWidget(self.compare_viewer)
+        self.hint = QLabel(HINT_DEFAULT, self)
+        self.hint.setObjectName("hintLine")
+        self.hint.setWordWrap(True)
+        self.hint.setStyleSheet("QLabel#hintLine { padding: 4px 8px; background: #fff8d6; }")
+        container = QWidget(self)
+        column = QVBoxLayout(container)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.hint)
+        column.addWidget(self.central, 1)
+        self.setCentralWidget(container)
+        self.viewer.cursor_moved.connect(self._on_viewer_cursor_moved)
+        self.compare_viewer.cursor_moved.connect(self._on_viewer_cursor_moved)
+
+        # Panels.
+        left = Qt.DockWidgetArea.LeftDockWidgetArea
+        bottom = Qt.DockWidgetArea.BottomDockWidgetArea
+        self.data_panel = DataPanel(self.settings, self)
+        self.segmentation_panel = SegmentationPanel(self.settings, self)
+        self.quantization_panel = QuantizationPanel(run_job=self.run_job, settings=self.settings)
+        self.overlay_panel = OverlayPanel(self.viewer, self)
+        self.results_table = ResultsTable(self)
+        self.weight_panel = WeightScalesPanel()
+        self.data_dock = self.add_dock("Data", self.data_panel, left)
+        self.segmentation_dock = self.add_dock("Segmentation", self.segmentation_panel, left)
+        self.quantization_dock = self.add_dock("Quantization", self.quantization_panel, left)
+        self.overlay_dock = self.add_dock("Overlay", self.overlay_panel, left)
+        self.tabifyDockWidget(self.data_dock, self.segmentation_dock)
+        self.tabifyDockWidget(self.segmentation_dock, self.quantization_dock)
+        self.segmentation_dock.raise_()
+        self.results_dock = self.add_dock("Results", self.results_table, bottom)
+        self.weights_dock = self.add_dock("Weight scales", self.weight_panel, bottom)
+        self.tabifyDockWidget(self.results_dock, self.weights_dock)
+        self.tabifyDockWidget(self.weights_dock, self.log_dock)
+        self.results_dock.raise_()
+        for dock in (
+            self.data_dock,
+            self.segmentation_dock,
+            self.quantization_dock,
+            self.overlay_dock,
+            self.results_dock,
+            self.weights_dock,
+        ):
+            self.view_menu.addAction(dock.toggleViewAction())
+
+        self.data_panel.image_requested.connect(self.open_image)
+        self.data_panel.folder_requested.connect(self.open_dicom_folder)
+        self.data_panel.ground_truth_requested.connect(self.open_ground_truth)
+        self.data_panel.model_requested.connect(self.open_model)
+        self.segmentation_panel.run_requested.connect(self.run_segmentation)
+        self.segmentation_panel.cancel_requested.connect(self.cancel_jobs)
+        self.results_table.result_selected.connect(self.show_result)
+        self.results_table.compare_requested.connect(self.compare_results)
+        self.results_table.export_requested.connect(self._on_export_requested)
+        self.results_table.save_mask_requested.connect(self._on_save_mask_requested)
+        self.quantization_panel.variant_created.connect(self._on_variant_created)
+        self.session.variants_changed.connect(self._on_session_variants_changed)
+        self.session.results_changed.connect(self._on_session_results_changed)
+        self.runner.busy_changed.connect(self.segmentation_panel.set_busy)
+        self._build_workbench_menus()
+
+    # --- menus -----------------------------------------------------------------------------
+    def _build_workbench_menus(self) -> None:
+        first = self.file_menu.actions()[0] if self.file_menu.actions() else None
+
+        def action(text, slot, shortcut=None):
+            act = QAction(text, self)
+            if shortcut is not None:
+                act.setShortcut(shortcut)
+            act.triggered.connect(slot)
+            self.file_menu.insertAction(first, act)
+            return act
+
+        self.open_action = action(
+            "&Open image…", self.data_panel._on_open_image_clicked, QKeySequence.StandardKey.Open
+        )
+        action("Open &DICOM folder…", self.data_panel._on_open_folder_clicked)
+        action("Open &ground truth…", self.data_panel._on_open_gt_clicked, "Ctrl+G")
+        action("Open &model…", self.data_panel._on_open_model_clicked, "Ctrl+M")
+        self.save_mask_action = action(
+            "&Save mask…", self._on_save_mask_requested, QKeySequence.StandardKey.Save
+        )
+        action("&Export results table…", self._on_export_requested, "Ctrl+E")
+        action("Save screens&hot…", self._on_screenshot_requested, "Ctrl+Shift+S")
+        self.file_menu.insertSeparator(first)
+        self.run_action = QAction("&Run segmentation", self)
+        self.run_action.setShortcut("Ctrl+R")
+        self.run_action.triggered.connect(self.segmentation_panel._on_run_clicked)
+        self.addAction(self.run_action)
+        shortcuts = QAction("&Shortcuts", self)
+        shortcuts.setShortcut(QKeySequence.StandardKey.HelpContents)
+        shortcuts.triggered.connect(lambda: show_shortcuts(self))
+        self.help_menu.insertAction(self.help_menu.actions()[0], shortcuts)
+
+    # --- dialogs that tests replace --------------------------------------------------------
+    def ask_volume(self, path: str, count: int) -> int | None:
+        value, ok = QInputDialog.getInt(
+            self,
+            "4-D image",
+            f"{Path(path).name} holds {count} volumes. Open which one?",
+            0,
+            0,
+            count - 1,
+        )
+        return value if ok else None
+
+    def ask_series(self, folder: str, series: list) -> str | None:
+        items = [
+            f"{s.description or '(no description)'} — {s.modality}, {s.n_slices} slices, "
+            f"{s.rows}x{s.columns}"
+            for s in series
+        ]
+        item, ok = QInputDialog.getItem(
+            self, "DICOM series", f"{Path(folder).name} holds several series:", items, 0, False
+        )
+        return series[items.index(item)].uid if ok else None
+
+    def ask_trust(self, message: str) -> bool:
+        answer = QMessageBox.warning(
+            self,
+            "Untrusted model file",
+            f"{message}.\n\nLoad it anyway? Only do this for files from a source you trust.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def ask_save_path(self, title: str, suggested: str, file_filter: str) -> str:
+        return QFileDialog.getSaveFileName(self, title, suggested, file_filter)[0]
+
+    # --- opening ---------------------------------------------------------------------------
+    def open_image(self, path: str, *, series: str | None = None, volume: int | None = None):
+        """Read an image on the worker; a 4-D file asks which volume first."""
+
+        def on_failed(failure):
+            match = _VOLUMES_RE.search(failure.message)
+            if match and volume is None:
+                chosen = self.ask_volume(path, int(match.group(1)))
+                if chosen is not None:
+                    self.open_image(path, series=series, volume=chosen)
+                return
+            self.show_error(failure.title, failure.message, failure.details)
+
+        return self.run_job(
+            _plain(read_image, path, series=series, volume=volume),
+            title="Open image",
+            on_success=lambda image: self._on_image_read(path, image),
+            on_failed=on_failed,
+        )
+
+    def open_dicom_folder(self, folder: str) -> None:
+        def on_listed(series):
+            if not series:
+                self.show_error("Open DICOM folder", f"{folder}: no DICOM images found")
+                return
+            uid = series[0].uid if len(series) == 1 else self.ask_series(folder, series)
+            if uid is not None:
+                self.open_image(folder, series=uid)
+
+        self.run_job(
+            _plain(list_dicom_series, folder), title="List DICOM series", on_success=on_listed
+        )
+
+    def open_ground_truth(self, path: str):
+        image = self.session.image
+        if image is None:
+            self.show_error("Open ground truth", "Open an image first: a ground truth needs one.")
+            return None
+        return self.run_job(
+            _plain(read_mask, path, reference=image),
+            title="Open ground truth",
+            on_success=lambda mask: self._on_ground_truth_read(path, mask),
+        )
+
+    def open_model(self, path: str, *, trust: bool = False):
+        def on_failed(failure):
+            if "pickled Python module" in failure.message and not trust:
+                if self.ask_trust(failure.message):
+                    self.open_model(path, trust=True)
+                return
+            self.show_error(failure.title, failure.message, failure.details)
+
+        return self.run_job(
+            _plain(load_model, path, trust=trust),
+            title="Open model",
+            on_success=self._on_model_loaded,
+            on_failed=on_failed,
+        )
+
+    def load_demo(self, *, segment: bool = True) -> None:
+        """Open the bundled demo image, label and model, then segment with argmax and RMA."""
+        from core.demo import demo_paths
+
+        paths = demo_paths()
+        missing = paths.missing()
+        if missing:
+            self.show_error("Demo", f"demo files missing: {', '.join(str(p) for p in missing)}")
+            return
+
+        def job(*, on_progress=None, cancel=None):
+            image = read_image(paths.image)
+            mask = read_mask(paths.label, reference=image)
+            return image, mask, load_model(paths.model)
+
+        def loaded(result):
+            image, mask, model = result
+            self._on_image_read(str(paths.image), image, remember=False)
+            self._on_ground_truth_read(str(paths.label), mask)
+            self._on_model_loaded(model)
+            self.hint.setText(HINT_DEMO)
+            if segment:
+                self._segment_demo()
+
+        self.run_job(job, title="Open demo", on_success=loaded)
+
+    def _segment_demo(self) -> None:
+        base = self.session.base_variant
+        if base is None:
+            return
+        # Argmax first (it runs the network), then RMA reuses the cached probabilities; RMA is
+        # shown last, as the first thing the user sees.
+        self.run_segmentation_with(
+            base.name,
+            "argmax",
+            then=lambda: self.run_segmentation_with(
+                base.name, "rma-dice", pruning_prob=self.segmentation_panel.pruning_spin.value()
+            ),
+        )
+
+    def _on_image_read(self, path: str, image: Image, *, remember: bool = True) -> None:
+        self.session.set_image(image)
+        self.viewer.set_image(image)
+        self.compare_viewer.set_image(image)
+        self.viewer.set_prediction(None)
+        self.viewer.set_ground_truth(None)
+        self.current_key = None
+        self.central.setCurrentWidget(self.viewer)
+        self.data_panel.show_image(image)
+        self.data_panel.show_ground_truth(None)
+        self.quantization_panel.set_image(image)
+        if remember:
+            self.data_panel.remember(path)
+        for warning in image.warnings:
+            log.warning("%s: %s", Path(path).name, warning)
+        self.setWindowTitle(f"segbench — {Path(path).name}")
+
+    def _on_ground_truth_read(self, path: str, mask) -> None:
+        array = np.asarray(mask.array)
+        self.session.set_ground_truth(array, path)
+        self.viewer.set_ground_truth(array)
+        self.compare_viewer.set_ground_truth(array)
+        self.data_panel.show_ground_truth(path, list(mask.warnings))
+
+    def _on_model_loaded(self, model: LoadedModel) -> None:
+        self.session.set_model(model)
+        spec = model.spec
+        colors = [tuple(int(v) for v in c) for c in spec.class_colors]
+        self.viewer.set_labels(spec.class_names, colors)
+        self.compare_viewer.set_labels(spec.class_names, colors)
+        self.data_panel.show_model(model)
+        self.quantization_panel.set_model(model)
+
+    # --- segmentation ----------------------------------------------------------------------
+    def run_segmentation(self, request) -> None:
+        self.run_segmentation_with(
+            request.variant,
+            request.decision,
+            pruning_prob=request.pruning_prob,
+            threshold=request.threshold,
+            per_slice=request.per_slice,
+            device=request.device,
+        )
+
+    def run_segmentation_with(self, variant_name: str, decision: str, *, then=None, **options):
+        image = self.session.image
+        variant = self.session.variants.get(variant_name)
+        if image is None or variant is None:
+            self.show_error(
+                "Run segmentation",
+                "Open an image and a model first."
+                if image is None or not self.session.variants
+                else f"no model variant named {variant_name!r}",
+            )
+            return None
+        title = f"Segment: {variant_name} + {DECISION_TITLES.get(decision, decision)}"
+
+        def done(result: SegmentationResult) -> None:
+            entry = self.session.add_result(variant_name, result)
+            self.show_result(entry.key)
+            if then is not None:
+                then()
+
+        return self.run_job(
+            segment_image,
+            variant.model,
+            image,
+            title=title,
+            on_success=done,
+            decision=decision,
+            ground_truth=self.session.ground_truth,
+            probs=self.session.cached_probs(variant_name),
+            **options,
+        )
+
+    def show_result(self, key: str) -> None:
+        entry = self.session.results.get(key)
+        if entry is None:
+            return
+        self.current_key = key
+        self.central.setCurrentWidget(self.viewer)
+        self.viewer.set_prediction(entry.result.mask)
+        self.results_table.select(key)
+        self.statusBar().showMessage(f"Showing {key}", 4000)
+
+    def compare_results(self, left: str, right: str) -> None:
+        a, b = self.session.results[left], self.session.results[right]
+        self.compare_viewer.set_results(a.result.mask, a.key, b.result.mask, b.key)
+        self.central.setCurrentWidget(self.compare_viewer)
+        self.overlay_panel.bind(self.compare_viewer)
+
+    def _on_session_results_changed(self) -> None:
+        self.results_table.set_entries(list(self.session.results.values()), self.current_key)
+
+    def _on_session_variants_changed(self) -> None:
+        self.segmentation_panel.set_variants(list(self.session.variants))
+
+    def _on_variant_created(self, name: str, model: LoadedModel, quant_result: Any) -> None:
+        variant = self.session.add_variant(name, model, quant_result)
+        self.weight_panel.add_variant(variant.name, quant_result)
+        self.segmentation_panel.set_variants(list(self.session.variants), variant.name)
+        self.statusBar().showMessage(f"Quantized variant ready: {variant.name}", 6000)
+
+    # --- saving ----------------------------------------------------------------------------
+    def save_mask(self, key: str, path: str) -> None:
+        entry = self.session.results[key]
+        image = self.session.image
+        self.run_job(
+            _plain(write_mask, entry.result.mask, path, reference=image),
+            title="Save mask",
+            on_success=lambda _: self.statusBar().showMessage(f"Saved {path}", 6000),
+        )
+
+    def export_table(self, path: str) -> None:
+        entries = list(self.session.results.values())
+        if path.lower().endswith(".json"):
+            data = {
+                "image": str(self.session.image.path) if self.session.image else None,
+                "ground_truth": self.session.ground_truth_path,
+                "results": [{"variant": e.variant, **e.result.to_dict()} for e in entries],
+            }
+            job = _plain(write_json, path, data)
+        else:
+            job = _plain(write_csv, path, self.results_table.rows)
+        self.run_job(
+            job,
+            title="Export results",
+            on_success=lambda _: self.statusBar().showMessage(f"Saved {path}", 6000),
+        )
+
+    def _on_save_mask_requested(self) -> None:
+        key = self.current_key
+        if key is None or self.session.image is None:
+            self.show_error("Save mask", "Select a result row to save its mask.")
+            return
+        image = self.session.image
+        suffix = ".png" if image.is_natural else ".nii.gz"
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
+        suggested = str(Path(str(image.path)).with_name(f"{stem}_mask{suffix}"))
+        path = self.ask_save_path(
+            "Save mask",
+            suggested,
+            "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MHA (*.mha);;PNG (*.png)",
+        )
+        if path:
+            self.save_mask(key, path)
+
+    def _on_export_requested(self) -> None:
+        if not self.session.results:
+            self.show_error("Export results", "There are no results to export yet.")
+            return
+        path = self.ask_save_path("Export results", "results.csv", "CSV (*.csv);;JSON (*.json)")
+        if path:
+            self.export_table(path)
+
+    def _on_screenshot_requested(self) -> None:
+        path = self.ask_save_path("Save screenshot", "views.png", "PNG (*.png)")
+        if path:
+            self.central.currentWidget().grab().save(path)
+
+    # --- viewer glue -----------------------------------------------------------------------
+    def _on_viewer_cursor_moved(self, info) -> None:
+        self.cursor_label.setText(info.text())
+
+    # --- drag and drop ---------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        for url in event.mimeData().urls():
+            self.open_dropped(url.toLocalFile())
+
+    def open_dropped(self, path: str) -> None:
+        """A dropped folder is a DICOM series (or a model folder); files go by their suffix."""
+        p = Path(path)
+        if p.is_dir():
+            if (p / "model.json").exists():
+                self.open_model(path)
+            else:
+                self.open_dicom_folder(path)
+        elif p.suffix.lower() in MODEL_SUFFIXES:
+            self.open_model(path)
+        else:
+            self.open_image(path)
