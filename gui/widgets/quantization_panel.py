@@ -1,0 +1,679 @@
+"""The Quantization panel: choose a method and its settings, run it with a live loss curve.
+
+Every finished run becomes a model variant, announced with :attr:`QuantizationPanel.variant_created`
+and listed in the panel so it can be saved as a model folder. The work itself runs as one core job
+(:func:`quantize_from_images`: read the calibration images, draw calibration inputs, quantize)
+through the main window's ``run_job``, so the GUI never blocks and Cancel stops it.
+
+Integration (MainWindow)::
+
+    panel = QuantizationPanel(run_job=self.run_job)
+    self.add_dock("Quantization", panel, Qt.DockWidgetArea.RightDockWidgetArea)
+    panel.set_model(loaded_model)      # when a model is opened
+    panel.set_image(image)             # when an image is opened
+    panel.variant_created.connect(on_variant)   # (name, LoadedModel, QuantResult)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.io import Image, read_image
+from core.io.reader import IMAGE_SUFFIXES, suffix_of
+from core.jobs import CancelToken, Progress, ProgressCallback, report
+from core.models import LoadedModel, calibration_inputs, save_quantized_model
+from core.quant import QuantConfig, QuantResult, quantize_model
+from gui.widgets.loss_curve import LossCurveView
+
+__all__ = [
+    "METHOD_TITLES",
+    "QuantizationPanel",
+    "QuantVariant",
+    "build_variant",
+    "images_in_folder",
+    "quantize_from_images",
+    "save_variant",
+    "variant_name",
+]
+
+log = logging.getLogger("segbench.gui.quantization")
+
+#: Method keys of :class:`core.quant.QuantConfig` and the names shown to the user.
+METHOD_TITLES = {
+    "flexround": "FlexRound",
+    "adaround": "AdaRound",
+    "rtn": "Round-to-nearest",
+    "rtn-minmax": "Round-to-nearest (min/max)",
+}
+_SHORT_TITLES = {
+    "flexround": "FlexRound",
+    "adaround": "AdaRound",
+    "rtn": "RTN",
+    "rtn-minmax": "RTN-minmax",
+}
+
+_METHOD_TIPS = {
+    "flexround": "Learns an element-wise divisor for every weight (Lee et al. 2023), so large "
+    "weights may move several grid levels. Best at 2-3 bits.",
+    "adaround": "Learns for each weight whether to round down or up (Nagel et al. 2020).",
+    "rtn": "Rounds every weight to the nearest grid level; the grid comes from an error-"
+    "minimising range search. Nothing is learned, so it is fast.",
+    "rtn-minmax": "Rounds to nearest on a grid spanning the weights' minimum to maximum: the "
+    "crudest baseline.",
+}
+
+# Folder calibration reads these; bare DICOM files without an extension are left out because a
+# folder of them is one series, which the image-slices source already covers.
+_FOLDER_SUFFIXES = tuple(
+    s for group in ("nifti", "itk", "natural") for s in IMAGE_SUFFIXES[group]
+) + (".dcm",)
+
+RunJob = Callable[..., Any]
+ChooseFolder = Callable[[QWidget, str, str], str]
+
+
+# --- the core job and its glue (plain Python, runs on the worker thread) ------------------------
+def images_in_folder(
+    folder: str | Path,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> list[Image]:
+    """Read every image file (NIfTI, NRRD/MHA, PNG/JPEG/TIFF/BMP, .dcm) directly in ``folder``.
+
+    Raises
+    ------
+    ValueError
+        The folder does not exist or holds no image file; an unreadable file raises
+        :class:`core.io.ImageReadError` naming it.
+    """
+    source = Path(folder)
+    if not source.is_dir():
+        raise ValueError(f"{source}: calibration folder does not exist")
+    files = sorted(
+        p
+        for p in source.iterdir()
+        if p.is_file() and not p.name.startswith(".") and suffix_of(p) in _FOLDER_SUFFIXES
+    )
+    if not files:
+        raise ValueError(
+            f"{source}: no image files for calibration (looked for {', '.join(_FOLDER_SUFFIXES)})"
+        )
+    images = []
+    for index, path in enumerate(files):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        report(
+            on_progress,
+            Progress(index, len(files), f"reading {path.name}", stage="calibration"),
+        )
+        images.append(read_image(path))
+    return images
+
+
+def quantize_from_images(
+    model: LoadedModel,
+    source: Image | Sequence[Image] | str | Path,
+    config: QuantConfig,
+    *,
+    n_samples: int = 32,
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> QuantResult:
+    """Draw calibration inputs from ``source`` and quantize ``model``: the panel's one job.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The float model.
+    source : Image, sequence of Image, or path of a folder
+        The open image (its slices or patches are sampled) or a folder of images.
+    config : QuantConfig
+    n_samples : int
+        Calibration samples to draw (see :func:`core.models.calibration_inputs`).
+    on_progress, cancel
+        See :mod:`core.jobs`.
+    """
+    if isinstance(source, str | Path):
+        images: Image | list[Image] = images_in_folder(
+            source, on_progress=on_progress, cancel=cancel
+        )
+    else:
+        images = source if isinstance(source, Image) else list(source)
+    report(on_progress, Progress(0, None, "drawing calibration inputs", stage="calibration"))
+    calib = calibration_inputs(model, images, n=n_samples, seed=config.seed)
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    return quantize_model(model, calib, config, on_progress=on_progress, cancel=cancel)
+
+
+def variant_name(config: QuantConfig) -> str:
+    """The variant's display name, for example ``"W4 FlexRound (tensor, block)"``."""
+    method = _SHORT_TITLES.get(config.method, config.method)
+    if config.learned:
+        return f"W{config.bits} {method} ({config.granularity}, {config.reconstruction})"
+    return f"W{config.bits} {method} ({config.granularity})"
+
+
+def build_variant(base: LoadedModel, result: QuantResult, name: str) -> LoadedModel:
+    """The quantized model as a :class:`LoadedModel`: the quantized module and the base spec.
+
+    The spec gains ``quantization`` metadata (method, weight bits, label, the run's settings and
+    the base model's name), so :attr:`LoadedModel.is_quantized` is True.
+    """
+    config = result.config
+    metadata = {
+        "method": config.method,
+        "weight_bits": config.bits,
+        "label": name,
+        "config": config.to_dict(),
+        "base_model": base.name,
+    }
+    spec = base.spec.with_changes(quantization=metadata)
+    return LoadedModel(module=result.model, spec=spec, path=None, name=name)
+
+
+def save_variant(
+    result: QuantResult,
+    base: LoadedModel,
+    folder: str | Path,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Path:
+    """Job wrapper of :func:`core.models.save_quantized_model` (writes a model folder)."""
+    report(on_progress, Progress(0, None, f"writing {folder}", stage="save"))
+    return save_quantized_model(result, base, folder)
+
+
+@dataclass
+class QuantVariant:
+    """One finished run of the panel: what :meth:`QuantizationPanel.save_selected` writes."""
+
+    name: str
+    model: LoadedModel
+    result: QuantResult
+    base: LoadedModel
+
+
+# --- the panel ----------------------------------------------------------------------------------
+class QuantizationPanel(QWidget):
+    """Settings, Run/Cancel, live loss curve and Save for post-training quantization.
+
+    Parameters
+    ----------
+    run_job : callable
+        ``run_job(fn, *args, title=..., on_success=..., on_progress=..., on_end=..., **kwargs)
+        -> JobWorker``, i.e. :meth:`gui.main_window.MainWindow.run_job`.
+    settings : QSettings, optional
+        Where the choices persist; the application's default ``QSettings()`` when omitted.
+    choose_folder : callable, optional
+        ``choose_folder(parent, caption, start_dir) -> str`` (empty when cancelled); defaults to
+        ``QFileDialog.getExistingDirectory``. Tests pass a function returning a fixed path.
+    parent : QWidget, optional
+    """
+
+    #: (name, LoadedModel of the quantized module with the base spec, core.quant.QuantResult)
+    variant_created = Signal(str, object, object)
+    #: Emitted with the folder after a variant was saved.
+    variant_saved = Signal(str, object)
+    #: Emitted when a run ends in any way ("succeeded", "failed" or "cancelled").
+    run_finished = Signal(str)
+
+    SETTINGS_GROUP = "quantization"
+
+    def __init__(
+        self,
+        run_job: RunJob,
+        *,
+        settings: QSettings | None = None,
+        choose_folder: ChooseFolder | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._run_job = run_job
+        self._settings = settings if settings is not None else QSettings()
+        self._choose_folder = choose_folder or QFileDialog.getExistingDirectory
+        self._model: LoadedModel | None = None
+        self._image: Image | None = None
+        self._worker: Any = None
+        self._run_outcome = ""
+        self._run_counter = 0
+        self.variants: dict[str, QuantVariant] = {}
+        self._build()
+        self._restore_settings()
+        self._connect_persistence()
+        self._update_enabled()
+
+    # --- construction ----------------------------------------------------------------------
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+
+        method_box = QGroupBox("Method", self)
+        form = QFormLayout(method_box)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.method_combo = QComboBox(self)
+        for key, title in METHOD_TITLES.items():
+            self.method_combo.addItem(title, key)
+            self.method_combo.setItemData(
+                self.method_combo.count() - 1, _METHOD_TIPS[key], Qt.ItemDataRole.ToolTipRole
+            )
+        self.method_combo.setToolTip(
+            "How each weight is rounded to the integer grid.\n"
+            + "\n".join(f"{METHOD_TITLES[k]}: {tip}" for k, tip in _METHOD_TIPS.items())
+        )
+        form.addRow("Method", self.method_combo)
+
+        self.bits_spin = QSpinBox(self)
+        self.bits_spin.setRange(2, 8)
+        self.bits_spin.setValue(4)
+        self.bits_spin.setSuffix(" bit")
+        self.bits_spin.setToolTip(
+            "Weight bits: 2**bits grid levels per layer. Fewer bits make a smaller model and a "
+            "larger error."
+        )
+        form.addRow("Weight bits", self.bits_spin)
+
+        self.first_last_check = QCheckBox("First and last layer at 8 bit", self)
+        self.first_last_check.setChecked(True)
+        self.first_last_check.setToolTip(
+            "Keep the input and output layers at 8 bit, the usual convention (BRECQ, QDrop, "
+            "FlexRound): they are small but sensitive."
+        )
+        form.addRow("", self.first_last_check)
+
+        self.granularity_combo = QComboBox(self)
+        self.granularity_combo.addItem("Per tensor", "tensor")
+        self.granularity_combo.addItem("Per channel", "channel")
+        self.granularity_combo.setToolTip(
+            "Per tensor: one grid step for the whole layer, the paper's setting.\n"
+            "Per channel: one grid step per output channel, more accurate, needs a runtime that "
+            "supports it."
+        )
+        form.addRow("Grid", self.granularity_combo)
+
+        self.reconstruction_combo = QComboBox(self)
+        self.reconstruction_combo.addItem("Block", "block")
+        self.reconstruction_combo.addItem("Layer", "layer")
+        self.reconstruction_combo.setToolTip(
+            "What is learned to match the float model:\n"
+            "Block: the output of a whole block of layers (BRECQ style), usually better.\n"
+            "Layer: the output of each layer on its own, simpler and often a little faster."
+        )
+        form.addRow("Reconstruct", self.reconstruction_combo)
+
+        self.iters_spin = QSpinBox(self)
+        self.iters_spin.setRange(1, 100_000)
+        self.iters_spin.setSingleStep(100)
+        self.iters_spin.setValue(500)
+        self.iters_spin.setToolTip(
+            "Optimizer steps per block (or layer). The paper uses 5000; 200-1000 is a quick "
+            "look. Not used by round-to-nearest."
+        )
+        form.addRow("Iterations", self.iters_spin)
+
+        self.lr_spin = QDoubleSpinBox(self)
+        self.lr_spin.setDecimals(5)
+        self.lr_spin.setRange(1e-5, 1e-1)
+        self.lr_spin.setSingleStep(5e-4)
+        self.lr_spin.setValue(3e-3)
+        self.lr_spin.setToolTip(
+            "Adam learning rate of the rounding parameters (cosine decay to 0). 3e-4 to 3e-3 "
+            "give about the same result. Not used by round-to-nearest."
+        )
+        form.addRow("Learning rate", self.lr_spin)
+        layout.addWidget(method_box)
+
+        data_box = QGroupBox("Calibration and device", self)
+        data_form = QFormLayout(data_box)
+        data_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.source_combo = QComboBox(self)
+        self.source_combo.addItem("Slices of the open image", "image")
+        self.source_combo.addItem("Folder of images", "folder")
+        self.source_combo.setToolTip(
+            "Unlabelled inputs the quantizer learns from: slices (or patches) of the open "
+            "image, or every image file in a folder. They should look like what the model "
+            "will see."
+        )
+        data_form.addRow("Calibration", self.source_combo)
+
+        folder_row = QHBoxLayout()
+        self.folder_edit = QLineEdit(self)
+        self.folder_edit.setPlaceholderText("folder of NIfTI / NRRD / PNG / DICOM files")
+        self.folder_edit.setToolTip("Folder whose image files are used for calibration.")
+        self.browse_button = QPushButton("Browse…", self)
+        self.browse_button.setToolTip("Choose the calibration folder.")
+        self.browse_button.clicked.connect(self._on_browse_clicked)
+        folder_row.addWidget(self.folder_edit, 1)
+        folder_row.addWidget(self.browse_button)
+        data_form.addRow("Folder", folder_row)
+
+        self.samples_spin = QSpinBox(self)
+        self.samples_spin.setRange(1, 4096)
+        self.samples_spin.setValue(64)
+        self.samples_spin.setToolTip(
+            "Number of calibration samples (2-D: slices, 3-D: patches) drawn from the source, "
+            "preferring ones with anatomy in them. More is slower and a little better."
+        )
+        data_form.addRow("Samples", self.samples_spin)
+
+        self.device_combo = QComboBox(self)
+        self.device_combo.addItem("Auto", "auto")
+        self.device_combo.addItem("CPU", "cpu")
+        self.device_combo.addItem("CUDA GPU", "cuda")
+        self.device_combo.setToolTip(
+            "Where to run: Auto uses a CUDA GPU when one is available, else the CPU."
+        )
+        data_form.addRow("Device", self.device_combo)
+
+        self.seed_spin = QSpinBox(self)
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setToolTip(
+            "Seed of the calibration sampling and batch order: the same seed repeats a run."
+        )
+        data_form.addRow("Seed", self.seed_spin)
+        layout.addWidget(data_box)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Run", self)
+        self.run_button.setToolTip("Quantize the open model with these settings.")
+        self.run_button.clicked.connect(self.start_run)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setToolTip("Stop the running quantization; no variant is created.")
+        self.cancel_button.clicked.connect(self.cancel_run)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+
+        self.status_label = QLabel("Open a model to quantize it.", self)
+        self.status_label.setWordWrap(True)
+        self.status_label.setObjectName("quantStatus")
+        layout.addWidget(self.status_label)
+
+        self.loss_curve = LossCurveView(self)
+        layout.addWidget(self.loss_curve, 1)
+
+        save_row = QHBoxLayout()
+        self.variant_combo = QComboBox(self)
+        self.variant_combo.setToolTip("Variants made in this session; Save writes the one shown.")
+        self.save_button = QPushButton("Save…", self)
+        self.save_button.setToolTip(
+            "Write the variant as a model folder (spec, float base weights, integer codes with "
+            "their grids) that File > Open model reads back."
+        )
+        self.save_button.clicked.connect(self.save_selected)
+        save_row.addWidget(self.variant_combo, 1)
+        save_row.addWidget(self.save_button)
+        layout.addLayout(save_row)
+
+        self.method_combo.currentIndexChanged.connect(self._update_enabled)
+        self.source_combo.currentIndexChanged.connect(self._update_enabled)
+        self.variant_combo.currentIndexChanged.connect(self._update_enabled)
+
+    # --- public API --------------------------------------------------------------------------
+    def set_model(self, model: LoadedModel | None) -> None:
+        """The float model the next run quantizes (variants of an earlier model stay listed)."""
+        self._model = model
+        self._update_enabled()
+        if model is not None and not self.is_running:
+            self.status_label.setText(f"Ready to quantize {model.name}.")
+
+    def set_image(self, image: Image | None) -> None:
+        """The open image, used when the calibration source is its slices."""
+        self._image = image
+        self._update_enabled()
+
+    @property
+    def is_running(self) -> bool:
+        """True while a quantization job runs."""
+        return self._worker is not None
+
+    def config(self) -> QuantConfig:
+        """The :class:`QuantConfig` the current settings describe (raises ValueError if bad)."""
+        method = self.method_combo.currentData()
+        return QuantConfig(
+            method=method,
+            bits=self.bits_spin.value(),
+            granularity=self.granularity_combo.currentData(),
+            first_last_bits=8 if self.first_last_check.isChecked() else None,
+            reconstruction=self.reconstruction_combo.currentData(),
+            iters=self.iters_spin.value(),
+            lr=self.lr_spin.value(),
+            batch_size=min(32, self.samples_spin.value()),
+            seed=self.seed_spin.value(),
+            device=self.device_combo.currentData(),
+        )
+
+    def start_run(self) -> Any:
+        """Start quantizing the model with the current settings; returns the job's worker."""
+        if self.is_running or self._model is None:
+            return None
+        source = self._calibration_source()
+        if source is None:
+            return None
+        config = self.config()
+        self._store_settings()
+        base = self._model
+        self._run_counter += 1
+        run_id = self._run_counter
+        self._run_outcome = "cancelled"
+        self.loss_curve.reset(config.iters if config.learned else 0)
+        self.status_label.setText(f"Quantizing {base.name}: {variant_name(config)}…")
+        self._worker = self._run_job(
+            quantize_from_images,
+            base,
+            source,
+            config,
+            n_samples=self.samples_spin.value(),
+            title=f"Quantize {base.name}",
+            on_success=lambda result: self._on_run_succeeded(run_id, base, result),
+            on_progress=self._on_run_progressed,
+            on_end=lambda: self._on_run_ended(run_id),
+        )
+        self._worker.signals.failed.connect(lambda _failure: self._set_outcome(run_id, "failed"))
+        self._update_enabled()
+        return self._worker
+
+    def cancel_run(self) -> None:
+        """Ask the running quantization to stop; it ends without a variant."""
+        if self._worker is not None:
+            self._worker.cancel()
+            self.status_label.setText("Cancelling…")
+
+    def save_selected(self) -> Any:
+        """Ask for a folder and save the selected variant there (as a job); returns the worker."""
+        name = self.variant_combo.currentText()
+        variant = self.variants.get(name)
+        if variant is None:
+            return None
+        start = str(self._settings.value(f"{self.SETTINGS_GROUP}/save_dir", "") or "")
+        folder = self._choose_folder(self, f"Save {name} into an empty folder", start)
+        if not folder:
+            return None
+        self._settings.setValue(f"{self.SETTINGS_GROUP}/save_dir", str(Path(folder).parent))
+        return self._run_job(
+            save_variant,
+            variant.result,
+            variant.base,
+            folder,
+            title=f"Save {name}",
+            on_success=lambda path: self._on_saved(name, path),
+        )
+
+    # --- slots -------------------------------------------------------------------------------
+    def _on_run_progressed(self, progress: Progress) -> None:
+        if progress.message:
+            self.status_label.setText(progress.message)
+        loss = progress.values.get("loss") if progress.values else None
+        if loss is not None and progress.stage == "reconstruction":
+            self.loss_curve.add_point(progress.step, float(loss))
+
+    def _on_run_succeeded(self, run_id: int, base: LoadedModel, result: QuantResult) -> None:
+        self._set_outcome(run_id, "succeeded")
+        self.loss_curve.set_history(result.history, result.blocks)
+        name = self._unique_name(variant_name(result.config))
+        model = build_variant(base, result, name)
+        self.variants[name] = QuantVariant(name, model, result, base)
+        self.variant_combo.addItem(name)
+        self.variant_combo.setCurrentIndex(self.variant_combo.count() - 1)
+        seconds = result.timings.get("total", float("nan"))
+        self.status_label.setText(f"{name}: done in {seconds:.1f} s on {result.device}.")
+        log.info("variant %s created from %s", name, base.name)
+        self.variant_created.emit(name, model, result)
+
+    def _on_run_ended(self, run_id: int) -> None:
+        if run_id != self._run_counter:
+            return
+        self._worker = None
+        outcome = self._run_outcome
+        if outcome == "cancelled":
+            self.status_label.setText("Quantization cancelled; no variant was created.")
+        elif outcome == "failed":
+            self.status_label.setText("Quantization failed (see the error dialog and the log).")
+        self._update_enabled()
+        self.run_finished.emit(outcome)
+
+    def _set_outcome(self, run_id: int, outcome: str) -> None:
+        if run_id == self._run_counter:
+            self._run_outcome = outcome
+
+    def _on_saved(self, name: str, path: Any) -> None:
+        self.status_label.setText(f"Saved {name} to {path}.")
+        self.variant_saved.emit(name, path)
+
+    def _on_browse_clicked(self) -> None:
+        folder = self._choose_folder(
+            self, "Folder of calibration images", self.folder_edit.text().strip()
+        )
+        if folder:
+            self.folder_edit.setText(folder)
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _calibration_source(self) -> Image | str | None:
+        if self.source_combo.currentData() == "folder":
+            folder = self.folder_edit.text().strip()
+            if not folder:
+                self.status_label.setText("Choose a folder of calibration images first.")
+                return None
+            return folder
+        if self._image is None:
+            self.status_label.setText("Open an image first: its slices are the calibration data.")
+            return None
+        return self._image
+
+    def _unique_name(self, name: str) -> str:
+        unique, n = name, 2
+        while unique in self.variants:
+            unique, n = f"{name} #{n}", n + 1
+        return unique
+
+    def _update_enabled(self, *_: Any) -> None:
+        running = self.is_running
+        learned = self.method_combo.currentData() in ("flexround", "adaround")
+        folder = self.source_combo.currentData() == "folder"
+        for widget in (
+            self.method_combo,
+            self.bits_spin,
+            self.first_last_check,
+            self.granularity_combo,
+            self.source_combo,
+            self.samples_spin,
+            self.device_combo,
+            self.seed_spin,
+        ):
+            widget.setEnabled(not running)
+        for widget in (self.reconstruction_combo, self.iters_spin, self.lr_spin):
+            widget.setEnabled(not running and learned)
+        self.folder_edit.setEnabled(not running and folder)
+        self.browse_button.setEnabled(not running and folder)
+        has_source = folder or self._image is not None
+        self.run_button.setEnabled(not running and self._model is not None and has_source)
+        self.cancel_button.setEnabled(running)
+        self.save_button.setEnabled(self.variant_combo.currentText() in self.variants)
+
+    # --- settings ----------------------------------------------------------------------------
+    def _persisted(self) -> list[tuple[str, QWidget]]:
+        return [
+            ("method", self.method_combo),
+            ("bits", self.bits_spin),
+            ("first_last_8bit", self.first_last_check),
+            ("granularity", self.granularity_combo),
+            ("reconstruction", self.reconstruction_combo),
+            ("iters", self.iters_spin),
+            ("lr", self.lr_spin),
+            ("source", self.source_combo),
+            ("folder", self.folder_edit),
+            ("samples", self.samples_spin),
+            ("device", self.device_combo),
+            ("seed", self.seed_spin),
+        ]
+
+    def _store_settings(self, *_: Any) -> None:
+        group = self.SETTINGS_GROUP
+        for key, widget in self._persisted():
+            if isinstance(widget, QComboBox):
+                value: Any = widget.currentData()
+            elif isinstance(widget, QCheckBox):
+                value = widget.isChecked()
+            elif isinstance(widget, QLineEdit):
+                value = widget.text()
+            else:
+                value = widget.value()
+            self._settings.setValue(f"{group}/{key}", value)
+
+    def _restore_settings(self) -> None:
+        group = self.SETTINGS_GROUP
+        for key, widget in self._persisted():
+            value = self._settings.value(f"{group}/{key}")
+            if value is None:
+                continue
+            # QSettings' INI backend returns strings; convert back by the widget's type and
+            # ignore values that no longer fit (an old method name, a bad number).
+            try:
+                if isinstance(widget, QComboBox):
+                    index = widget.findData(str(value))
+                    if index >= 0:
+                        widget.setCurrentIndex(index)
+                elif isinstance(widget, QCheckBox):
+                    widget.setChecked(str(value).lower() in ("true", "1"))
+                elif isinstance(widget, QLineEdit):
+                    widget.setText(str(value))
+                elif isinstance(widget, QDoubleSpinBox):
+                    widget.setValue(float(value))
+                elif isinstance(widget, QSpinBox):
+                    widget.setValue(int(value))
+            except (TypeError, ValueError):
+                log.warning("ignoring the stored setting %s/%s=%r", group, key, value)
+
+    def _connect_persistence(self) -> None:
+        for _key, widget in self._persisted():
+            if isinstance(widget, QComboBox):
+                widget.currentIndexChanged.connect(self._store_settings)
+            elif isinstance(widget, QCheckBox):
+                widget.toggled.connect(self._store_settings)
+            elif isinstance(widget, QLineEdit):
+                widget.editingFinished.connect(self._store_settings)
+            else:
+                widget.valueChanged.connect(self._store_settings)
