@@ -1,0 +1,196 @@
+"""The workbench flows end to end on the embedded demo and on real sample files."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import QSettings
+
+from core.demo import demo_paths
+from core.io import read_image
+from gui.workbench_window import WorkbenchWindow
+
+NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
+JOB_TIMEOUT = 120_000
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGBENCH_DATA_DIR", str(tmp_path / "data"))
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = WorkbenchWindow(settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.runner.cancel_all()
+    win.runner.wait(20000)
+    for box in list(win.error_boxes):
+        box.done(0)
+
+
+def wait_idle(qtbot, win, timeout=JOB_TIMEOUT):
+    qtbot.waitUntil(lambda: not win.runner.is_busy, timeout=timeout)
+
+
+def dice(a, b):
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else 2.0 * (a & b).sum() / total
+
+
+@pytest.mark.slow
+def test_demo_flow_segment_quantize_compare_save_export(window, qtbot, tmp_path):
+    win = window
+    # First minute: the demo opens with ground truth, argmax and RMA results.
+    win.load_demo()
+    qtbot.waitUntil(lambda: len(win.session.results) == 2, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, win)
+    assert not win.error_boxes
+    keys = list(win.session.results)
+    assert [k.split(" + ")[1] for k in keys] == ["argmax", "rma-dice"]
+    assert win.current_key == keys[1]  # RMA is what the user sees first
+    gt = win.session.ground_truth
+    assert win.viewer.ground_truth() is not None
+    for key in keys:
+        result = win.session.results[key].result
+        assert result.mask.shape == win.session.image.shape3
+        for row in result.rows:  # table numbers equal an independent Dice of the masks
+            assert row.dice == pytest.approx(dice(result.mask == row.label, gt == row.label))
+    assert win.results_table.table.rowCount() == 2
+    np.testing.assert_array_equal(win.viewer.prediction(), win.session.results[keys[1]].result.mask)
+    assert "quantize" in win.hint.text().lower()
+
+    # Quantize at W4 with few iterations on slices of the open image.
+    panel = win.quantization_panel
+    panel.iters_spin.setValue(4)
+    panel.samples_spin.setValue(8)
+    variants = []
+    panel.variant_created.connect(lambda name, model, result: variants.append(name))
+    with qtbot.waitSignal(panel.variant_created, timeout=JOB_TIMEOUT):
+        panel.start_run()
+    wait_idle(qtbot, win)
+    assert variants and variants[0].startswith("W4")
+    assert variants[0] in win.session.variants
+    assert win.segmentation_panel.variant_combo.findText(variants[0]) >= 0
+
+    # Segment with the variant, through the panel as a user would.
+    win.segmentation_panel.variant_combo.setCurrentText(variants[0])
+    win.segmentation_panel.decision_combo.setCurrentIndex(
+        win.segmentation_panel.decision_combo.findData("rma-dice")
+    )
+    win.segmentation_panel.run_button.click()
+    qtbot.waitUntil(lambda: len(win.session.results) == 3, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, win)
+    quant_key = f"{variants[0]} + rma-dice"
+    assert quant_key in win.session.results
+
+    # Compare FP32 + argmax with the quantized RMA result.
+    win.compare_results(keys[0], quant_key)
+    assert win.central.currentWidget() is win.compare_viewer
+
+    # Save the shown mask and reload it: same voxels, same affine as the image.
+    win.show_result(quant_key)
+    out = tmp_path / "mask.nii.gz"
+    win.save_mask(quant_key, str(out))
+    wait_idle(qtbot, win)
+    saved = nib.load(out)
+    np.testing.assert_array_equal(
+        np.asarray(saved.dataobj), win.session.results[quant_key].result.mask
+    )
+    np.testing.assert_allclose(saved.affine, win.session.image.affine, atol=1e-5)
+
+    # Export the results table as CSV and JSON.
+    win.export_table(str(tmp_path / "results.csv"))
+    win.export_table(str(tmp_path / "results.json"))
+    wait_idle(qtbot, win)
+    csv_lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("model,decision,mean_dice")
+    import json
+
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert {r["decision"] for r in data["results"]} == {"argmax", "rma-dice"}
+    assert data["ground_truth"].endswith("label.nii.gz")
+
+
+def test_four_d_image_asks_for_a_volume(window, qtbot):
+    asked = []
+    window.ask_volume = lambda path, count: asked.append(count) or 1
+    window.open_image(str(NIBABEL_DATA / "example4d.nii.gz"))
+    qtbot.waitUntil(lambda: window.session.image is not None, timeout=30000)
+    wait_idle(qtbot, window)
+    expected = np.asarray(nib.load(NIBABEL_DATA / "example4d.nii.gz").dataobj[..., 1])
+    assert asked == [2]
+    np.testing.assert_array_equal(np.asarray(window.session.image.array), expected)
+    assert window.central.currentWidget() is window.viewer
+
+
+def test_dicom_folder_with_several_series_asks_which(window, qtbot):
+    import pydicom.data
+
+    folder = Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests" / "77654033"
+    offered = []
+
+    def pick(path, series):
+        offered.extend(series)
+        return series[-1].uid
+
+    window.ask_series = pick
+    window.open_dicom_folder(str(folder))
+    qtbot.waitUntil(lambda: window.session.image is not None, timeout=30000)
+    wait_idle(qtbot, window)
+    assert len(offered) >= 2
+    assert window.session.image.shape3[2] == offered[-1].n_slices
+
+
+def test_corrupt_image_shows_a_dialog_naming_the_file(window, qtbot, tmp_path):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b not really gzip")
+    window.open_image(str(bad))
+    qtbot.waitUntil(lambda: len(window.error_boxes) == 1, timeout=30000)
+    assert "broken.nii.gz" in window.error_boxes[0].text()
+    assert window.session.image is None
+
+
+def test_pickled_model_asks_for_trust_and_refusal_loads_nothing(window, qtbot, tmp_path):
+    from core.models import load_model
+
+    demo = load_model(demo_paths().model)
+    target = tmp_path / "pickled.pt"
+    torch.save(demo.module, target)
+    (tmp_path / "pickled.json").write_text((demo_paths().model / "model.json").read_text())
+    questions = []
+    window.ask_trust = lambda message: questions.append(message) or False
+    window.open_model(str(target))
+    qtbot.waitUntil(lambda: bool(questions), timeout=30000)
+    wait_idle(qtbot, window)
+    assert "pickled" in questions[0] and not window.session.variants
+    window.ask_trust = lambda message: True
+    window.open_model(str(target))
+    qtbot.waitUntil(lambda: bool(window.session.variants), timeout=30000)
+
+
+def test_dropped_paths_are_routed_by_kind(window, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(window, "open_model", lambda p, **k: calls.append(("model", p)))
+    monkeypatch.setattr(window, "open_image", lambda p, **k: calls.append(("image", p)))
+    monkeypatch.setattr(window, "open_dicom_folder", lambda p: calls.append(("dicom", p)))
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text("{}")
+    dicom_dir = tmp_path / "d"
+    dicom_dir.mkdir()
+    window.open_dropped(str(model_dir))
+    window.open_dropped(str(dicom_dir))
+    window.open_dropped(str(tmp_path / "x.safetensors"))
+    window.open_dropped(str(tmp_path / "scan.nii.gz"))
+    assert [c[0] for c in calls] == ["model", "dicom", "model", "image"]
+
+
+def test_run_without_model_explains_in_words(window, qtbot):
+    window.open_image(str(NIBABEL_DATA / "anatomical.nii"))
+    qtbot.waitUntil(lambda: window.session.image is not None, timeout=30000)
+    window.segmentation_panel.run_button.click()
+    assert window.error_boxes and "Open an image and a model first" in window.error_boxes[0].text()
+    assert read_image(NIBABEL_DATA / "anatomical.nii").shape3 == window.session.image.shape3
