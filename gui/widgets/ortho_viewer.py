@@ -278,11 +278,22 @@ class OrthoViewer(QWidget):
             raise ValueError(f"{what} must hold integer labels, got dtype {mask.dtype}")
         if mask.size and mask.min() < 0:
             raise ValueError(f"{what} holds negative labels")
-        self._max_label = max(self._max_label, int(mask.max()) if mask.size else 0)
-        return mask
+        top = int(mask.max()) if mask.size else 0
+        self._max_label = max(self._max_label, top)
+        # Store labels compactly and in the image's memory order, so that a slice that is
+        # contiguous in the image is contiguous in the mask too: an argmax straight from torch
+        # is C-ordered int64 while nibabel images are F-ordered, and slicing across the grain
+        # makes every scroll touch a cache line per voxel (several ms per 512x512 slice).
+        dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else mask.dtype
+        order = "F" if self._image.array.flags.f_contiguous else "C"
+        return np.asarray(mask, dtype=dtype, order=order)
 
     def set_prediction(self, mask: np.ndarray | None) -> None:
-        """Show a predicted label volume (shape ``image.shape3``), or remove it with None."""
+        """Show a predicted label volume (shape ``image.shape3``), or remove it with None.
+
+        The viewer keeps a uint8/uint16 copy in the image's memory order when the mask differs
+        in either (one copy per call, so that scrolling stays cheap).
+        """
         self._prediction = self._check_mask(mask, "prediction")
         self._rebuild_lut()
 
