@@ -2,7 +2,8 @@
 
 Each plane is shown as a 2-D array whose rows run top to bottom and columns left to right on
 screen. Which voxel axis feeds the rows and columns, and whether it is flipped, follows from
-the affine's closest RAS+ axes (``nibabel.orientations.io_orientation``), so that:
+the affine's closest RAS+ axes (:func:`core.io.geometry.axis_codes`, the same letters as
+``Image.orientation``), so that:
 
 - axial: anterior at the top; coronal and sagittal: superior at the top;
 - radiological convention: the patient's right on the screen's left (axial, coronal);
@@ -18,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from nibabel.orientations import io_orientation
+
+from core.io.geometry import axis_codes
 
 __all__ = [
     "VIEW_NAMES",
@@ -104,12 +106,17 @@ def plane_axes(affine: np.ndarray, view: str, convention: str = "radiological") 
         raise ValueError(
             f"unknown display convention {convention!r}; expected 'radiological' or 'neurological'"
         )
-    ornt = io_orientation(np.asarray(affine, dtype=np.float64))
-    if np.isnan(ornt).any():
+    codes = axis_codes(affine)
+    if None in codes:
         raise ValueError("affine is degenerate: a voxel axis has no world direction")
     # For each RAS axis: (voxel axis that runs along it, +1 if the voxel index grows towards
     # R/A/S, -1 if towards L/P/I).
-    voxel_along = {int(ornt[v, 0]): (v, int(ornt[v, 1])) for v in range(3)}
+    voxel_along = {}
+    for voxel_axis, code in enumerate(codes):
+        if code in _POSITIVE_LETTERS:
+            voxel_along[_POSITIVE_LETTERS.index(code)] = (voxel_axis, 1)
+        else:
+            voxel_along[_NEGATIVE_LETTERS.index(code)] = (voxel_axis, -1)
     slice_ras, (row_ras, row_sign), (col_ras, col_sign) = _VIEW_LAYOUT[view]
     if convention == "neurological" and col_ras == 0:
         col_sign = -col_sign

@@ -271,6 +271,17 @@ def test_plane_axes_rejects_unknown_view_and_convention():
         plane_axes(np.eye(4), "oblique")
     with pytest.raises(ValueError, match="convention"):
         plane_axes(np.eye(4), "axial", "upside-down")
+    with pytest.raises(ValueError, match="degenerate"):
+        plane_axes(np.diag([1.0, 0.0, 1.0, 1.0]), "axial")
+
+
+def test_oblique_affine_uses_the_closest_axes():
+    angle = np.deg2rad(20)  # rotate i and j by 20 degrees about z: still closest to R and A
+    affine = np.eye(4)
+    affine[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    assert nib.aff2axcodes(affine) == ("R", "A", "S")
+    axes = plane_axes(affine, "axial", "radiological")
+    assert (axes.row_axis, axes.col_axis, axes.row_flip, axes.col_flip) == (1, 0, True, True)
 
 
 # --- cursor readout -----------------------------------------------------------------------
