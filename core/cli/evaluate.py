@@ -1,0 +1,341 @@
+"""``main.py evaluate``: every (model, decision) pair over labelled images, per case and mean."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from core.cli.arguments import (
+    add_device_option,
+    add_trust_option,
+    decision_list,
+    probability_below_one,
+    unit_interval,
+)
+from core.cli.errors import EXIT_OK, handle_errors
+from core.cli.outputs import check_outputs
+from core.cli.progress import ProgressPrinter
+from core.cli.reports import write_csv_atomic, write_json_atomic
+from core.cli.tables import Column, format_table
+
+__all__ = [
+    "CASE_COLUMNS",
+    "HELP",
+    "MEAN_COLUMNS",
+    "NAME",
+    "add_arguments",
+    "mean_rows",
+    "run",
+]
+
+NAME = "evaluate"
+HELP = "score models and decision rules against label masks (per case and mean Dice/IoU)"
+DESCRIPTION = """\
+Run every --model with every decision rule in --decisions over the images, each paired with
+its label file by case name (case01.nii.gz with case01.nii.gz, case01_label.nii.gz,
+case01_seg.nii.gz, ...; images named case01_0000.nii.gz pair with case01). The network runs
+once per model and image; the decision rules share its probabilities. The report holds the
+per-case Dice/IoU/volume of every class, their means per (model, decision, class), and the
+timings, so FP32 vs quantized and argmax vs RankSEG-RMA come out of one run."""
+EPILOG = """\
+examples:
+  main.py evaluate --model fp32 --model q4 --images imgs/ --labels labels/ --report eval.json
+  main.py evaluate --model m --images a.nii.gz b.nii.gz --labels a_seg.nii.gz b_seg.nii.gz \\
+      --decisions argmax,rma-dice,rma-iou --report eval.json --csv cases.csv
+
+exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
+
+#: Columns of the per-case CSV (and of the report's per_case records).
+CASE_COLUMNS: tuple[str, ...] = (
+    "model",
+    "decision",
+    "case",
+    "label",
+    "class",
+    "dice",
+    "iou",
+    "expected_dice",
+    "voxels",
+    "volume_ml",
+    "volume_ml_gt",
+)
+
+#: Columns of the table of means printed on stdout.
+MEAN_COLUMNS: tuple[Column, ...] = (
+    ("model", "model", ""),
+    ("decision", "decision", ""),
+    ("label", "label", "d"),
+    ("class", "class", ""),
+    ("dice", "mean Dice", ".4f"),
+    ("iou", "mean IoU", ".4f"),
+    ("expected_dice", "mean E[Dice]", ".4f"),
+    ("cases", "cases", "d"),
+)
+
+_METRICS = ("dice", "iou", "expected_dice", "volume_ml", "volume_ml_gt")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``evaluate`` options to its sub-parser."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        action="extend",
+        nargs="+",
+        metavar="MODEL",
+        help="model folder or file; repeat (or list several) to compare models",
+    )
+    parser.add_argument(
+        "--images", required=True, nargs="+", metavar="DIR_OR_FILE", help="image files or folders"
+    )
+    parser.add_argument(
+        "--labels", required=True, nargs="+", metavar="DIR_OR_FILE", help="label files or folders"
+    )
+    parser.add_argument(
+        "--decisions",
+        type=decision_list,
+        default=["argmax", "rma-dice"],
+        metavar="RULES",
+        help="comma-separated decision rules among argmax, threshold, rma-dice, rma-iou "
+        "(default argmax,rma-dice)",
+    )
+    parser.add_argument("--report", required=True, metavar="REPORT.json", help="JSON report")
+    parser.add_argument("--csv", metavar="CASES.csv", help="also write the per-case rows as CSV")
+    parser.add_argument(
+        "--pruning",
+        type=probability_below_one,
+        default=0.5,
+        metavar="P",
+        help="RankSEG-RMA pruning probability in [0, 1) (default 0.5)",
+    )
+    parser.add_argument(
+        "--per-slice", action="store_true", help="optimise RankSEG-RMA per slice (axis k)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=unit_interval,
+        default=0.5,
+        metavar="T",
+        help="cut-off of the 'threshold' decision (default 0.5)",
+    )
+    add_device_option(parser)
+    add_trust_option(parser)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    finite = [float(v) for v in values if v is not None and v == v]  # v == v drops NaN
+    return sum(finite) / len(finite) if finite else None
+
+
+def mean_rows(per_case: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Means over cases per (model, decision, class), plus a foreground row per pair.
+
+    Parameters
+    ----------
+    per_case : list of dict
+        Records with the :data:`CASE_COLUMNS` keys.
+
+    Returns
+    -------
+    list of dict
+        model, decision, label, class, dice, iou, expected_dice, volume_ml, volume_ml_gt
+        (means; None where no case has a value) and cases (count), in first-seen order. After
+        the classes of each (model, decision) comes a row with label None and class
+        ``"mean foreground"``: the mean over cases of each case's mean over labels 1 and up.
+    """
+    groups: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {}
+    for row in per_case:
+        pair = groups.setdefault((row["model"], row["decision"]), {})
+        pair.setdefault(row["label"], []).append(row)
+    means = []
+    for (model, decision), by_label in groups.items():
+        for label, rows in by_label.items():
+            record = {
+                "model": model,
+                "decision": decision,
+                "label": label,
+                "class": rows[0]["class"],
+            }
+            record.update({key: _mean([r[key] for r in rows]) for key in _METRICS})
+            record["cases"] = len(rows)
+            means.append(record)
+        case_means: dict[str, dict[str, list[float | None]]] = {}
+        for label, rows in by_label.items():
+            if label == 0:
+                continue
+            for r in rows:
+                per = case_means.setdefault(r["case"], {"dice": [], "iou": [], "expected_dice": []})
+                for key in per:
+                    per[key].append(r[key])
+        record = {"model": model, "decision": decision, "label": None, "class": "mean foreground"}
+        for key in ("dice", "iou", "expected_dice"):
+            record[key] = _mean([_mean(per[key]) for per in case_means.values()])
+        record["cases"] = len(case_means)
+        means.append(record)
+    return means
+
+
+def _unique_ids(models: list[Any]) -> list[str]:
+    """Display names, with the path added where two models would share one."""
+    names = [m.name for m in models]
+    return [f"{m.name} [{m.path}]" if names.count(m.name) > 1 else m.name for m in models]
+
+
+def _some_names(paths: list[Any], limit: int = 3) -> str:
+    names = ", ".join(p.name for p in paths[:limit])
+    return names + (", ..." if len(paths) > limit else "")
+
+
+def _labelled(printer: ProgressPrinter, prefix: str) -> Callable[[Any], None]:
+    def forward(progress: Any) -> None:
+        printer(dataclasses.replace(progress, message=f"{prefix}: {progress.message}"))
+
+    return forward
+
+
+@handle_errors(NAME)
+def run(args: argparse.Namespace) -> int:
+    """Run ``evaluate``; returns the exit code."""
+    from core.cli.matching import expand_files, pair_cases
+
+    images = expand_files(args.images, "--images")
+    labels = expand_files(args.labels, "--labels")
+    check_outputs({"--report": args.report, "--csv": args.csv}, [*args.model, *images, *labels])
+    pairing = pair_cases(images, labels)
+    if not pairing.cases:
+        raise ValueError(
+            f"no image matched a label by file name (images: {_some_names(images)}; "
+            f"labels: {_some_names(labels)})"
+        )
+
+    start = time.perf_counter()
+    from core import __version__
+    from core.cli.model_loading import load_cli_model
+    from core.io import read_image, read_mask
+    from core.metrics import volume_ml
+    from core.pipeline import segment_image
+
+    quiet = bool(getattr(args, "quiet", False))
+    for path in pairing.unmatched_images:
+        print(f"main.py {NAME}: warning: {path}: no label file matches it", file=sys.stderr)
+    models = [load_cli_model(path, trust=args.trust) for path in args.model]
+    ids = _unique_ids(models)
+    per_case: list[dict[str, Any]] = []
+    inference_timings: list[dict[str, Any]] = []
+    decision_timings: list[dict[str, Any]] = []
+    case_records: list[dict[str, Any]] = []
+    with ProgressPrinter.for_command(quiet) as printer:
+        for number, case in enumerate(pairing.cases, start=1):
+            image = read_image(case.image)
+            gt = read_mask(case.label, reference=image)
+            case_records.append(
+                {
+                    "name": case.name,
+                    "image": str(case.image),
+                    "label": str(case.label),
+                    "shape": list(image.shape3),
+                    "warnings": [*image.warnings, *gt.warnings],
+                }
+            )
+            for model, model_id in zip(models, ids, strict=True):
+                gt_volumes = volume_ml(
+                    gt.array.astype("int64"), image.spacing, num_classes=model.spec.num_classes
+                )
+                probs = None
+                for decision in args.decisions:
+                    prefix = (
+                        f"case {number}/{len(pairing.cases)} {case.name}, {model_id}, {decision}"
+                    )
+                    result = segment_image(
+                        model,
+                        image,
+                        decision=decision,
+                        pruning_prob=args.pruning,
+                        per_slice=args.per_slice,
+                        threshold=args.threshold,
+                        device=args.device,
+                        ground_truth=gt.array,
+                        probs=probs,
+                        on_progress=_labelled(printer, prefix),
+                    )
+                    if probs is None:
+                        inference_timings.append(
+                            {
+                                "model": model_id,
+                                "case": case.name,
+                                "seconds": result.timings.get("inference"),
+                                "device": result.device,
+                            }
+                        )
+                    probs = result.probs
+                    decision_timings.append(
+                        {
+                            "model": model_id,
+                            "decision": decision,
+                            "case": case.name,
+                            "decision_s": result.timings.get("decision"),
+                            "metrics_s": result.timings.get("metrics"),
+                        }
+                    )
+                    for row in result.rows:
+                        per_case.append(
+                            {
+                                "model": model_id,
+                                "decision": decision,
+                                "case": case.name,
+                                "label": row.label,
+                                "class": row.name,
+                                "dice": row.dice,
+                                "iou": row.iou,
+                                "expected_dice": row.expected_dice,
+                                "voxels": row.voxels,
+                                "volume_ml": row.volume_ml,
+                                "volume_ml_gt": float(gt_volumes[row.label]),
+                            }
+                        )
+                del probs  # one model's probabilities at a time
+    means = mean_rows(per_case)
+    report = {
+        "command": NAME,
+        "segbench_version": __version__,
+        "models": [
+            {"id": model_id, "name": m.name, "path": str(m.path), "quantized": m.is_quantized}
+            for m, model_id in zip(models, ids, strict=True)
+        ],
+        "decisions": list(args.decisions),
+        "options": {
+            "pruning_prob": args.pruning,
+            "per_slice": args.per_slice,
+            "threshold": args.threshold,
+            "device": args.device,
+        },
+        "cases": case_records,
+        "unmatched": {
+            "images": [str(p) for p in pairing.unmatched_images],
+            "labels": [str(p) for p in pairing.unmatched_labels],
+        },
+        "means": means,
+        "per_case": per_case,
+        "timings": {
+            "total_s": time.perf_counter() - start,
+            "inference": inference_timings,
+            "decisions": decision_timings,
+        },
+    }
+    write_json_atomic(report, args.report)
+    if args.csv:
+        write_csv_atomic(per_case, CASE_COLUMNS, args.csv)
+    if not quiet:
+        print(
+            f"{len(pairing.cases)} case(s), {len(models)} model(s), "
+            f"{len(args.decisions)} decision rule(s): {report['timings']['total_s']:.2f} s"
+        )
+        print(format_table(means, MEAN_COLUMNS))
+        print(f"report written to {args.report}")
+        if args.csv:
+            print(f"per-case rows written to {args.csv}")
+    return EXIT_OK

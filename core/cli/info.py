@@ -1,0 +1,182 @@
+"""``main.py info``: describe an image, a model or a folder of DICOM series."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from core.cli.arguments import add_trust_option
+from core.cli.errors import EXIT_OK, handle_errors
+from core.cli.reports import format_report_json
+from core.cli.tables import format_table
+
+__all__ = ["HELP", "NAME", "add_arguments", "describe_path", "format_description", "run"]
+
+NAME = "info"
+HELP = "describe an image, a model or a DICOM folder"
+DESCRIPTION = """\
+Describe PATH without changing it:
+  an image file (NIfTI, NRRD, MHA, PNG, one DICOM file): shape, voxel type, spacing,
+    orientation, modality, display window, intensity range and reading warnings;
+  a model (folder with model.json, .safetensors or .pt file, or a bare model.json spec): the
+    spec, quantization metadata, every layer with its parameters, and the total;
+  a folder of DICOM files: its series (UID, modality, description, slices, slice size)."""
+EPILOG = """\
+examples:
+  main.py info resources/demo/image.nii.gz
+  main.py info resources/demo/model --json
+
+exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
+
+_MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".ts", ".torchscript", ".jit")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``info`` options to its sub-parser."""
+    parser.add_argument("path", metavar="PATH", help="image file, model, or DICOM folder")
+    parser.add_argument("--json", action="store_true", help="print the description as JSON")
+    add_trust_option(parser)
+
+
+def describe_path(path: Path, *, trust: bool = False) -> dict[str, Any]:
+    """Describe what ``path`` is.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    trust : bool
+        Allow loading a pickled model module.
+
+    Returns
+    -------
+    dict
+        ``{"kind": "image" | "model" | "spec" | "dicom-folder", ...}`` with the fields of
+        :mod:`core.cli.describe`.
+
+    Raises
+    ------
+    ValueError
+        A missing path, an unreadable file, or a folder that is neither a model nor DICOM.
+    """
+    from core.cli.describe import describe_image, describe_model, describe_series, describe_spec
+
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
+    if path.is_dir() and not (path / "model.json").exists():
+        from core.io import list_dicom_series
+
+        series = list_dicom_series(path)
+        if not series:
+            raise ValueError(f"{path}: neither a model folder (no model.json) nor DICOM files")
+        return {
+            "kind": "dicom-folder",
+            "path": str(path),
+            "series": [describe_series(s) for s in series],
+        }
+    if path.is_dir() or path.suffix.lower() in _MODEL_FILE_SUFFIXES:
+        from core.cli.model_loading import load_cli_model
+
+        return {"kind": "model", **describe_model(load_cli_model(path, trust=trust))}
+    if path.suffix.lower() == ".json":
+        from core.models import ModelSpec
+
+        return {"kind": "spec", "path": str(path), "spec": describe_spec(ModelSpec.read(path))}
+    from core.io import read_image
+
+    return {"kind": "image", **describe_image(read_image(path), intensities=True)}
+
+
+def _join(values: Any, unit: str = "") -> str:
+    text = " x ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+    return f"{text} {unit}".rstrip()
+
+
+def _format_spec(spec: dict[str, Any]) -> list[str]:
+    lines = [
+        f"  architecture: {spec['architecture']} {spec.get('arguments') or ''}".rstrip(),
+        f"  mode: {spec['mode']}, input channels: {spec['in_channels']}, "
+        f"activation: {spec['activation']}, patch size: {spec.get('patch_size') or 'whole'}",
+        f"  classes: {', '.join(spec['class_names'])}",
+    ]
+    steps = [
+        step["name"] + "(" + ", ".join(f"{k}={v}" for k, v in step.items() if k != "name") + ")"
+        for step in spec.get("preprocessing") or []
+    ]
+    lines.append(f"  preprocessing: {', '.join(steps) or 'none'}")
+    if spec.get("description"):
+        lines.append(f"  description: {spec['description']}")
+    return lines
+
+
+def format_description(info: dict[str, Any]) -> str:
+    """The human-readable text of :func:`describe_path`'s result."""
+    kind = info["kind"]
+    if kind == "image":
+        lines = [
+            f"image: {info['path']}",
+            f"  shape: {_join(info['shape'])} ({info['dtype']})",
+            f"  spacing: {_join(info['spacing_mm'], 'mm')}",
+            f"  orientation: {info['orientation']}",
+            f"  modality: {info['modality'] or 'unknown'}"
+            + (" (natural image)" if info["natural"] else ""),
+        ]
+        if info["window"]:
+            lines.append(f"  window: center {info['window'][0]:g}, width {info['window'][1]:g}")
+        if info.get("intensity_range"):
+            low, high = info["intensity_range"]
+            lines.append(f"  intensity range: {low:g} to {high:g}")
+        lines.append("  warnings: " + ("none" if not info["warnings"] else ""))
+        lines += [f"    - {w}" for w in info["warnings"]]
+        return "\n".join(lines)
+    if kind == "spec":
+        return "\n".join([f"model spec: {info['path']}", *_format_spec(info["spec"])])
+    if kind == "model":
+        lines = [f"model: {info['name']} ({info['path']})", *_format_spec(info["spec"])]
+        if info["quantization"]:
+            q = info["quantization"]
+            lines.append(
+                "  quantization: "
+                + ", ".join(
+                    f"{k}={q[k]}" for k in ("method", "weight_bits", "base_model") if k in q
+                )
+            )
+        lines.append(
+            f"  parameters: {info['parameters']:,} ({info['parameter_mb']:.2f} MB as float32)"
+        )
+        lines.append(f"  layers ({len(info['layers'])} with parameters):")
+        table = format_table(
+            [{**row, "shape": _join(row["weight_shape"] or [])} for row in info["layers"]],
+            [
+                ("name", "name", ""),
+                ("type", "type", ""),
+                ("shape", "weight shape", ""),
+                ("parameters", "parameters", ",d"),
+            ],
+        )
+        lines += ["    " + line for line in table.splitlines()]
+        return "\n".join(lines)
+    lines = [f"DICOM folder: {info['path']} ({len(info['series'])} series)"]
+    table = format_table(
+        [{**s, "size": f"{s['rows']}x{s['columns']}"} for s in info["series"]],
+        [
+            ("modality", "modality", ""),
+            ("description", "description", ""),
+            ("slices", "slices", "d"),
+            ("size", "size", ""),
+            ("uid", "series UID", ""),
+        ],
+    )
+    lines += ["  " + line for line in table.splitlines()]
+    return "\n".join(lines)
+
+
+@handle_errors(NAME)
+def run(args: argparse.Namespace) -> int:
+    """Run ``info``; returns the exit code."""
+    info = describe_path(Path(args.path), trust=args.trust)
+    print(
+        format_report_json(info) if args.json else format_description(info),
+        end="" if args.json else "\n",
+    )
+    return EXIT_OK

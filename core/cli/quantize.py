@@ -1,0 +1,263 @@
+"""``main.py quantize``: post-training weight quantization of a model, saved as a model folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.cli.arguments import (
+    GRANULARITY_CHOICES,
+    METHOD_CHOICES,
+    add_device_option,
+    add_trust_option,
+    bits,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from core.cli.errors import EXIT_OK, UsageError, handle_errors
+from core.cli.outputs import check_outputs
+from core.cli.progress import ProgressPrinter
+from core.cli.reports import write_json_atomic
+from core.cli.tables import Column, format_table
+
+__all__ = ["HELP", "LAYER_COLUMNS", "NAME", "add_arguments", "layer_summary", "run"]
+
+NAME = "quantize"
+HELP = "quantize a model's weights (FlexRound, AdaRound, round-to-nearest) and save it"
+DESCRIPTION = """\
+Quantize the weights of MODEL post-training: calibration inputs are sampled from the --calib
+images with the model's own preprocessing, each block is reconstructed (FlexRound or AdaRound)
+or rounded to nearest, and the result is saved as a model folder that `segment --model QMODEL`
+and `evaluate` accept. The per-layer diagnostics (bits, grid-step ratio s1 learned/initial,
+codes changed from round-to-nearest, loss before/after, relative weight error) are printed and,
+with --report, written as JSON with the timings."""
+EPILOG = """\
+examples:
+  main.py quantize --model resources/demo/model --calib resources/demo/image.nii.gz --out q4
+  main.py quantize --model m --calib a.nii.gz b.nii.gz --out q --method rtn --bits 8
+
+exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
+
+#: Columns of the per-layer table printed on stdout.
+LAYER_COLUMNS: tuple[Column, ...] = (
+    ("name", "layer", ""),
+    ("bits", "bits", "d"),
+    ("s1_ratio", "s1 ratio", ".4f"),
+    ("percent_changed", "% changed", ".2f"),
+    ("percent_moved_2plus", "% moved 2+", ".2f"),
+    ("loss_before", "loss before", ".4g"),
+    ("loss_after", "loss after", ".4g"),
+    ("weight_rel_error", "rel. weight err", ".4f"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``quantize`` options to its sub-parser."""
+    parser.add_argument(
+        "--model", required=True, metavar="MODEL", help="float model folder or file"
+    )
+    parser.add_argument(
+        "--calib",
+        required=True,
+        nargs="+",
+        metavar="IMAGE",
+        help="calibration images (files or DICOM folders); no labels needed",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="QMODEL", help="folder to write the quantized model to"
+    )
+    parser.add_argument(
+        "--method", choices=METHOD_CHOICES, default="flexround", help="default flexround"
+    )
+    parser.add_argument(
+        "--bits", type=bits, default=4, help="weight bits of the inner layers, 2-8 (default 4)"
+    )
+    parser.add_argument(
+        "--first-last-bits",
+        type=bits,
+        default=8,
+        metavar="BITS",
+        help="weight bits of the first and last layers (default 8)",
+    )
+    parser.add_argument(
+        "--granularity",
+        choices=GRANULARITY_CHOICES,
+        default="tensor",
+        help="one grid step per tensor or per output channel (default tensor)",
+    )
+    parser.add_argument(
+        "--iters",
+        type=non_negative_int,
+        default=500,
+        metavar="N",
+        help="optimizer steps per block for flexround/adaround (default 500)",
+    )
+    parser.add_argument(
+        "--lr", type=positive_float, default=None, help="learning rate (default: the method's)"
+    )
+    parser.add_argument(
+        "--samples",
+        type=positive_int,
+        default=64,
+        metavar="N",
+        help="calibration samples (slices or patches) drawn from the images (default 64)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        metavar="N",
+        help="calibration samples per optimizer step (default 32)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of sampling and batching")
+    parser.add_argument("--report", metavar="REPORT.json", help="write a JSON report here")
+    add_device_option(parser)
+    add_trust_option(parser)
+
+
+def _ratio(learned: np.ndarray, initial: np.ndarray) -> float:
+    """Mean of s1_learned / s1_initial over the grid's entries (1 per tensor or per channel)."""
+    initial = np.asarray(initial, dtype=np.float64).ravel()
+    learned = np.asarray(learned, dtype=np.float64).ravel()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = learned / initial
+    ratio = ratio[np.isfinite(ratio)]
+    return float(ratio.mean()) if ratio.size else float("nan")
+
+
+def layer_summary(layer: Any) -> dict[str, Any]:
+    """The per-layer record of the report, from a :class:`core.quant.LayerReport`.
+
+    Parameters
+    ----------
+    layer : core.quant.LayerReport
+
+    Returns
+    -------
+    dict
+        name, kind, block, bits, s1_ratio (mean learned/initial grid step), percent_changed,
+        percent_moved_2plus, loss_before, loss_after, weight_rel_error, weight_rel_error_rtn,
+        fell_back.
+    """
+    return {
+        "name": layer.name,
+        "kind": layer.kind,
+        "block": layer.block,
+        "bits": int(layer.bits),
+        "s1_ratio": _ratio(layer.s1_learned, layer.s1_init),
+        "percent_changed": 100.0 * float(layer.frac_changed),
+        "percent_moved_2plus": 100.0 * float(layer.frac_moved_2plus),
+        "loss_before": float(layer.loss_before),
+        "loss_after": float(layer.loss_after),
+        "weight_rel_error": float(layer.weight_rel_error),
+        "weight_rel_error_rtn": float(layer.weight_rel_error_rtn),
+        "fell_back": bool(layer.fell_back),
+    }
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    check_outputs(
+        {"--out": args.out, "--report": args.report},
+        [args.model, *args.calib],
+        folder_outputs=("--out",),
+    )
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    if args.report is not None and not Path(args.report).parent.is_dir():
+        raise UsageError(
+            f"--report {args.report}: folder {Path(args.report).parent} does not exist"
+        )
+    spec_file = out / "model.json"
+    if spec_file.exists():
+        # Replacing an earlier quantized result is fine; replacing a float model is not.
+        try:
+            quantized = json.loads(spec_file.read_text(encoding="utf-8")).get("quantization")
+        except (OSError, ValueError, AttributeError):
+            quantized = None
+        if not quantized:
+            raise UsageError(
+                f"--out {out}: holds a float model, not a quantized one; refusing to replace it"
+            )
+
+
+@handle_errors(NAME)
+def run(args: argparse.Namespace) -> int:
+    """Run ``quantize``; returns the exit code."""
+    _check_paths(args)
+    start = time.perf_counter()
+    from core import __version__
+    from core.cli.model_loading import load_cli_model
+    from core.io import read_image
+    from core.models import calibration_inputs, save_quantized_model
+    from core.quant import QuantConfig, quantize_model
+
+    quiet = bool(getattr(args, "quiet", False))
+    try:
+        config = QuantConfig(
+            method=args.method,
+            bits=args.bits,
+            first_last_bits=args.first_last_bits,
+            granularity=args.granularity,
+            iters=args.iters,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    model = load_cli_model(args.model, trust=args.trust)
+    timings["load_model"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    images = [read_image(path) for path in args.calib]
+    calib = calibration_inputs(model, images, n=args.samples, seed=args.seed)
+    timings["calibration_inputs"] = time.perf_counter() - clock
+    with ProgressPrinter.for_command(quiet) as printer:
+        result = quantize_model(model, calib, config, on_progress=printer)
+    clock = time.perf_counter()
+    save_quantized_model(result, model, args.out, overwrite=True)
+    timings["save"] = time.perf_counter() - clock
+    timings["total"] = time.perf_counter() - start
+
+    layers = [layer_summary(layer) for layer in result.layers]
+    report = {
+        "command": NAME,
+        "segbench_version": __version__,
+        "model": {"name": model.name, "path": str(model.path)},
+        "out": str(args.out),
+        "calibration": {
+            "images": [str(p) for p in args.calib],
+            "samples": int(calib.shape[0]),
+            "sample_shape": list(calib.shape[1:]),
+        },
+        "config": config.to_dict(),
+        "device": result.device,
+        "folded_batchnorm": [list(pair) for pair in result.folded_batchnorm],
+        "blocks": [
+            {"name": name, "loss_rtn": before, "loss_after": after}
+            for name, (before, after) in result.block_losses.items()
+        ],
+        "layers": layers,
+        "timings_s": {**timings, **{f"quantize:{k}": v for k, v in result.timings.items()}},
+    }
+    if args.report:
+        write_json_atomic(report, args.report)
+    if not quiet:
+        print(
+            f"{model.name} -> {args.method} W{args.bits} ({len(layers)} layers, "
+            f"{calib.shape[0]} calibration samples, {result.device}): {timings['total']:.2f} s"
+        )
+        print(format_table(layers, LAYER_COLUMNS))
+        print(f"quantized model written to {args.out}")
+        if args.report:
+            print(f"report written to {args.report}")
+    return EXIT_OK

@@ -1,0 +1,236 @@
+"""``main.py segment``: decide a mask for one image with one model, write it and a report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from core.cli.arguments import (
+    DECISION_CHOICES,
+    add_device_option,
+    add_trust_option,
+    non_negative_int,
+    probability_below_one,
+    unit_interval,
+)
+from core.cli.errors import EXIT_OK, UsageError, handle_errors
+from core.cli.outputs import check_outputs
+from core.cli.progress import ProgressPrinter
+from core.cli.reports import write_json_atomic
+from core.cli.tables import Column, format_table
+
+__all__ = ["CLASS_COLUMNS", "HELP", "NAME", "add_arguments", "run", "segmentation_report"]
+
+NAME = "segment"
+HELP = "segment one image with a model and write the mask (and a JSON report)"
+DESCRIPTION = """\
+Segment IMAGE with MODEL: run the network, turn its probabilities into a label mask with the
+chosen decision rule, and write the mask with the image's geometry (affine, orientation).
+The per-class table (voxels, volume in mL, expected Dice, and Dice/IoU against --gt) is printed
+and, with --report, written as JSON together with the timings of each stage."""
+EPILOG = """\
+examples:
+  main.py segment ct.nii.gz --model resources/demo/model --out ct_mask.nii.gz
+  main.py segment ct.nii.gz --model qmodel --decision argmax --gt label.nii.gz --report r.json
+
+exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
+
+#: Columns of the per-class table printed on stdout.
+CLASS_COLUMNS: tuple[Column, ...] = (
+    ("label", "label", "d"),
+    ("name", "class", ""),
+    ("voxels", "voxels", "d"),
+    ("volume_ml", "volume mL", ".3f"),
+    ("expected_dice", "E[Dice]", ".4f"),
+    ("dice", "Dice", ".4f"),
+    ("iou", "IoU", ".4f"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``segment`` options to its sub-parser."""
+    parser.add_argument(
+        "image", metavar="IMAGE", help="image file (NIfTI, NRRD, MHA, PNG, ...) or DICOM folder"
+    )
+    parser.add_argument(
+        "--model", required=True, metavar="MODEL", help="model folder or file (float or quantized)"
+    )
+    parser.add_argument(
+        "--decision",
+        choices=DECISION_CHOICES,
+        default="rma-dice",
+        help="how probabilities become labels (default rma-dice: RankSEG-RMA for Dice)",
+    )
+    parser.add_argument(
+        "--pruning",
+        type=probability_below_one,
+        default=0.5,
+        metavar="P",
+        help="RankSEG-RMA pruning probability in [0, 1): classes whose largest probability is "
+        "at or below P stay empty (default 0.5)",
+    )
+    parser.add_argument(
+        "--per-slice",
+        action="store_true",
+        help="optimise RankSEG-RMA per slice (axis k), not per volume",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=unit_interval,
+        default=0.5,
+        metavar="T",
+        help="cut-off of the 'threshold' decision (default 0.5)",
+    )
+    parser.add_argument(
+        "--out", metavar="MASK", help="write the mask here (.nii, .nii.gz, .nrrd, .mha, .png)"
+    )
+    parser.add_argument(
+        "--gt", metavar="LABEL", help="ground-truth label mask: adds Dice and IoU per class"
+    )
+    parser.add_argument("--report", metavar="REPORT.json", help="write a JSON report here")
+    parser.add_argument("--series", metavar="UID", help="series to read from a DICOM folder")
+    parser.add_argument(
+        "--volume", type=non_negative_int, metavar="N", help="volume of a 4-D image to segment"
+    )
+    add_device_option(parser)
+    add_trust_option(parser)
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    from core.io.mask import MASK_SUFFIXES
+    from core.io.reader import suffix_of
+
+    inputs = [args.image, args.model] + ([args.gt] if args.gt else [])
+    check_outputs({"--out": args.out, "--report": args.report}, inputs)
+    if args.out is not None:
+        out = Path(args.out)
+        if suffix_of(out) not in MASK_SUFFIXES:
+            raise UsageError(
+                f"--out {out}: masks are written as {', '.join(MASK_SUFFIXES)}, "
+                f"not {suffix_of(out)!r}"
+            )
+    for option, path in (("--out", args.out), ("--report", args.report)):
+        if path is not None and not Path(path).parent.is_dir():
+            raise UsageError(f"{option} {path}: folder {Path(path).parent} does not exist")
+
+
+def segmentation_report(
+    result: Any, *, image: Any, model: Any, args: argparse.Namespace, timings: dict[str, float]
+) -> dict[str, Any]:
+    """The JSON report of one segmentation.
+
+    Parameters
+    ----------
+    result : core.pipeline.SegmentationResult
+    image : core.io.Image
+    model : core.models.LoadedModel
+    args : argparse.Namespace
+        The parsed ``segment`` arguments (paths and options).
+    timings : dict
+        Seconds of the command's own stages (reading, writing), merged with the pipeline's.
+
+    Returns
+    -------
+    dict
+        command, image (path, shape, spacing, orientation, warnings), model (name, path,
+        quantized), decision and its options, device, mask, ground_truth, classes (one row per
+        class), mean_foreground, timings_s.
+    """
+    from core import __version__
+    from core.cli.describe import describe_image
+
+    summary = result.to_dict()
+    image_info = describe_image(image)
+    return {
+        "command": NAME,
+        "segbench_version": __version__,
+        "image": {
+            key: image_info[key]
+            for key in ("path", "shape", "spacing_mm", "orientation", "modality", "warnings")
+        },
+        "model": {
+            "name": model.name,
+            "path": str(model.path) if model.path is not None else None,
+            "quantized": model.is_quantized,
+        },
+        "decision": result.decision,
+        "options": {
+            "pruning_prob": result.pruning_prob,
+            "per_slice": result.per_slice,
+            "threshold": args.threshold,
+        },
+        "device": result.device,
+        "mask": str(args.out) if args.out else None,
+        "ground_truth": str(args.gt) if args.gt else None,
+        "classes": summary["classes"],
+        "mean_foreground": {
+            "dice": summary["mean_foreground_dice"],
+            "iou": summary["mean_foreground_iou"],
+            "expected_dice": summary["mean_foreground_expected_dice"],
+        },
+        "timings_s": {**timings, **summary["timings_s"]},
+    }
+
+
+@handle_errors(NAME)
+def run(args: argparse.Namespace) -> int:
+    """Run ``segment``; returns the exit code."""
+    _check_paths(args)
+    start = time.perf_counter()
+    from core.cli.model_loading import load_cli_model
+    from core.io import read_image, read_mask, write_mask
+    from core.pipeline import segment_image
+
+    quiet = bool(getattr(args, "quiet", False))
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    image = read_image(args.image, series=args.series, volume=args.volume)
+    timings["read_image"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    model = load_cli_model(args.model, trust=args.trust)
+    timings["load_model"] = time.perf_counter() - clock
+    ground_truth = None
+    gt_warnings: list[str] = []
+    if args.gt:
+        clock = time.perf_counter()
+        gt = read_mask(args.gt, reference=image)
+        ground_truth, gt_warnings = gt.array, gt.warnings
+        timings["read_ground_truth"] = time.perf_counter() - clock
+
+    with ProgressPrinter.for_command(quiet) as printer:
+        result = segment_image(
+            model,
+            image,
+            decision=args.decision,
+            pruning_prob=args.pruning,
+            per_slice=args.per_slice,
+            threshold=args.threshold,
+            device=args.device,
+            ground_truth=ground_truth,
+            on_progress=printer,
+        )
+    if args.out:
+        clock = time.perf_counter()
+        write_mask(result.mask, args.out, reference=image)
+        timings["write_mask"] = time.perf_counter() - clock
+    timings["total"] = time.perf_counter() - start
+    for warning in [*image.warnings, *(f"{args.gt}: {w}" for w in gt_warnings)]:
+        print(f"main.py {NAME}: warning: {warning}", file=sys.stderr)
+    report = segmentation_report(result, image=image, model=model, args=args, timings=timings)
+    report["ground_truth_warnings"] = gt_warnings
+    if args.report:
+        write_json_atomic(report, args.report)
+    if not quiet:
+        print(
+            f"{model.name}, decision {result.decision}, {result.device}: {timings['total']:.2f} s"
+        )
+        rows = report["classes"]
+        print(format_table(rows, CLASS_COLUMNS if args.gt else CLASS_COLUMNS[:5]))
+        if args.out:
+            print(f"mask written to {args.out}")
+        if args.report:
+            print(f"report written to {args.report}")
+    return EXIT_OK
