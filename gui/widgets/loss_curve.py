@@ -37,6 +37,10 @@ class LossCurveView(pg.PlotWidget):
         self.setLabel("left", "reconstruction loss (squared error, log scale)")
         self.setLogMode(x=False, y=True)
         self.showGrid(x=True, y=True, alpha=0.2)
+        self.getAxis("bottom").enableAutoSIPrefix(False)
+        # Long runs have 10^5 iterations: draw at most a few points per pixel.
+        self.setDownsampling(auto=True, mode="peak")
+        self.setClipToView(True)
         self._curve = self.plot([], [], pen=_CURVE_PEN)
         self._x: list[float] = []
         self._y: list[float] = []
@@ -114,7 +118,7 @@ class LossCurveView(pg.PlotWidget):
             angle=90,
             pen=_BOUNDARY_PEN,
             label=label or None,
-            labelOpts={"position": 0.92, "color": (90, 90, 90), "rotateAxis": (1, 0)},
+            labelOpts={"position": 0.7, "color": (90, 90, 90), "rotateAxis": (1, 0)},
         )
         self.addItem(line)
         self._boundaries.append(line)

@@ -539,7 +539,8 @@ class QuantizationPanel(QWidget):
         self.variant_combo.addItem(name)
         self.variant_combo.setCurrentIndex(self.variant_combo.count() - 1)
         seconds = result.timings.get("total", float("nan"))
-        self.status_label.setText(f"{name}: done in {seconds:.1f} s on {result.device}.")
+        self.status_label.setText(f"{name}: done in {seconds:.1f} s.")
+        self.status_label.setToolTip(f"Ran on {result.device}.")
         log.info("variant %s created from %s", name, base.name)
         self.variant_created.emit(name, model, result)
 

@@ -108,6 +108,9 @@ class _PlotSlot(QStackedWidget):
         self.plot.setLabel("bottom", bottom)
         self.plot.setLabel("left", left)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
+        for side in ("bottom", "left"):
+            # The labels carry their own units; an added "(x0.001)" would only confuse.
+            self.plot.getAxis(side).enableAutoSIPrefix(False)
         self.plot.setMinimumSize(220, 170)
         self.note = QLabel(self)
         self.note.setWordWrap(True)

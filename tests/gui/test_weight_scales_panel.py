@@ -26,7 +26,7 @@ def results():
     model = LoadedModel(UNet(1, 2, dims=2, depth=1, base_channels=4), spec)
     image, _ = make_phantom(1, shape=(32, 32, 16))
     calib = calibration_inputs(model, image, n=8)
-    common = {"bits": 3, "iters": 40, "batch_size": 4, "device": "cpu"}
+    common = {"bits": 3, "iters": 25, "batch_size": 4, "device": "cpu"}
     return {
         "flex": quantize_model(model, calib, QuantConfig(method="flexround", **common)),
         "ada": quantize_model(model, calib, QuantConfig(method="adaround", **common)),
