@@ -52,6 +52,10 @@ class QuantConfig:
         Module names to use as reconstruction blocks, in execution order; None finds them.
     mixed_precision : bool
         Run block forwards under bfloat16 autocast on CUDA (ignored on the CPU).
+    act_bits : int or None
+        Fake-quantize the input of every quantized layer per tensor with this many bits and an
+        LSQ-style learned step, trained jointly with the weights (the paper's W/A settings);
+        None (default) quantizes weights only.
     max_cache_fraction : float
         Largest share of free CUDA memory the cached block inputs and targets may take before
         they are kept on the CPU and streamed batch by batch.
@@ -72,13 +76,18 @@ class QuantConfig:
     skip: tuple[str, ...] = field(default_factory=tuple)
     blocks: tuple[str, ...] | None = None
     mixed_precision: bool = False
+    act_bits: int | None = None
     max_cache_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown quantization method {self.method!r}: use one of {METHODS}")
-        for label, value in (("bits", self.bits), ("first_last_bits", self.first_last_bits)):
-            if value is None and label == "first_last_bits":
+        for label, value in (
+            ("bits", self.bits),
+            ("first_last_bits", self.first_last_bits),
+            ("act_bits", self.act_bits),
+        ):
+            if value is None and label != "bits":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 8:
                 raise ValueError(f"{label} must be an integer from 2 to 8, got {value!r}")

@@ -64,6 +64,8 @@ class LayerReport:
         taken from the quantized model.
     weight_rel_error, weight_rel_error_rtn : float
         ``||W - W_hat|| / ||W||`` after learning and for round-to-nearest.
+    act_step : float or None
+        Step of the layer's input fake quantization (``act_bits`` runs only).
     fell_back : bool
         True when learning did not lower the block's loss and round-to-nearest was kept.
     """
@@ -91,6 +93,7 @@ class LayerReport:
     weight_rel_error: float
     weight_rel_error_rtn: float
     fell_back: bool = False
+    act_step: float | None = None
 
 
 @torch.no_grad()
@@ -105,6 +108,7 @@ def build_layer_report(
     loss_after: float,
     fell_back: bool,
     seed: int = 0,
+    act_step: float | None = None,
 ) -> LayerReport:
     """Collect the diagnostics of one layer from its (finished) quantizer."""
     generator = torch.Generator().manual_seed(seed)
@@ -152,4 +156,5 @@ def build_layer_report(
         weight_rel_error=float((w_hat - weight).norm()) / norm,
         weight_rel_error_rtn=float((w_rtn - weight).norm()) / norm,
         fell_back=fell_back,
+        act_step=act_step,
     )

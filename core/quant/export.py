@@ -5,11 +5,13 @@ File layout (all tensors contiguous, CPU):
 - ``q.<layer>.codes``: integer codes in ``[0, 2**bits - 1]`` in the layer's own weight layout,
   stored in the smallest integer dtype that holds them (uint8 for up to 8 bits);
 - ``q.<layer>.s1`` and ``q.<layer>.zero_point``: float32, 1 value or one per output channel;
+- ``a.<layer>.step``: float32 step of the layer's input fake quantization (with ``act_bits``);
 - ``fp.<key>``: every other parameter and buffer of the quantized model (biases with BatchNorm
   folded in, skipped layers), so the rebuilt model is exact;
 - metadata (strings): ``format``, ``method``, ``granularity``, ``bits`` (JSON layer -> bits),
   ``layers`` (JSON list), ``architecture``, ``folded_batchnorm`` (JSON pairs), ``config`` (JSON),
-  ``transposed`` (JSON list of ConvTranspose layers, whose output channels run along dim 1).
+  ``transposed`` (JSON list of ConvTranspose layers, whose output channels run along dim 1),
+  ``activations`` (JSON layer -> [bits, low, high] of the input fake quantization).
 
 Dequantization is ``s1 * (codes - zero_point)`` per output channel in the canonical
 ``(Cout, Cin_per_group, *kernel)`` layout (see :mod:`core.quant.layout`).
@@ -28,7 +30,7 @@ from torch import nn
 
 from core.quant.batchnorm import fold_batchnorm
 from core.quant.layout import from_canonical, to_canonical
-from core.quant.pipeline import QuantResult
+from core.quant.pipeline import ActivationGrid, QuantResult, attach_activation_quantizers
 from core.quant.quantizers import dequantize
 
 __all__ = ["FORMAT", "save_quantized", "load_quantized", "read_metadata", "smallest_int_dtype"]
@@ -70,6 +72,8 @@ def save_quantized(result: QuantResult, path: str | Path) -> Path:
         tensors[f"q.{name}.codes"] = qw.codes.to(dtype).contiguous()
         tensors[f"q.{name}.s1"] = qw.scale.float().contiguous()
         tensors[f"q.{name}.zero_point"] = qw.zero_point.float().contiguous()
+    for name, grid in result.activations.items():
+        tensors[f"a.{name}.step"] = torch.tensor(grid.step, dtype=torch.float32)
     quantized_keys = {f"{name}.weight" if name else "weight" for name in result.weights}
     for key, value in result.model.state_dict().items():
         if key not in quantized_keys:
@@ -85,6 +89,9 @@ def save_quantized(result: QuantResult, path: str | Path) -> Path:
         "architecture": result.architecture,
         "folded_batchnorm": json.dumps([list(p) for p in result.folded_batchnorm]),
         "config": json.dumps(result.config.to_dict()),
+        "activations": json.dumps(
+            {n: [g.bits, g.low, g.high] for n, g in result.activations.items()}
+        ),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
@@ -102,7 +109,8 @@ def load_quantized(path: str | Path, base_model: nn.Module) -> nn.Module:
 
     The BatchNorms listed in the file are folded into a copy of ``base_model`` (they become
     ``nn.Identity``), the quantized weights are set to ``s1 * (codes - zero_point)`` and every
-    other tensor is taken from the file, so the outputs equal ``QuantResult.model``'s exactly.
+    other tensor is taken from the file (and the input fake quantization, if any, is attached as
+    forward pre-hooks), so the outputs equal ``QuantResult.model``'s exactly.
 
     Parameters
     ----------
@@ -166,4 +174,9 @@ def load_quantized(path: str | Path, base_model: nn.Module) -> nn.Module:
             f"{path}: the file does not match the base model (missing {missing[:5]}, "
             f"unexpected {unexpected[:5]})"
         )
+    grids = {
+        name: ActivationGrid(float(tensors[f"a.{name}.step"]), low, high, bits)
+        for name, (bits, low, high) in json.loads(metadata.get("activations", "{}")).items()
+    }
+    attach_activation_quantizers(model, grids)
     return model.eval()

@@ -21,6 +21,8 @@ from core.quant.diagnostics import LayerReport, build_layer_report
 from core.quant.grids import lp_search_grid, minmax_grid
 from core.quant.layout import from_canonical, is_quantizable, is_transposed, to_canonical
 from core.quant.quantizers import (
+    ActivationFakeQuant,
+    ActivationQuantizer,
     AdaRoundQuantizer,
     FixedQuantizer,
     FlexRoundQuantizer,
@@ -30,7 +32,14 @@ from core.quant.quantizers import (
 from core.quant.reconstruction import capture_block, reconstruct_block
 from core.quant.wrapper import QuantLayer
 
-__all__ = ["QuantizedWeight", "QuantResult", "quantize_model", "prepare_calibration"]
+__all__ = [
+    "ActivationGrid",
+    "QuantizedWeight",
+    "QuantResult",
+    "quantize_model",
+    "prepare_calibration",
+    "attach_activation_quantizers",
+]
 
 
 @dataclass
@@ -53,6 +62,26 @@ class QuantizedWeight:
     zero_point: torch.Tensor
     bits: int
     transposed: bool
+
+
+@dataclass(frozen=True)
+class ActivationGrid:
+    """The learned per-tensor fake quantization of one layer's input.
+
+    The input is replaced by ``clamp(round(x / step), low, high) * step``.
+    """
+
+    step: float
+    low: int
+    high: int
+    bits: int
+
+
+def attach_activation_quantizers(model: nn.Module, grids: dict[str, ActivationGrid]) -> None:
+    """Register the input fake quantization of ``grids`` on the named layers of ``model``."""
+    for name, grid in grids.items():
+        layer = model.get_submodule(name) if name else model
+        layer.register_forward_pre_hook(ActivationFakeQuant(grid.step, grid.low, grid.high))
 
 
 @dataclass
@@ -79,6 +108,9 @@ class QuantResult:
         ``(layer, batchnorm)`` names folded before quantization.
     blocks : list of str
         Reconstruction blocks in execution order.
+    activations : dict of str to ActivationGrid
+        Input fake quantization per layer when ``config.act_bits`` is set (empty otherwise);
+        the result model applies it with forward pre-hooks.
     block_losses : dict of str to (float, float)
         Each block's reconstruction loss on the calibration data (hard rounding) at
         round-to-nearest and after learning.
@@ -96,6 +128,7 @@ class QuantResult:
     folded_batchnorm: list[tuple[str, str]] = field(default_factory=list)
     blocks: list[str] = field(default_factory=list)
     block_losses: dict[str, tuple[float, float]] = field(default_factory=dict)
+    activations: dict[str, ActivationGrid] = field(default_factory=dict)
     device: str = ""
 
 
@@ -245,9 +278,15 @@ def quantize_model(
     for name in order:
         check()
         layer = work.get_submodule(name)
-        wrapper = QuantLayer(layer, _make_quantizer(layer, bits[name], config, device))
+        act = None
+        if config.act_bits is not None:
+            # the first and last layers keep their inputs at first_last_bits too (the image
+            # and the features feeding the head are the most sensitive, as for weights)
+            edge = config.first_last_bits is not None and called and name in (called[0], called[-1])
+            act = ActivationQuantizer(config.first_last_bits if edge else config.act_bits)
+        wrapper = QuantLayer(layer, _make_quantizer(layer, bits[name], config, device), act)
         wrapper.to(device)
-        for p in wrapper.quantizer.parameters():
+        for p in wrapper.learnable_parameters():
             p.requires_grad_(False)
         if name:
             _set_submodule(work, name, wrapper)
@@ -382,6 +421,7 @@ def quantize_model(
     # 6. The result: the folded float model with dequantized weights from the integer codes.
     result_model = copy.deepcopy(folded)
     weights: dict[str, QuantizedWeight] = {}
+    activations: dict[str, ActivationGrid] = {}
     reports: list[LayerReport] = []
     for name in order:
         wrapper = wrappers[name]
@@ -399,6 +439,10 @@ def quantize_model(
             bits=quantizer.bits,
             transposed=is_transposed(layer),
         )
+        act = wrapper.act_quantizer
+        if act is not None and bool(act.initialised):
+            low, high = act.bounds
+            activations[name] = ActivationGrid(float(act.step().detach()), low, high, act.bits)
         before, after, fell_back, block_name = layer_losses[name]
         reports.append(
             build_layer_report(
@@ -411,8 +455,10 @@ def quantize_model(
                 loss_after=after,
                 fell_back=fell_back,
                 seed=config.seed,
+                act_step=activations[name].step if name in activations else None,
             )
         )
+    attach_activation_quantizers(result_model, activations)
     result_model = result_model.to(_model_device(base)).eval()
     timings["total"] = time.perf_counter() - t_start
     return QuantResult(
@@ -426,5 +472,6 @@ def quantize_model(
         folded_batchnorm=folded_pairs,
         blocks=block_order,
         block_losses=block_losses,
+        activations=activations,
         device=choice.description,
     )

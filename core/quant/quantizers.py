@@ -20,6 +20,8 @@ __all__ = [
     "FixedQuantizer",
     "FlexRoundQuantizer",
     "AdaRoundQuantizer",
+    "ActivationQuantizer",
+    "ActivationFakeQuant",
     "round_ste",
     "dequantize",
 ]
@@ -193,3 +195,76 @@ class AdaRoundQuantizer(WeightQuantizer):
 
     def forward(self) -> torch.Tensor:
         return self.scale_init * (self._codes(self.hard) - self.zero_point)
+
+
+def _fake_quant(x: torch.Tensor, step: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    return torch.clamp(torch.round(x / step), low, high) * step
+
+
+class ActivationQuantizer(nn.Module):
+    """Per-tensor activation fake quantization with a learned step (LSQ, Esser et al. 2020).
+
+    The step is stored as a log (Adam then makes LSQ's gradient scaling unnecessary: its updates
+    do not depend on the gradient's scale). It is initialised on the first batch it sees by the
+    same Lp(2.4) shrink search as the weight grids; inputs that are never negative on that batch
+    (after a ReLU) get the unsigned range ``[0, 2**bits - 1]``, others the signed range.
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.log_step = nn.Parameter(torch.zeros(()))
+        self.register_buffer("signed", torch.tensor(False))
+        self.register_buffer("initialised", torch.tensor(False))
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        if bool(self.signed):
+            return -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
+        return 0, 2**self.bits - 1
+
+    @torch.no_grad()
+    def initialise(self, x: torch.Tensor) -> None:
+        """Choose the signedness and the initial step from a batch of inputs."""
+        sample = x.detach().float().reshape(-1)
+        if sample.numel() > 100_000:  # the search needs a sample, not the whole activation
+            sample = sample[:: sample.numel() // 100_000 + 1]
+        self.signed.fill_(bool(sample.min() < 0))
+        low, high = self.bounds
+        bound = float(sample.abs().max()) or 1.0
+        best = None
+        for step_index in range(80):
+            step = bound * (1 - 0.01 * step_index) / max(high, 1)
+            error = float(
+                (_fake_quant(sample, torch.tensor(step), low, high) - sample).abs().pow(2.4).mean()
+            )
+            if best is None or error < best[0]:
+                best = (error, step)
+        self.log_step.fill_(float(torch.log(torch.tensor(best[1]))))
+        self.initialised.fill_(True)
+
+    def step(self) -> torch.Tensor:
+        return torch.exp(self.log_step)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not bool(self.initialised):
+            self.initialise(x)
+        low, high = self.bounds
+        step = self.step()
+        return torch.clamp(round_ste(x / step), low, high) * step
+
+
+class ActivationFakeQuant:
+    """A forward pre-hook that fake-quantizes a layer's input with a fixed step.
+
+    Used in the result model (and by :func:`core.quant.load_quantized`) so the quantized model
+    keeps plain layers and the same state-dict keys.
+    """
+
+    def __init__(self, step: float, low: int, high: int) -> None:
+        self.step = torch.tensor(step, dtype=torch.float32)
+        self.low, self.high = low, high
+
+    def __call__(self, _module: nn.Module, args: tuple) -> tuple:
+        x, *rest = args
+        return (_fake_quant(x, self.step.to(x.device), self.low, self.high), *rest)

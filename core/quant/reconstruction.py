@@ -261,14 +261,11 @@ def reconstruct_block(
     loss_before, layer_before = _evaluate(block, layers, q_cache, fp_cache, **eval_kwargs)
     history: list[float] = []
     iters = config.iters if config.learned else 0
-    params = [p for layer in layers.values() for p in layer.quantizer.parameters()]
+    params = [p for layer in layers.values() for p in layer.learnable_parameters()]
     if iters == 0 or not params:
         return BlockOutcome([], loss_before, loss_before, layer_before, layer_before, False)
 
-    snapshot = {
-        n: {k: v.clone() for k, v in layer.quantizer.state_dict().items()}
-        for n, layer in layers.items()
-    }
+    snapshot = {n: layer.quantizer_state() for n, layer in layers.items()}
     for layer in layers.values():
         layer.set_mode("learn")
         if hasattr(layer.quantizer, "hard"):
@@ -322,6 +319,6 @@ def reconstruct_block(
     fell_back = loss_after > loss_before
     if fell_back:
         for n_, layer in layers.items():
-            layer.quantizer.load_state_dict(snapshot[n_])
+            layer.load_quantizer_state(snapshot[n_])
         loss_after, layer_after = loss_before, dict(layer_before)
     return BlockOutcome(history, loss_before, loss_after, layer_before, layer_after, fell_back)

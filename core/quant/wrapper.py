@@ -7,7 +7,7 @@ from torch import nn
 from torch.func import functional_call
 
 from core.quant.layout import from_canonical
-from core.quant.quantizers import WeightQuantizer
+from core.quant.quantizers import ActivationQuantizer, WeightQuantizer
 
 __all__ = ["QuantLayer", "channel_sum_mse"]
 
@@ -29,14 +29,22 @@ class QuantLayer(nn.Module):
     differentiable quantizer output, ``'hard'`` the hard codes of the current state, and
     ``'frozen'`` a fixed dequantized weight set by :meth:`freeze`.
 
+    With an activation quantizer, the input is fake-quantized in every mode but ``'fp'``.
+
     While :attr:`track_error` is on, every call also runs the float layer on the same input and
     accumulates the channel-summed squared output error (the layer's own reconstruction error).
     """
 
-    def __init__(self, layer: nn.Module, quantizer: WeightQuantizer) -> None:
+    def __init__(
+        self,
+        layer: nn.Module,
+        quantizer: WeightQuantizer,
+        act_quantizer: ActivationQuantizer | None = None,
+    ) -> None:
         super().__init__()
         self.layer = layer
         self.quantizer = quantizer
+        self.act_quantizer = act_quantizer
         self.mode = "fp"
         self.frozen_weight: torch.Tensor | None = None
         self.track_error = False
@@ -54,6 +62,27 @@ class QuantLayer(nn.Module):
         """Fix the weight at the dequantized hard codes and stop learning."""
         self.frozen_weight = from_canonical(self.quantizer.hard_weight(), self.layer)
         self.mode = "frozen"
+
+    def learnable_parameters(self) -> list[nn.Parameter]:
+        """The quantizers' parameters (the layer's own weights stay fixed)."""
+        params = list(self.quantizer.parameters())
+        if self.act_quantizer is not None:
+            params += list(self.act_quantizer.parameters())
+        return params
+
+    def quantizer_state(self) -> dict[str, torch.Tensor]:
+        """A copy of the quantizers' state (to restore round-to-nearest after a failed run)."""
+        state = {f"w.{k}": v.clone() for k, v in self.quantizer.state_dict().items()}
+        if self.act_quantizer is not None:
+            state.update({f"a.{k}": v.clone() for k, v in self.act_quantizer.state_dict().items()})
+        return state
+
+    def load_quantizer_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.quantizer.load_state_dict({k[2:]: v for k, v in state.items() if k[:2] == "w."})
+        if self.act_quantizer is not None:
+            self.act_quantizer.load_state_dict(
+                {k[2:]: v for k, v in state.items() if k[:2] == "a."}
+            )
 
     def reset_error(self) -> float:
         """Return the mean tracked error since the last reset and start again."""
@@ -77,7 +106,10 @@ class QuantLayer(nn.Module):
         return functional_call(self.layer, params, (x, *args), kwargs)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        out = self._run(x, self.current_weight(), *args, **kwargs)
+        layer_input = x
+        if self.act_quantizer is not None and self.mode != "fp":
+            layer_input = self.act_quantizer(x)
+        out = self._run(layer_input, self.current_weight(), *args, **kwargs)
         if self.track_error and self.mode != "fp":
             with torch.no_grad():
                 reference = self._run(x, self.layer.weight, *args, **kwargs)

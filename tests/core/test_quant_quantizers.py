@@ -8,7 +8,12 @@ from torch import nn
 from core.quant import QuantConfig
 from core.quant.grids import Grid, lp_search_grid, minmax_grid, round_to_grid
 from core.quant.layout import from_canonical, to_canonical
-from core.quant.quantizers import AdaRoundQuantizer, FixedQuantizer, FlexRoundQuantizer
+from core.quant.quantizers import (
+    ActivationQuantizer,
+    AdaRoundQuantizer,
+    FixedQuantizer,
+    FlexRoundQuantizer,
+)
 
 
 def _rtn_reference(weight: np.ndarray, scale, zero, bits: int) -> np.ndarray:
@@ -146,3 +151,21 @@ def test_config_validation_names_the_problem():
     assert config.skip == ("head*",)
     with pytest.raises(AttributeError):
         config.bits = 3
+
+
+def test_activation_quantizer_initialises_sign_and_step_from_the_first_batch():
+    torch.manual_seed(0)
+    positive = torch.rand(4, 3, 5, 5) * 2.0
+    act = ActivationQuantizer(4)
+    out = act(positive)
+    assert not bool(act.signed) and act.bounds == (0, 15)
+    step = float(act.step().detach())
+    assert 0 < step <= 2.0 / 15 + 1e-6  # at most the full range over 15 steps
+    levels = out.detach() / step
+    assert torch.allclose(levels, torch.round(levels), atol=1e-4)
+    assert float(levels.max()) <= 15 + 1e-4
+    signed = ActivationQuantizer(3)
+    signed(torch.randn(100))
+    assert bool(signed.signed) and signed.bounds == (-4, 3)
+    with pytest.raises(ValueError, match="act_bits"):
+        QuantConfig(act_bits=1)
