@@ -7,7 +7,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ProbabilityInput", "check_probabilities", "check_ignore_mask", "round_down_to"]
+__all__ = [
+    "ProbabilityInput",
+    "check_probabilities",
+    "check_ignore_mask",
+    "round_down_to",
+    "numpy_to_torch",
+]
+
+
+def numpy_to_torch(array: np.ndarray) -> torch.Tensor:
+    """A torch view of a numpy array; read-only arrays (e.g. memory maps) are copied first.
+
+    torch cannot mark tensors read-only, so it warns on read-only numpy memory; the pieces
+    converted here are chunk-sized.
+    """
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)
 
 
 @dataclass
@@ -51,7 +69,7 @@ class ProbabilityInput:
         """Pixels ``start:stop`` of every (b, c) as a torch tensor in the working dtype."""
         part = self.flat[:, :, start:stop]
         if isinstance(part, np.ndarray):
-            part = torch.from_numpy(np.ascontiguousarray(part))
+            part = numpy_to_torch(part)
         return part.to(self.work_dtype)
 
 

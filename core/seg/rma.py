@@ -18,7 +18,13 @@ import numpy as np
 import torch
 
 from core.seg.expected import expected_metric_of_masks
-from core.seg.inputs import ProbabilityInput, check_ignore_mask, check_probabilities, round_down_to
+from core.seg.inputs import (
+    ProbabilityInput,
+    check_ignore_mask,
+    check_probabilities,
+    numpy_to_torch,
+    round_down_to,
+)
 
 __all__ = ["RMAInfo", "rankseg_rma", "DEFAULT_CHUNK_ELEMENTS"]
 
@@ -90,12 +96,16 @@ class _Source:
             yield start, stop, full, part
 
 
-def _sums_above(source: _Source, t_cmp: torch.Tensor, want_stats: bool = False):
-    """Per (b, c): sum and count of probabilities strictly above t; optionally total and max."""
-    shape = t_cmp.shape[:2]
+def _sums_above(source: _Source, thresholds: list[torch.Tensor], want_stats: bool = False):
+    """Per (b, c) and per threshold t: sum and count of probabilities strictly above t.
+
+    With ``want_stats`` also the total and the maximum per (b, c). Returns
+    ``(sums, counts, total, peak)``; sums and counts are lists matching ``thresholds``.
+    """
+    shape = thresholds[0].shape[:2]
     device = source.info.device
-    s = torch.zeros(shape, dtype=torch.float64, device=device)
-    n = torch.zeros(shape, dtype=torch.float64, device=device)
+    sums = [torch.zeros(shape, dtype=torch.float64, device=device) for _ in thresholds]
+    counts = [torch.zeros(shape, dtype=torch.float64, device=device) for _ in thresholds]
     total = torch.zeros(shape, dtype=torch.float64, device=device) if want_stats else None
     peak = torch.zeros(shape, dtype=source.info.work_dtype, device=device) if want_stats else None
     buffer = None
@@ -103,17 +113,18 @@ def _sums_above(source: _Source, t_cmp: torch.Tensor, want_stats: bool = False):
         if buffer is None or buffer.shape[-1] < p.shape[-1]:
             buffer = torch.empty_like(p)
         above = buffer[..., : p.shape[-1]]
-        # The comparison is written straight into a reused float 0/1 buffer: float products
-        # and sums run vectorised, while bool reductions and fresh allocations are several
-        # times slower on the CPU. Counts stay exact (per-chunk sums of 0/1 stay far below
-        # 2^24).
-        torch.gt(p, t_cmp, out=above)
-        n += above.sum(-1)
-        s += above.mul_(p).sum(-1)
+        for t_cmp, s, n in zip(thresholds, sums, counts, strict=True):
+            # The comparison is written straight into a reused float 0/1 buffer: float
+            # products and sums run vectorised, while bool reductions and fresh allocations
+            # are several times slower on the CPU. Counts stay exact (per-chunk sums of 0/1
+            # stay far below 2^24).
+            torch.gt(p, t_cmp, out=above)
+            n += above.sum(-1)
+            s += above.mul_(p).sum(-1)
         if want_stats:
             total += p.sum(-1)
             peak = torch.maximum(peak, p.amax(-1))
-    return s, n, total, peak
+    return sums, counts, total, peak
 
 
 def _sample_estimate(source: _Source, metric: str, samples: int = 4096, steps: int = 10):
@@ -126,7 +137,7 @@ def _sample_estimate(source: _Source, metric: str, samples: int = 4096, steps: i
     stride = max(1, info.pixels // samples)
     part = info.flat[:, :, ::stride]
     if isinstance(part, np.ndarray):
-        part = torch.from_numpy(np.ascontiguousarray(part))
+        part = numpy_to_torch(part)
     q = part.to(device=info.device, dtype=torch.float64)
     if source.opt_index is not None:
         q = q.index_select(1, source.opt_index)
@@ -162,18 +173,24 @@ def _objective(s, n, mu, metric):
 def _solve_thresholds(source: _Source, metric: str, pruning_prob: float, work_dtype):
     """Dinkelbach iteration for every (b, c) at once. Returns t*, tau, S, mu, active."""
     t_start = _sample_estimate(source, metric)
-    # First full pass: the set {p > t_start} becomes a valid starting set (its ratio is a
-    # lower bound of the optimum); the same pass gives mu and the maxima for pruning.
-    s, n, mu, peak = _sums_above(source, round_down_to(t_start, work_dtype)[..., None], True)
+    # First full pass: the sets {p > t_start} and {p > 0.5} become starting candidates (any
+    # set's ratio is a lower bound of the optimum; the better one is kept). The sample can
+    # miss a small faint structure, and 0.5 then is the safer start. The same pass gives mu
+    # and the maxima for pruning.
+    half = torch.full_like(t_start, 0.5)
+    starts = [round_down_to(x, work_dtype)[..., None] for x in (t_start, half)]
+    sums, counts, mu, peak = _sums_above(source, starts, True)
     active = peak.to(torch.float64) > float(pruning_prob)
-    inf = torch.full_like(s, np.inf)
-    n = torch.where(active, n, torch.zeros_like(n))
-    t = torch.where(active, _ratio_threshold(s, n, mu, metric), inf)
+    ratios = [_ratio_threshold(s, n, mu, metric) for s, n in zip(sums, counts, strict=True)]
+    use_half = ratios[1] > ratios[0]
+    n = torch.where(active, torch.where(use_half, counts[1], counts[0]), 0.0)
+    inf = torch.full_like(mu, np.inf)
+    t = torch.where(active, torch.maximum(ratios[0], ratios[1]), inf)
     n_prev = n
     # On CUDA a convergence check is a host-device sync: check only every few passes there.
     per_check = 1 if source.info.device.type == "cpu" else _PASSES_PER_CHECK
     for done in range(1, _MAX_PASSES + 1):
-        s, n, _, _ = _sums_above(source, round_down_to(t, work_dtype)[..., None])
+        (s,), (n,), _, _ = _sums_above(source, [round_down_to(t, work_dtype)[..., None]])
         t_next = torch.where(active, _ratio_threshold(s, n, mu, metric), inf)
         converged_now = n == n_prev
         if done % per_check == 0 and bool(converged_now.all()):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
-from core.seg.inputs import check_ignore_mask, check_probabilities
+from core.seg.inputs import check_ignore_mask, check_probabilities, numpy_to_torch
 
 __all__ = ["argmax_decision", "threshold_decision"]
 
@@ -48,7 +45,7 @@ def argmax_decision(probs, *, multilabel: bool = False, ignore_mask=None, void_l
         return _finish(_whole(info) > 0.5, info, ignore, True, void_label)
     if info.classes == 1:
         raise ValueError("probs has a single channel (C == 1): use multilabel=True")
-    flat = info.flat if not info.as_numpy else torch.from_numpy(np.ascontiguousarray(info.flat))
+    flat = numpy_to_torch(info.flat) if info.as_numpy else info.flat
     # max(dim) gives the first maximum like argmax but is several times faster on the CPU.
     return _finish(flat.max(1).indices, info, ignore, False, void_label)
 

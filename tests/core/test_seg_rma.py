@@ -227,3 +227,28 @@ def test_chunked_path_gives_the_same_answer_and_torch_in_torch_out():
     tiny_chunks = rankseg_rma(probs, metric="iou", chunk_elements=7)
     assert torch.equal(whole, tiny_chunks)
     assert whole.dtype == torch.int64
+
+
+def test_memmap_input_is_read_in_chunks(tmp_path):
+    rng = np.random.default_rng(12)
+    probs = random_maps(rng, (1, 3, 16, 16), "softmax").astype(np.float32)
+    stored = np.lib.format.open_memmap(
+        tmp_path / "p.npy", mode="w+", dtype=np.float32, shape=probs.shape
+    )
+    stored[:] = probs
+    stored.flush()
+    mapped = np.load(tmp_path / "p.npy", mmap_mode="r")
+    np.testing.assert_array_equal(rankseg_rma(mapped, chunk_elements=50), rankseg_rma(probs))
+
+
+def test_all_classes_pruned_and_multilabel_class_subset():
+    probs = np.full((1, 3, 2, 2), 1 / 3)
+    # Every class is pruned at 0.5: 'best' still labels every pixel, 'void' abstains.
+    assert (rankseg_rma(probs) >= 0).all() and (rankseg_rma(probs) < 3).all()
+    assert (rankseg_rma(probs, unassigned="void") == 255).all()
+    sig = np.array([[[[0.9, 0.3]], [[0.6, 0.4]]]])  # (1, 2, 1, 2)
+    out = rankseg_rma(sig, multilabel=True, classes=[0], pruning_prob=0.0)
+    # class 1 is not optimised: thresholded at 0.5
+    np.testing.assert_array_equal(out[0, 1], [[True, False]])
+    ref, _ = sort_reference(sig[0, 0].ravel(), "dice")
+    np.testing.assert_array_equal(out[0, 0].ravel(), ref)
