@@ -30,6 +30,9 @@ class DemoPaths:
         ``model/metrics.json``: the held-out argmax Dice recorded when the model was trained.
     readme : Path
         What the files are and how they were made.
+    natural_image, natural_label, natural_model, natural_metrics : Path
+        The natural-image demo: ``natural/image.png`` (RGB discs and boxes on a texture
+        photograph), ``natural/label.png`` (0 background, 1 disc, 2 box) and its model folder.
     """
 
     image: Path
@@ -37,10 +40,19 @@ class DemoPaths:
     model: Path
     metrics: Path
     readme: Path
+    natural_image: Path
+    natural_label: Path
+    natural_model: Path
+    natural_metrics: Path
 
     def missing(self) -> list[Path]:
-        """Demo files that do not exist (an empty list when the demo is complete)."""
+        """CT demo files that do not exist (an empty list when the demo is complete)."""
         return [p for p in (self.image, self.label, self.model, self.metrics) if not p.exists()]
+
+    def natural_missing(self) -> list[Path]:
+        """Natural-image demo files that do not exist."""
+        files = (self.natural_image, self.natural_label, self.natural_model, self.natural_metrics)
+        return [p for p in files if not p.exists()]
 
 
 def demo_paths() -> DemoPaths:
@@ -57,4 +69,8 @@ def demo_paths() -> DemoPaths:
         model=root / "model",
         metrics=root / "model" / "metrics.json",
         readme=root / "README.md",
+        natural_image=root / "natural" / "image.png",
+        natural_label=root / "natural" / "label.png",
+        natural_model=root / "natural" / "model",
+        natural_metrics=root / "natural" / "model" / "metrics.json",
     )

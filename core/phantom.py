@@ -12,7 +12,7 @@ built to exercise the two things segbench cares about:
 
 Labels: 0 background (air and body), 1 liver-like large organ, 2 kidney-like organs, 3 lesions.
 Intensities are Hounsfield-unit-like int16: air -1000, fat about -100, soft tissue about 40,
-liver about 90, enhanced kidneys about 160, bone about 700, lesions about 35 below the liver.
+liver about 90, enhanced kidneys about 160, bone about 700, lesions about 25 below the liver.
 """
 
 from __future__ import annotations
@@ -24,17 +24,27 @@ from scipy import ndimage
 
 from core.io.image import Image
 
-__all__ = ["PHANTOM_CLASSES", "PhantomParams", "make_phantom", "phantom_affine"]
+__all__ = [
+    "PHANTOM_CLASSES",
+    "SCENE_CLASSES",
+    "PhantomParams",
+    "make_phantom",
+    "make_texture_scene",
+    "phantom_affine",
+]
 
 #: Class names of the phantom's label map, by label value.
 PHANTOM_CLASSES: tuple[str, ...] = ("background", "liver", "kidney", "lesion")
+
+#: Class names of :func:`make_texture_scene` label maps, by label value.
+SCENE_CLASSES: tuple[str, ...] = ("background", "disc", "box")
 
 
 @dataclass(frozen=True)
 class PhantomParams:
     """Intensity and noise settings of the phantom (HU-like units).
 
-    The defaults give a lesion contrast of about 2 noise standard deviations, faint enough that a
+    The defaults give a lesion contrast of about 1.4 noise standard deviations, faint enough that a
     small network is unsure at lesion borders, visible enough that it finds most lesions.
     """
 
@@ -44,10 +54,10 @@ class PhantomParams:
     liver_hu: float = 90.0
     kidney_hu: float = 160.0
     bone_hu: float = 700.0
-    lesion_contrast_hu: float = -35.0
-    noise_sd_hu: float = 16.0
+    lesion_contrast_hu: float = -25.0
+    noise_sd_hu: float = 18.0
     blur_mm: float = 0.9
-    lesion_radius_mm: tuple[float, float] = (2.5, 6.0)
+    lesion_radius_mm: tuple[float, float] = (2.0, 5.0)
     n_lesions: tuple[int, int] = (3, 7)
 
 
@@ -237,3 +247,87 @@ def make_phantom(
     affine = phantom_affine(shape, spacing, rotation_deg=float(rng.uniform(3.0, 8.0)))
     image = Image(array=hu, affine=affine, modality="CT", window=(40.0, 400.0))
     return image, label
+
+
+def _texture_crop(name: str, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random crop of a scikit-image texture photograph, as floats in [0, 1]."""
+    from skimage import data  # lazy: only the natural-image scene needs the sample photographs
+
+    photo = getattr(data, name)().astype(np.float32) / 255.0
+    i0 = int(rng.integers(photo.shape[0] - size[0] + 1))
+    j0 = int(rng.integers(photo.shape[1] - size[1] + 1))
+    return photo[i0 : i0 + size[0], j0 : j0 + size[1]]
+
+
+def make_texture_scene(seed: int, size: tuple[int, int] = (192, 192)) -> tuple[Image, np.ndarray]:
+    """A natural-image phantom: coloured discs and boxes composited onto a real texture photo.
+
+    The background is a tinted crop of one of the texture photographs scikit-image ships
+    (brick, grass, gravel); objects are filled with a random colour shaded by another texture,
+    anti-aliased at their borders, then the whole image gets mild noise. Object colours are
+    random, so telling discs from boxes needs their shape, not their colour.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the random generator.
+    size : tuple of int
+        Image height and width in pixels (each at least 64 and at most 512).
+
+    Returns
+    -------
+    image : core.io.image.Image
+        uint8 RGB array of shape ``(H, W, 1, 3)``, ``is_natural=True``, unit spacing.
+    label : numpy.ndarray
+        uint8 array ``(H, W, 1)``: 0 background, 1 disc, 2 box (later objects cover earlier
+        ones, and the label follows what is visible).
+    """
+    from skimage import draw
+
+    height, width = (int(n) for n in size)
+    if not (64 <= height <= 512 and 64 <= width <= 512):
+        raise ValueError(f"scene size must be between 64 and 512 pixels, got {size}")
+    rng = np.random.default_rng(seed)
+    textures = ("brick", "grass", "gravel")
+    background = _texture_crop(textures[rng.integers(3)], (height, width), rng)
+    tint = rng.uniform(0.45, 1.0, size=3).astype(np.float32)
+    rgb = background[..., None] * tint
+    label = np.zeros((height, width), dtype=np.uint8)
+
+    count = int(rng.integers(4, 9))
+    for index in range(count):
+        kind = 1 + index % 2 if index < 2 else int(rng.integers(1, 3))
+        mask = np.zeros((height, width), dtype=bool)
+        ci, cj = rng.uniform(0.1, 0.9) * height, rng.uniform(0.1, 0.9) * width
+        extent = rng.uniform(0.06, 0.16) * min(height, width)
+        angle = rng.uniform(0, np.pi)
+        if kind == 1:
+            rows, cols = draw.ellipse(
+                ci, cj, extent, extent * rng.uniform(0.7, 1.0), shape=mask.shape, rotation=angle
+            )
+        else:
+            half_i, half_j = extent, extent * rng.uniform(0.6, 1.0)
+            corners = np.array(
+                [[-half_i, -half_j], [-half_i, half_j], [half_i, half_j], [half_i, -half_j]]
+            )
+            rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+            corners = corners @ rotation.T + [ci, cj]
+            rows, cols = draw.polygon(corners[:, 0], corners[:, 1], shape=mask.shape)
+        mask[rows, cols] = True
+        if not mask.any():
+            continue
+        colour = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
+        shading = 0.6 + 0.4 * _texture_crop(textures[rng.integers(3)], (height, width), rng)
+        # Anti-aliased alpha: a soft edge like a photographed object, hard label inside.
+        alpha = ndimage.gaussian_filter(mask.astype(np.float32), sigma=0.8)[..., None]
+        rgb = rgb * (1.0 - alpha) + alpha * colour * shading[..., None]
+        label[mask] = kind
+
+    rgb += rng.normal(0.0, 0.02, size=rgb.shape).astype(np.float32)
+    pixels = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    image = Image(
+        array=pixels[:, :, None, :],
+        affine=np.eye(4),
+        is_natural=True,
+    )
+    return image, label[:, :, None]

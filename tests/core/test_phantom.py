@@ -74,7 +74,7 @@ def test_hu_like_intensities_and_faint_lesions(phantom):
     assert abs(kidney - params.kidney_hu) < 10
     assert np.median(hu[label == 0][:1000]) < -900  # the corner of the volume is air
     contrast = liver - lesion
-    assert 15 < contrast < 50  # faint: about two noise standard deviations
+    assert 10 < contrast < 40  # faint: under two noise standard deviations
     noise = hu[interior[1]].std()
     assert abs(noise - params.noise_sd_hu) < 4
     assert hu.min() >= -1024 and hu.max() <= 3071
@@ -85,7 +85,7 @@ def test_lesions_are_small_and_inside_the_liver(phantom):
     components, count = ndimage.label(label == 3)
     assert PhantomParams().n_lesions[0] - 1 <= count <= PhantomParams().n_lesions[1]
     voxel_mm3 = 0.8 * 0.8 * 2.5
-    largest_mm3 = 4 / 3 * np.pi * 6.0 * (6.0 * 1.2) * (6.0 * 1.4)
+    largest_mm3 = 4 / 3 * np.pi * 5.0 * (5.0 * 1.2) * (5.0 * 1.4)
     sizes = ndimage.sum_labels(np.ones_like(label), components, range(1, count + 1)) * voxel_mm3
     assert (sizes <= largest_mm3).all()
     # Each lesion touches the liver and never the kidneys.
@@ -101,3 +101,28 @@ def test_bad_shape_and_spacing_raise():
         make_phantom(0, shape=(8, 64, 64))
     with pytest.raises(ValueError, match="positive sizes in mm"):
         make_phantom(0, spacing=(0.8, 0.0, 2.5))
+
+
+def test_texture_scene_is_seeded_rgb_natural_image_with_shape_classes():
+    from core.phantom import SCENE_CLASSES, make_texture_scene
+
+    image, label = make_texture_scene(3, size=(96, 128))
+    again, again_label = make_texture_scene(3, size=(96, 128))
+    np.testing.assert_array_equal(image.array, again.array)
+    np.testing.assert_array_equal(label, again_label)
+    assert image.array.shape == (96, 128, 1, 3) and image.array.dtype == np.uint8
+    assert image.is_natural and image.is_rgb and label.shape == (96, 128, 1)
+    assert SCENE_CLASSES == ("background", "disc", "box")
+    assert {1, 2} <= set(np.unique(label))
+    # Labelled pixels carry the object colours, not the texture: pixel colour statistics differ.
+    rgb = image.array[:, :, 0].astype(float)
+    assert np.abs(rgb[label[..., 0] > 0].mean(0) - rgb[label[..., 0] == 0].mean(0)).max() > 5
+    other, _ = make_texture_scene(4, size=(96, 128))
+    assert not np.array_equal(image.array, other.array)
+
+
+def test_texture_scene_size_is_checked():
+    from core.phantom import make_texture_scene
+
+    with pytest.raises(ValueError, match="between 64 and 512 pixels"):
+        make_texture_scene(0, size=(32, 600))
