@@ -302,14 +302,12 @@ class OrthoViewer(QWidget):
         self._ground_truth = self._check_mask(mask, "ground truth")
         self._rebuild_lut()
 
-    @property
     def prediction(self) -> np.ndarray | None:
-        """The prediction shown, or None."""
+        """The prediction shown (as stored: uint8/uint16 in the image's order), or None."""
         return self._prediction
 
-    @property
     def ground_truth(self) -> np.ndarray | None:
-        """The ground truth shown, or None."""
+        """The ground truth shown (as stored), or None."""
         return self._ground_truth
 
     def set_swipe(self, second: np.ndarray | None, fraction: float | None) -> None:

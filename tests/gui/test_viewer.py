@@ -366,3 +366,18 @@ def test_screenshot_saves_the_views(loaded, tmp_path):
     assert image.width() == pixmap.width() and image.height() == pixmap.height()
     with pytest.raises(ValueError, match="views.nosuchformat"):
         loaded.save_screenshot(tmp_path / "views.nosuchformat")
+
+
+def test_masks_are_stored_compactly_in_the_image_memory_order(viewer):
+    image = unique_image()
+    image.array = np.asfortranarray(image.array)  # as nibabel returns NIfTI voxels
+    viewer.set_image(image)
+    mask = np.zeros(SHAPE, dtype=np.int64)  # as torch's argmax returns it: C order, int64
+    mask[3, 4, 5] = 300
+    viewer.set_prediction(mask)
+    stored = viewer.prediction()
+    assert stored.dtype == np.uint16 and stored.flags.f_contiguous
+    np.testing.assert_array_equal(stored, mask)
+    assert viewer.ground_truth() is None
+    viewer.set_ground_truth(mask > 0)
+    assert viewer.ground_truth().dtype == np.uint8 and viewer.ground_truth()[3, 4, 5] == 1
