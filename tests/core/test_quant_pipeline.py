@@ -392,3 +392,42 @@ def test_activation_quantization_is_on_grid_learned_and_round_trips(tmp_path):
     rebuilt = load_quantized(save_quantized(flex, tmp_path / "a.safetensors"), model)
     with torch.no_grad():
         assert torch.equal(rebuilt(calib), flex.model(calib))
+
+
+def test_three_d_one_d_and_linear_layers_quantize_and_round_trip(tmp_path):
+    torch.manual_seed(7)
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv3 = nn.Conv3d(2, 4, 3, padding=1)
+            self.bn3 = nn.BatchNorm3d(4)
+            self.up3 = nn.ConvTranspose3d(4, 2, 2, stride=2, groups=2)
+            self.conv1 = nn.Conv1d(2, 3, 3)
+            self.fc = nn.Linear(3, 5)
+            self.bn1 = nn.BatchNorm1d(5)
+
+        def forward(self, x):
+            y = self.up3(F.relu(self.bn3(self.conv3(x))))  # (N, 2, 8, 8, 8)
+            z = self.conv1(y.flatten(2))  # (N, 3, 510)
+            return self.bn1(self.fc(z.mean(dim=2)))
+
+    model = Mixed().eval()
+    model.bn3.running_var.uniform_(0.5, 2)
+    model.bn1.running_mean.uniform_(-1, 1)
+    calib = torch.randn(6, 2, 4, 4, 4)
+    config = QuantConfig(bits=4, granularity="channel", iters=20, batch_size=3, device="cpu")
+    result = quantize_model(model, calib, config)
+    assert set(result.folded_batchnorm) == {("conv3", "bn3"), ("fc", "bn1")}
+    assert [r.name for r in result.layers] == ["conv3", "up3", "conv1", "fc"]
+    up = next(r for r in result.layers if r.name == "up3")
+    assert up.s1_init.shape == (2,) and up.grid_levels.shape == (2, 16)
+    fc = next(r for r in result.layers if r.name == "fc")
+    assert fc.s4 is None and fc.s3.shape == (5,)
+    with torch.no_grad():
+        assert _output_error(result.model, model, calib) < 0.5 * float(
+            (model(calib) ** 2).sum(dim=1).mean()
+        )
+    rebuilt = load_quantized(save_quantized(result, tmp_path / "m.safetensors"), model)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(calib), result.model(calib))
