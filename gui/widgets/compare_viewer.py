@@ -174,7 +174,12 @@ class CompareViewer(QWidget):
 
         Example titles: ``"FP32 + argmax"`` and ``"W4 FlexRound + RMA"``.
         """
-        self._masks = [left_mask, right_mask]
+        # Convert once here: toggle and swipe re-send these masks on every switch.
+        conform = self.left.image is not None
+        self._masks = [
+            self.left.conform_mask(mask, what) if conform and mask is not None else mask
+            for mask, what in ((left_mask, left_title), (right_mask, right_title))
+        ]
         self._titles = [left_title, right_title]
         self._shown = 0
         self._apply_masks()

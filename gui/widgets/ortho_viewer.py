@@ -153,6 +153,16 @@ class OrthoViewer(QWidget):
         self.info_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.info_label.setWordWrap(True)
         grid.addWidget(self.info_label, 1, 1)
+        # What lies under the mouse, in the corner of the view it is in (a status bar shows
+        # the same through cursor_moved; this keeps it visible when a view is maximised).
+        self.hover_label = QLabel(self.views_widget)
+        self.hover_label.setStyleSheet(
+            "QLabel { color: #e6e6e6; background: rgba(0, 0, 0, 150); font-size: 11px;"
+            " padding: 1px 4px; }"
+        )
+        self.hover_label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.hover_label.setWordWrap(True)
+        self.hover_label.hide()
         self._stack.addWidget(self.views_widget)
         self.clear()
 
@@ -168,6 +178,7 @@ class OrthoViewer(QWidget):
         self._prediction = self._ground_truth = self._secondary = None
         self._image_planes.clear()
         self._active = []
+        self.hover_label.hide()
         for view in self.views.values():
             view.clear_planes()
         self._stack.setCurrentWidget(self._empty_label)
@@ -261,9 +272,28 @@ class OrthoViewer(QWidget):
         """Label RGB colours by value."""
         return list(self._colors)
 
-    def _check_mask(self, mask: np.ndarray | None, what: str) -> np.ndarray | None:
-        if mask is None:
-            return None
+    def conform_mask(self, mask: np.ndarray, what: str = "mask") -> np.ndarray:
+        """Validate a label volume against the image and store it the way slicing is cheap.
+
+        Labels become uint8 (uint16 past 255) in the image's memory order: an argmax straight
+        from torch is C-ordered int64 while nibabel images are F-ordered, and slicing across
+        the grain touches a cache line per voxel on every scroll (several ms per 512x512
+        slice). Arrays that already conform are returned without a copy, so callers that show
+        the same mask repeatedly (the compare toggle) convert once with this method.
+
+        Parameters
+        ----------
+        mask : numpy.ndarray
+            Integer (or boolean) labels of shape ``image.shape3``; ``(I, J)`` is accepted for
+            a single-slice image.
+        what : str
+            Name used in error messages.
+
+        Raises
+        ------
+        ValueError
+            No image, wrong shape, non-integer dtype or negative labels.
+        """
         if self._image is None:
             raise ValueError(f"cannot show a {what} before an image is set")
         mask = np.asarray(mask)
@@ -279,14 +309,20 @@ class OrthoViewer(QWidget):
         if mask.size and mask.min() < 0:
             raise ValueError(f"{what} holds negative labels")
         top = int(mask.max()) if mask.size else 0
-        self._max_label = max(self._max_label, top)
-        # Store labels compactly and in the image's memory order, so that a slice that is
-        # contiguous in the image is contiguous in the mask too: an argmax straight from torch
-        # is C-ordered int64 while nibabel images are F-ordered, and slicing across the grain
-        # makes every scroll touch a cache line per voxel (several ms per 512x512 slice).
         dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else mask.dtype
-        order = "F" if self._image.array.flags.f_contiguous else "C"
-        return np.asarray(mask, dtype=dtype, order=order)
+        mask = mask.astype(dtype, copy=False)  # narrow first: the reordering copy moves less
+        if self._image.array.flags.f_contiguous and not mask.flags.f_contiguous:
+            mask = np.asfortranarray(mask)
+        elif not self._image.array.flags.f_contiguous and not mask.flags.c_contiguous:
+            mask = np.ascontiguousarray(mask)
+        return mask
+
+    def _check_mask(self, mask: np.ndarray | None, what: str) -> np.ndarray | None:
+        if mask is None:
+            return None
+        mask = self.conform_mask(mask, what)
+        self._max_label = max(self._max_label, int(mask.max()) if mask.size else 0)
+        return mask
 
     def set_prediction(self, mask: np.ndarray | None) -> None:
         """Show a predicted label volume (shape ``image.shape3``), or remove it with None.
@@ -587,7 +623,18 @@ class OrthoViewer(QWidget):
             return
         view = self.views[slot]
         ijk = plane_to_voxel(self._axes[slot], self._image.shape3, view.slice_index, row, col)
-        self.cursor_moved.emit(self._cursor_info(ijk, slot))
+        info = self._cursor_info(ijk, slot)
+        self._show_hover_text(view, info)
+        self.cursor_moved.emit(info)
+
+    def _show_hover_text(self, view: SliceView, info: CursorInfo) -> None:
+        self.hover_label.setMaximumWidth(max(view.width() - 8, 60))
+        self.hover_label.setText(info.text())
+        self.hover_label.adjustSize()
+        corner = view.mapTo(self.views_widget, view.rect().bottomLeft())
+        self.hover_label.move(corner.x() + 4, corner.y() - self.hover_label.height() - 22)
+        self.hover_label.show()
+        self.hover_label.raise_()
 
     def cursor_info_at(self, ijk: Sequence[int], view: str = "") -> CursorInfo:
         """The readout for voxel ``ijk`` (what ``cursor_moved`` carries)."""

@@ -193,6 +193,7 @@ def test_hover_reports_voxel_world_and_labels(loaded, qtbot):
     assert info.intensity == loaded.image.array[3, 4, 5]
     assert (info.prediction_name, info.ground_truth_name) == ("tumour", "liver")
     assert info.view == "axial"
+    assert loaded.hover_label.isVisible() and "IJK (3, 4, 5)" in loaded.hover_label.text()
 
 
 def test_filled_overlay_colours_the_label_voxels(loaded):
