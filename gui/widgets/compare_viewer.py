@@ -92,6 +92,7 @@ class CompareViewer(QWidget):
         bar.addWidget(self.mode_combo)
         bar.addWidget(self.swipe_slider, 1)
         bar.addWidget(self.toggle_button)
+        bar.addStretch(0)  # keeps the combo box compact while the slider is hidden
 
         titles = QHBoxLayout()
         titles.setContentsMargins(0, 0, 0, 0)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent, QPixmap
-from PySide6.QtWidgets import QGridLayout, QLabel, QStackedLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QStackedLayout, QWidget
 
 from core.display import (
     WINDOW_PRESETS,
@@ -153,6 +153,11 @@ class OrthoViewer(QWidget):
         self.info_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.info_label.setWordWrap(True)
         grid.addWidget(self.info_label, 1, 1)
+        # Equal cells whatever the slice shapes or the readout's text length.
+        self.info_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        for index in range(2):
+            grid.setColumnStretch(index, 1)
+            grid.setRowStretch(index, 1)
         # What lies under the mouse, in the corner of the view it is in (a status bar shows
         # the same through cursor_moved; this keeps it visible when a view is maximised).
         self.hover_label = QLabel(self.views_widget)
