@@ -17,7 +17,7 @@ import numpy as np
 from core.device import select_device
 from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.metrics import dice_score, iou_score, volume_ml
-from core.seg import argmax_decision, expected_dice, expected_iou, rankseg_rma, threshold_decision
+from core.seg import argmax_decision, expected_dice, rankseg_rma, threshold_decision
 
 __all__ = [
     "DECISIONS",
@@ -39,9 +39,10 @@ class ClassRow:
 
     ``dice`` and ``iou`` are None without a ground truth. Both-empty (no voxel of the class in
     the mask nor in the ground truth) scores 1.0, as in :func:`core.metrics.dice_score`.
-    ``expected_dice``/``expected_iou`` are the exact expected metrics of the mask under the
-    model's own probabilities (no ground truth needed). ``threshold`` is RankSEG-RMA's t* for the
-    class (None for other rules or pruned classes).
+    ``expected_dice`` is the exact expected Dice of the mask under the model's own
+    probabilities (no ground truth needed). The expected IoU is left out on purpose: each exact
+    expectation costs a quadrature pass over the volume, the slowest step of a segmentation.
+    ``threshold`` is RankSEG-RMA's t* for the class (None for other rules or pruned classes).
     """
 
     label: int
@@ -49,7 +50,6 @@ class ClassRow:
     voxels: int
     volume_ml: float
     expected_dice: float
-    expected_iou: float
     dice: float | None = None
     iou: float | None = None
     threshold: float | None = None
@@ -206,7 +206,7 @@ def summarize_mask(
     ground_truth: np.ndarray | None = None,
     thresholds: np.ndarray | None = None,
 ) -> list[ClassRow]:
-    """Per-class readouts of a label map: voxels, mL, expected Dice/IoU, Dice/IoU vs ground truth.
+    """Per-class readouts of a label map: voxels, mL, expected Dice, Dice/IoU vs ground truth.
 
     Parameters
     ----------
@@ -226,7 +226,6 @@ def summarize_mask(
     p = probs[None]
     m = mask[None].astype(np.int64)
     exp_dice = np.asarray(expected_dice(p, m))[0]
-    exp_iou = np.asarray(expected_iou(p, m))[0]
     dice = iou = None
     if ground_truth is not None:
         if ground_truth.shape != mask.shape:
@@ -246,7 +245,6 @@ def summarize_mask(
                 voxels=int(counts[c]),
                 volume_ml=float(volumes[c]),
                 expected_dice=float(exp_dice[c]),
-                expected_iou=float(exp_iou[c]),
                 dice=None if dice is None else float(dice[c]),
                 iou=None if iou is None else float(iou[c]),
                 threshold=t,
