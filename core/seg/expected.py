@@ -107,7 +107,11 @@ def _solve_tail(tau, rate):
 
 
 def expected_metric_of_masks(probs, mask, *, metric, ignore_mask=None, empty=1.0, as_torch=None):
-    """Shared implementation of :func:`expected_dice` and :func:`expected_iou`."""
+    """Shared implementation of :func:`expected_dice` and :func:`expected_iou`.
+
+    ``metric`` picks the score; ``as_torch=True`` returns the (B, C) result as a tensor on the
+    input's device (used by ``rankseg_rma`` for its diagnostics) whatever the input type.
+    """
     if metric not in ("dice", "iou"):
         raise ValueError(f"metric must be 'dice' or 'iou', got {metric!r}")
     info = check_probabilities(probs)

@@ -28,8 +28,11 @@ from core.seg.inputs import (
 
 __all__ = ["RMAInfo", "rankseg_rma", "DEFAULT_CHUNK_ELEMENTS"]
 
-#: Elements (B * C * pixels) processed at once; bounds the temporaries of every pass.
+#: Elements (B * C * pixels) processed at once on the CPU; bounds the temporaries of every pass
+#: and keeps them cache-friendly.
 DEFAULT_CHUNK_ELEMENTS = 1 << 20
+#: On CUDA fewer, larger chunks keep kernel launches few.
+_CUDA_CHUNK_ELEMENTS = 1 << 26
 #: Dinkelbach passes between convergence checks (one host-device sync per block on CUDA).
 _PASSES_PER_CHECK = 3
 _MAX_PASSES = 200
@@ -71,6 +74,7 @@ class RMAInfo:
 
 
 def _chunks(info: ProbabilityInput, n_classes: int, chunk_elements: int):
+    """(start, stop) pixel ranges holding about ``chunk_elements`` values over all (b, c)."""
     step = max(1, chunk_elements // max(1, info.batch * n_classes))
     for start in range(0, info.pixels, step):
         yield start, min(info.pixels, start + step)
@@ -84,7 +88,6 @@ class _Source:
         self.chunk_elements = chunk_elements
 
     def __iter__(self):
-        n_opt = self.info.classes if self.opt_index is None else len(self.opt_index)
         for start, stop in _chunks(self.info, self.info.classes, self.chunk_elements):
             full = self.info.chunk(start, stop).to(self.info.device)
             part = full if self.opt_index is None else full.index_select(1, self.opt_index)
@@ -92,7 +95,6 @@ class _Source:
                 # Ignored pixels become probability 0: they never pass a threshold t >= 0
                 # and add nothing to mu, i.e. they take no part in the objective.
                 part = part * self.valid[:, None, start:stop]
-            assert part.shape[1] == n_opt
             yield start, stop, full, part
 
 
@@ -237,7 +239,7 @@ def rankseg_rma(
     unassigned: Literal["best", "void"] = "best",
     void_label: int = 255,
     return_info: bool = False,
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ):
     """Decide segmentation masks that maximise the RMA approximation of expected Dice or IoU.
 
@@ -270,9 +272,9 @@ def rankseg_rma(
     return_info : bool
         Also return an :class:`RMAInfo` with per (b, c) threshold, tau, objective, exact
         expected metric of the returned mask, final count and activity.
-    chunk_elements : int
-        Elements processed per pass step; bounds extra memory (about 10 bytes per element
-        in temporaries, plus the output).
+    chunk_elements : int, optional
+        Elements processed per pass step (default 2^20 on the CPU, 2^26 on CUDA); bounds the
+        temporaries (a few bytes per element) on top of the output and per-pixel claim counts.
 
     Returns
     -------
@@ -309,6 +311,11 @@ def rankseg_rma(
             [c for c in range(C) if c not in chosen], dtype=torch.long, device=device
         )
     with torch.no_grad():
+        if chunk_elements is None:
+            cuda = device.type == "cuda"
+            chunk_elements = _CUDA_CHUNK_ELEMENTS if cuda else DEFAULT_CHUNK_ELEMENTS
+        if int(chunk_elements) < 1:
+            raise ValueError(f"chunk_elements must be positive, got {chunk_elements}")
         source = _Source(info, valid, opt_index, int(chunk_elements))
         t, tau, s, mu, active = _solve_thresholds(source, metric, pruning_prob, info.work_dtype)
         t_cmp = round_down_to(t, info.work_dtype)[..., None]
@@ -383,9 +390,8 @@ def _assign_labels(
         m_u += torch.bmm(claims.mul_(p), unique)[..., 0]
         claim_count[:, start:stop] = count_and_label[:, 0]
         out[:, start:stop] = count_and_label[:, 1]
-    label_of = opt_index if opt_index is not None else None
-    if label_of is not None:
-        out = label_of[out]
+    if opt_index is not None:
+        out = opt_index[out]  # positions among the optimised classes -> class indices
     # Pixels claimed by several classes or by none: typically a thin band along edges, so
     # they are gathered and resolved on their own.
     pending = claim_count != 1
@@ -394,7 +400,7 @@ def _assign_labels(
     rows, cols = pending.nonzero(as_tuple=True)
     # Unclaimed pixels: active classes compete; every class does when all are pruned.
     fallback = active | ~active.any(1, keepdim=True)
-    per_step = max(1, DEFAULT_CHUNK_ELEMENTS // max(1, info.classes))
+    per_step = max(1, source.chunk_elements // max(1, info.classes))
     for first in range(0, rows.numel(), per_step):
         b = rows[first : first + per_step]
         i = cols[first : first + per_step]
