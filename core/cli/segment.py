@@ -100,11 +100,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
+    inputs = [args.image, args.model] + ([args.gt] if args.gt else [])
+    check_outputs({"--out": args.out, "--report": args.report}, inputs)
     from core.io.mask import MASK_SUFFIXES
     from core.io.reader import suffix_of
 
-    inputs = [args.image, args.model] + ([args.gt] if args.gt else [])
-    check_outputs({"--out": args.out, "--report": args.report}, inputs)
     if args.out is not None:
         out = Path(args.out)
         if suffix_of(out) not in MASK_SUFFIXES:
@@ -180,18 +180,14 @@ def run(args: argparse.Namespace) -> int:
     """Run ``segment``; returns the exit code."""
     _check_paths(args)
     start = time.perf_counter()
-    from core.cli.model_loading import load_cli_model
+    # Inputs are read before torch is imported, so a bad path or mask fails within a second.
     from core.io import read_image, read_mask, write_mask
-    from core.pipeline import segment_image
 
     quiet = bool(getattr(args, "quiet", False))
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     image = read_image(args.image, series=args.series, volume=args.volume)
     timings["read_image"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    model = load_cli_model(args.model, trust=args.trust)
-    timings["load_model"] = time.perf_counter() - clock
     ground_truth = None
     gt_warnings: list[str] = []
     if args.gt:
@@ -199,6 +195,13 @@ def run(args: argparse.Namespace) -> int:
         gt = read_mask(args.gt, reference=image)
         ground_truth, gt_warnings = gt.array, gt.warnings
         timings["read_ground_truth"] = time.perf_counter() - clock
+
+    from core.cli.model_loading import load_cli_model
+    from core.pipeline import segment_image
+
+    clock = time.perf_counter()
+    model = load_cli_model(args.model, trust=args.trust)
+    timings["load_model"] = time.perf_counter() - clock
 
     with ProgressPrinter.for_command(quiet) as printer:
         result = segment_image(
