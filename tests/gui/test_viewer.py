@@ -382,3 +382,53 @@ def test_masks_are_stored_compactly_in_the_image_memory_order(viewer):
     assert viewer.ground_truth() is None
     viewer.set_ground_truth(mask > 0)
     assert viewer.ground_truth().dtype == np.uint8 and viewer.ground_truth()[3, 4, 5] == 1
+
+
+class _DragEvent:
+    """Stand-in for pyqtgraph's MouseDragEvent (offscreen Qt does not turn synthetic mouse
+    moves into pyqtgraph drags); positions are in the ViewBox's item coordinates."""
+
+    def __init__(self, button, start, end, modifiers=Qt.KeyboardModifier.NoModifier):
+        self._button, self._start, self._end, self._modifiers = button, start, end, modifiers
+        self.accepted = False
+
+    def button(self):
+        return self._button
+
+    def modifiers(self):
+        return self._modifiers
+
+    def pos(self):
+        return self._end
+
+    def lastPos(self):  # noqa: N802 (pyqtgraph's name)
+        return self._start
+
+    def screenPos(self):  # noqa: N802
+        return self._end
+
+    def lastScreenPos(self):  # noqa: N802
+        return self._start
+
+    def accept(self):
+        self.accepted = True
+
+
+def test_mouse_gestures_map_to_window_pan_and_crosshair(loaded):
+    view = loaded.views["axial"]
+    box = view.view_box
+    start = QPointF(50, 50)
+    center, width = loaded.window
+    box.mouseDragEvent(_DragEvent(Qt.MouseButton.RightButton, start, start + QPointF(256, 0)))
+    assert loaded.window == pytest.approx((center, 2 * width))
+    ctrl = Qt.KeyboardModifier.ControlModifier
+    box.mouseDragEvent(_DragEvent(Qt.MouseButton.LeftButton, start, start + QPointF(0, 128), ctrl))
+    assert loaded.window == pytest.approx((center + 128 * 2 * width / 256, 2 * width))
+    before = box.viewRange()
+    shift = Qt.KeyboardModifier.ShiftModifier
+    box.mouseDragEvent(_DragEvent(Qt.MouseButton.LeftButton, start, start + QPointF(40, 0), shift))
+    after = box.viewRange()
+    assert after[0][0] < before[0][0] and after[1] == pytest.approx(before[1])
+    target = box.mapFromView(view.image_item.mapToParent(QPointF(2.5, 9.5)))  # pixel (9, 2)
+    box.mouseDragEvent(_DragEvent(Qt.MouseButton.LeftButton, start, target))
+    assert loaded.cursor_voxel == voxel_at(loaded, "axial", 9, 2)
