@@ -342,21 +342,28 @@ def rankseg_rma(
     return (result.cpu().numpy() if info.as_numpy else result), rma_info
 
 
-def _increments(p, n_u, m_u, mu, metric):
-    """RMA objective increase of adding each pixel to each class's uniquely claimed set.
-
-    ``p`` is (N, C) for N pixels; the class statistics are (N, C) rows matching them.
-    """
+def _increment_coefficients(n_u, m_u, mu, metric, dtype):
+    """Per (b, c) constants of the increment rule, in the working dtype (two (B, C) arrays)."""
     if metric == "dice":
         d_c = n_u + mu + 1.0
-        offset = (m_u / d_c).to(p.dtype)
-        scale = (2.0 / (d_c + 1.0)).to(p.dtype)
-        # Factored as (p - m/D) * 2/(D+1): no cancellation between two nearly equal scores.
-        return (p - offset).mul_(scale)
+        return (m_u / d_c).to(dtype), (2.0 / (d_c + 1.0)).to(dtype)
     den = n_u + mu - m_u
-    g = torch.where(den > 0, m_u / den.clamp_min(1e-300), torch.zeros_like(m_u)).to(p.dtype)
+    g = torch.where(den > 0, m_u / den.clamp_min(1e-300), torch.zeros_like(m_u))
+    return g.to(dtype), den.to(dtype)
+
+
+def _increments(p, first, second, metric):
+    """RMA objective increase of adding each pixel to each class's uniquely claimed set.
+
+    ``p`` is (N, C) for N pixels; ``first``/``second`` are the matching (N, C) rows of
+    :func:`_increment_coefficients`.
+    """
+    if metric == "dice":
+        # (p - m/D) * 2/(D+1): factored, so no cancellation between two nearly equal scores.
+        return (p - first).mul_(second)
+    # (p - g (1 - p)) / (den + 1 - p), with g the current IoU estimate m/den.
     remaining = 1.0 - p
-    return (p - g * remaining).div_(den.to(p.dtype) + remaining)
+    return (p - first * remaining).div_(second + remaining)
 
 
 def _assign_labels(
@@ -392,45 +399,37 @@ def _assign_labels(
         out[:, start:stop] = count_and_label[:, 1]
     if opt_index is not None:
         out = opt_index[out]  # positions among the optimised classes -> class indices
-    # Pixels claimed by several classes or by none: typically a thin band along edges, so
-    # they are gathered and resolved on their own.
+    # Pixels claimed by several classes or by none (typically a thin band along edges) are
+    # resolved in a second pass, gathered chunk by chunk while the chunk is in cache.
     pending = claim_count != 1
     if valid is not None:
         pending &= valid
-    rows, cols = pending.nonzero(as_tuple=True)
+    del claim_count
+    first, second = _increment_coefficients(n_u, m_u, mu, metric, dtype)
     # Unclaimed pixels: active classes compete; every class does when all are pruned.
     fallback = active | ~active.any(1, keepdim=True)
-    per_step = max(1, source.chunk_elements // max(1, info.classes))
-    for first in range(0, rows.numel(), per_step):
-        b = rows[first : first + per_step]
-        i = cols[first : first + per_step]
-        full = _gather_pixels(info, b, i)  # (N, C)
-        p = full if opt_index is None else full.index_select(1, opt_index)
-        claims = p > t_cmp[b, :, 0]
+    thresholds = t_cmp[..., 0]
+    for start, stop, full, p in source:
+        b, i = pending[:, start:stop].nonzero(as_tuple=True)
+        if b.numel() == 0:
+            continue
+        values = p[b, :, i]  # (N, C)
+        claims = values > thresholds[b]
         claimed = claims.any(1)
         eligible = torch.where(claimed[:, None], claims, fallback[b])
-        score = _increments(p, n_u[b], m_u[b], mu[b], metric).masked_fill_(~eligible, -np.inf)
+        score = _increments(values, first[b], second[b], metric)
         # max(dim) returns the first maximum like argmax (lowest class index on ties).
-        labels = score.max(1).indices
+        labels = score.masked_fill_(~eligible, -np.inf).max(1).indices
         if opt_index is not None:
             labels = opt_index[labels]
-            rest_best = rest_index[full.index_select(1, rest_index).max(1).indices]
-            labels = torch.where(claimed, labels, rest_best)
+            rest = full[b, :, i].index_select(1, rest_index)
+            labels = torch.where(claimed, labels, rest_index[rest.max(1).indices])
         elif unassigned == "void":
             labels.masked_fill_(~claimed, int(void_label))
-        out[b, i] = labels
+        out[b, i + start] = labels
     if valid is not None:
         out.masked_fill_(~valid, int(void_label))
     return out
-
-
-def _gather_pixels(info: ProbabilityInput, rows: torch.Tensor, cols: torch.Tensor):
-    """Probabilities of the listed (item, pixel) pairs as an (N, C) working-dtype tensor."""
-    if isinstance(info.flat, np.ndarray):
-        picked = torch.from_numpy(np.asarray(info.flat[rows.cpu().numpy(), :, cols.cpu().numpy()]))
-    else:
-        picked = info.flat[rows, :, cols]
-    return picked.to(device=info.device, dtype=info.work_dtype)
 
 
 def _build_info(info, result, t, tau, s, mu, active, metric, opt_index, ignore_mask):
