@@ -69,21 +69,27 @@ def make_case(seed: int = 0) -> tuple[Image, np.ndarray, np.ndarray]:
     return Image(array=volume, affine=affine, modality="CT"), label, truth
 
 
-def measure(viewer: OrthoViewer, steps: int, *, paint: bool, view_name: str) -> np.ndarray:
+def measure(
+    viewer: OrthoViewer, steps: int, *, paint: bool, view_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Wall-clock and CPU milliseconds per scroll step (CPU time is what this process used,
+    so it stays meaningful when other processes compete for the cores)."""
     view = viewer.views[view_name]
-    times = np.empty(steps)
+    wall = np.empty(steps)
+    cpu = np.empty(steps)
     n = view.n_slices
     for step in range(steps):
         target = 8 + step % (n - 16)  # scroll through the labelled middle of the volume
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         view.set_slice(target if target != view.slice_index else target + 1)
         view.image_item.render()
         if view.overlay_item.isVisible():
             view.overlay_item.render()
         if paint:
             view.grab()
-        times[step] = time.perf_counter() - start
-    return times * 1000.0
+        wall[step] = time.perf_counter() - start
+        cpu[step] = time.process_time() - start_cpu
+    return wall * 1000.0, cpu * 1000.0
 
 
 def main() -> None:
@@ -126,25 +132,27 @@ def main() -> None:
         viewer.set_overlay_mode(mode)
         viewer.set_overlay_style(filled)
         measure(viewer, 10, paint=True, view_name=view_name)  # warm-up
-        update = measure(viewer, args.steps, paint=False, view_name=view_name)
-        painted = measure(viewer, args.steps, paint=True, view_name=view_name)
-        rows.append((name, update, painted))
+        update, _ = measure(viewer, args.steps, paint=False, view_name=view_name)
+        painted, painted_cpu = measure(viewer, args.steps, paint=True, view_name=view_name)
+        rows.append((name, update, painted, painted_cpu))
 
-    base_update = np.median(rows[0][1])
-    base_paint = np.median(rows[0][2])
+    base = [np.median(rows[0][column]) for column in (1, 2, 3)]
     print(
-        f"{'case':<20}{'update p50':>12}{'p99':>8}{'x img':>7}{'paint p50':>12}{'p99':>8}"
-        f"{'x img':>7}  (ms)"
+        f"{'case':<20}{'update p50':>11}{'p99':>7}{'x img':>6}"
+        f"{'paint p50':>11}{'p99':>7}{'x img':>6}{'paint CPU p50':>15}{'p99':>7}{'x img':>6}  (ms)"
     )
-    for name, update, painted in rows:
-        print(
-            f"{name:<20}{np.median(update):>12.2f}{np.percentile(update, 99):>8.2f}"
-            f"{np.median(update) / base_update:>7.2f}{np.median(painted):>12.2f}"
-            f"{np.percentile(painted, 99):>8.2f}{np.median(painted) / base_paint:>7.2f}"
+    for name, *columns in rows:
+        cells = "".join(
+            f"{np.median(c):>{w}.2f}{np.percentile(c, 99):>7.2f}{np.median(c) / b:>6.2f}"
+            for c, b, w in zip(columns, base, (11, 11, 15), strict=True)
         )
-    worst = max(np.percentile(p, 99) for _, _, p in rows)
+        print(f"{name:<20}{cells}")
+    worst_wall = max(np.percentile(row[2], 99) for row in rows)
+    worst_cpu = max(np.percentile(row[3], 99) for row in rows)
     print(
-        f"worst painted p99 {worst:.2f} ms: {'within' if worst < 16 else 'OVER'} the 16 ms budget"
+        f"worst painted p99: wall {worst_wall:.2f} ms, CPU {worst_cpu:.2f} ms "
+        f"(budget 16 ms; wall includes waiting for other processes, load "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
     viewer.close()
     sys.stdout.flush()
