@@ -152,11 +152,16 @@ def test_multiclass_matches_per_pixel_oracle(metric, unassigned):
         spatial = (6, 7) if trial % 2 else (3, 4, 5)
         probs = random_maps(rng, (2, 4, *spatial), "softmax")
         pruning = [0.5, 0.2, 0.9, 0.0][trial % 4]
-        out = rankseg_rma(probs, metric=metric, unassigned=unassigned, pruning_prob=pruning)
+        ignore = rng.random((2, *spatial)) < 0.2 if trial >= 4 else None
+        out = rankseg_rma(
+            probs, metric=metric, unassigned=unassigned, pruning_prob=pruning, ignore_mask=ignore
+        )
         assert out.dtype == np.int64 and out.shape == (2, *spatial)
         for b in range(2):
-            expected = oracle_labels(probs[b].reshape(4, -1), metric, unassigned, pruning)
-            np.testing.assert_array_equal(out[b].ravel(), expected)
+            valid = np.ones(spatial, bool) if ignore is None else ~ignore[b]
+            expected = oracle_labels(probs[b][:, valid], metric, unassigned, pruning)
+            np.testing.assert_array_equal(out[b][valid], expected)
+            assert (out[b][~valid] == 255).all()
 
 
 def test_multiclass_ignore_mask_and_class_subset():
