@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.cli.quantize import layer_summary
 from core.quant import LayerReport, QuantResult
 
 __all__ = ["PLOT_KEYS", "TABLE_COLUMNS", "WeightScalesPanel"]
@@ -341,23 +342,24 @@ class WeightScalesPanel(QWidget):
     def _fill_table(self, result: QuantResult) -> None:
         self.table.setRowCount(len(result.layers))
         for row, layer in enumerate(result.layers):
-            ratio = layer.s1_learned / layer.s1_init
-            ratio_text = _format_number(float(ratio[0]))
-            if ratio.size > 1:
-                ratio_text = f"{_format_number(float(ratio.mean()))} (mean of {ratio.size})"
-            after = _format_number(layer.loss_after)
-            if layer.fell_back:
+            # The same per-layer numbers the `segbench quantize` report prints.
+            summary = layer_summary(layer)
+            ratio_text = _format_number(summary["s1_ratio"])
+            if layer.s1_init.size > 1:
+                ratio_text += f" (mean of {layer.s1_init.size})"
+            after = _format_number(summary["loss_after"])
+            if summary["fell_back"]:
                 after += " (kept nearest)"
             cells = (
-                layer.name,
-                str(layer.bits),
+                summary["name"],
+                str(summary["bits"]),
                 ratio_text,
-                f"{100 * layer.frac_changed:.2f}",
-                f"{100 * layer.frac_moved_2plus:.2f}",
-                _format_number(layer.loss_before),
+                f"{summary['percent_changed']:.2f}",
+                f"{summary['percent_moved_2plus']:.2f}",
+                _format_number(summary["loss_before"]),
                 after,
-                _format_number(layer.weight_rel_error),
-                _format_number(layer.weight_rel_error_rtn),
+                _format_number(summary["weight_rel_error"]),
+                _format_number(summary["weight_rel_error_rtn"]),
             )
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)

@@ -75,6 +75,16 @@ def test_table_rows_match_the_layer_reports(panel, results):
         assert float(table.item(row, moved_col).text()) == pytest.approx(
             100 * np.mean(np.abs(delta) >= 2), abs=0.006
         )
+        ratio = float(table.item(row, TABLE_COLUMNS.index("s1 learned / initial")).text())
+        assert ratio == pytest.approx(layer.s1_learned[0] / layer.s1_init[0], rel=1e-3)
+        for title, value in (
+            ("Loss before (nearest)", layer.loss_before),
+            ("Weight rel. error", layer.weight_rel_error),
+            ("Weight rel. error (nearest)", layer.weight_rel_error_rtn),
+        ):
+            assert float(table.item(row, TABLE_COLUMNS.index(title)).text()) == pytest.approx(
+                value, rel=1e-3
+            )
     assert [table.item(r, 1).text() for r in range(table.rowCount())][1:-1] == ["3"] * (
         len(result.layers) - 2
     )
