@@ -54,6 +54,18 @@ def _open_requested(window: WorkbenchWindow, args: argparse.Namespace) -> None:
     next_step()
 
 
+def _screenshot_when_idle(window: WorkbenchWindow, path: str) -> None:
+    """Save a screenshot once the start-up jobs (demo, --image ...) have finished."""
+
+    def check():
+        if window.runner.is_busy:
+            QTimer.singleShot(200, check)
+        else:
+            QTimer.singleShot(500, lambda: window.grab().save(path))
+
+    QTimer.singleShot(500, check)
+
+
 def run_gui(args: argparse.Namespace) -> int:
     """Open the main window and run the event loop; returns the exit code."""
     log_path = configure_logging()
@@ -68,7 +80,7 @@ def run_gui(args: argparse.Namespace) -> int:
     log.info("log file: %s", log_path)
     window.show()
     if args.screenshot:
-        QTimer.singleShot(1500, lambda: window.grab().save(args.screenshot))
+        _screenshot_when_idle(window, args.screenshot)
     if args.quit_after is not None:
         QTimer.singleShot(int(args.quit_after * 1000), window.close)
     return app.exec()

@@ -99,6 +99,7 @@ class WorkbenchWindow(MainWindow):
 
         # Panels.
         left = Qt.DockWidgetArea.LeftDockWidgetArea
+        right = Qt.DockWidgetArea.RightDockWidgetArea
         bottom = Qt.DockWidgetArea.BottomDockWidgetArea
         self.data_panel = DataPanel(self.settings, self)
         self.segmentation_panel = SegmentationPanel(self.settings, self)
@@ -108,16 +109,19 @@ class WorkbenchWindow(MainWindow):
         self.weight_panel = WeightScalesPanel()
         self.data_dock = self.add_dock("Data", self.data_panel, left)
         self.segmentation_dock = self.add_dock("Segmentation", self.segmentation_panel, left)
-        self.quantization_dock = self.add_dock("Quantization", self.quantization_panel, left)
-        self.overlay_dock = self.add_dock("Overlay", self.overlay_panel, left)
+        self.quantization_dock = self.add_dock(
+            "Quantization", self.quantization_panel, left, scroll=True
+        )
+        self.overlay_dock = self.add_dock("Overlay", self.overlay_panel, right, scroll=True)
         self.tabifyDockWidget(self.data_dock, self.segmentation_dock)
         self.tabifyDockWidget(self.segmentation_dock, self.quantization_dock)
         self.segmentation_dock.raise_()
         self.results_dock = self.add_dock("Results", self.results_table, bottom)
-        self.weights_dock = self.add_dock("Weight scales", self.weight_panel, bottom)
+        self.weights_dock = self.add_dock("Weight scales", self.weight_panel, bottom, scroll=True)
         self.tabifyDockWidget(self.results_dock, self.weights_dock)
         self.tabifyDockWidget(self.weights_dock, self.log_dock)
         self.results_dock.raise_()
+        self._docks_sized = False
         for dock in (
             self.data_dock,
             self.segmentation_dock,
@@ -143,6 +147,17 @@ class WorkbenchWindow(MainWindow):
         self.session.results_changed.connect(self._on_session_results_changed)
         self.runner.busy_changed.connect(self.segmentation_panel.set_busy)
         self._build_workbench_menus()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if not self._docks_sized:
+            # Dock sizes only stick once the window has its geometry: give the views most of
+            # the height (the table needs a few rows) and the side panels a compact width.
+            self._docks_sized = True
+            self.resizeDocks([self.results_dock], [220], Qt.Orientation.Vertical)
+            self.resizeDocks(
+                [self.data_dock, self.overlay_dock], [330, 370], Qt.Orientation.Horizontal
+            )
 
     # --- menus -----------------------------------------------------------------------------
     def _build_workbench_menus(self) -> None:
@@ -290,6 +305,7 @@ class WorkbenchWindow(MainWindow):
         def loaded(result):
             image, mask, model = result
             self._on_image_read(str(paths.image), image, remember=False)
+            self.viewer.apply_preset("1")  # soft tissue: the demo is a CT
             self._on_ground_truth_read(str(paths.label), mask)
             self._on_model_loaded(model)
             self.hint.setText(HINT_DEMO)
@@ -335,6 +351,9 @@ class WorkbenchWindow(MainWindow):
         self.viewer.set_ground_truth(array)
         self.compare_viewer.set_ground_truth(array)
         self.data_panel.show_ground_truth(path, list(mask.warnings))
+        # With a ground truth, show the prediction filled and the truth outlined.
+        self.viewer.set_overlay_mode("both")
+        self.compare_viewer.set_overlay_mode("both")
 
     def _on_model_loaded(self, model: LoadedModel) -> None:
         self.session.set_model(model)
@@ -392,7 +411,9 @@ class WorkbenchWindow(MainWindow):
         if entry is None:
             return
         self.current_key = key
-        self.central.setCurrentWidget(self.viewer)
+        if self.central.currentWidget() is not self.viewer:
+            self.central.setCurrentWidget(self.viewer)
+            self.overlay_panel.bind(self.viewer)
         self.viewer.set_prediction(entry.result.mask)
         self.results_table.select(key)
         self.statusBar().showMessage(f"Showing {key}", 4000)
