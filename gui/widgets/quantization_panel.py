@@ -445,6 +445,12 @@ class QuantizationPanel(QWidget):
         self._image = image
         self._update_enabled()
 
+    def clear_variants(self) -> None:
+        """Forget the finished runs (for example when a new model replaces the old one)."""
+        self.variants.clear()
+        self.variant_combo.clear()
+        self._update_enabled()
+
     @property
     def is_running(self) -> bool:
         """True while a quantization job runs."""

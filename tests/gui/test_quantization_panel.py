@@ -10,7 +10,7 @@ from PySide6.QtCore import QSettings
 from core.io import Image
 from core.models import LoadedModel, ModelSpec, UNet, load_model
 from core.phantom import make_phantom
-from core.quant import QuantConfig
+from core.quant import METHODS, QuantConfig
 from gui.widgets.quantization_panel import (
     QuantizationPanel,
     images_in_folder,
@@ -161,6 +161,9 @@ def test_round_to_nearest_names_and_disables_learning_options(make_panel, qtbot,
     with qtbot.waitSignal(panel.variant_created, timeout=20000) as blocker:
         panel.run_button.click()
     assert blocker.args[0] == "W3 RTN (channel) #2"
+    assert list(panel.variants) == ["W3 RTN (channel)", "W3 RTN (channel) #2"]
+    panel.clear_variants()
+    assert not panel.variants and not panel.save_button.isEnabled()
 
 
 def test_settings_persist_between_panels(make_panel, settings):
@@ -241,3 +244,29 @@ def test_variant_name_follows_the_settings():
         "W2 AdaRound (tensor, layer)"
     )
     assert variant_name(QuantConfig(method="rtn-minmax", bits=8)) == "W8 RTN-minmax (tensor)"
+
+
+def test_every_control_explains_itself_in_a_tooltip(make_panel):
+    panel, _ = make_panel()
+    controls = [
+        panel.method_combo,
+        panel.bits_spin,
+        panel.first_last_check,
+        panel.granularity_combo,
+        panel.reconstruction_combo,
+        panel.iters_spin,
+        panel.lr_spin,
+        panel.source_combo,
+        panel.folder_edit,
+        panel.samples_spin,
+        panel.device_combo,
+        panel.seed_spin,
+        panel.run_button,
+        panel.cancel_button,
+        panel.save_button,
+    ]
+    assert all(len(widget.toolTip()) > 20 for widget in controls)
+    assert "one grid step for the whole layer" in panel.granularity_combo.toolTip()
+    assert [panel.method_combo.itemData(i) for i in range(panel.method_combo.count())] == list(
+        METHODS
+    )
