@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,17 @@ pytestmark = [
     pytest.mark.xvfb,
     pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()} (see .ci/run)"),
 ]
+
+
+def quit_app(display: str, window: str, app: subprocess.Popen) -> None:
+    """Ctrl+Q; if a job still runs the app asks first, and the user answers Yes (Alt+Y)."""
+    press_keys(display, window, "ctrl+q")
+    for _ in range(3):
+        try:
+            app.wait(timeout=8)
+            return
+        except subprocess.TimeoutExpired:
+            subprocess.run(["xdotool", "key", "alt+y"], env=x_env(display), timeout=10)
 
 
 def test_app_opens_a_real_window_and_quits_cleanly(tmp_path):
@@ -35,10 +47,48 @@ def test_app_opens_a_real_window_and_quits_cleanly(tmp_path):
             # and a real spread of intensities (an unpainted X root is a single black colour).
             assert pixels.std() > 20
             assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
-            press_keys(display, window, "ctrl+q")
+            quit_app(display, window, app)
             output, _ = app.communicate(timeout=30)
         finally:
             if app.poll() is None:
                 app.kill()
         assert app.returncode == 0, output.decode(errors="replace")
     assert (tmp_path / "data" / "logs" / "segbench.log").exists()
+
+
+def _orange_pixels(pixels: np.ndarray) -> int:
+    """Pixels tinted by the demo's liver colour (220, 120, 60) blended over grey CT."""
+    r, g, b = (pixels[..., i].astype(int) for i in range(3))
+    return int(np.count_nonzero((r - b > 60) & (r - g > 30) & (g - b > 15)))
+
+
+def test_demo_opens_with_coloured_overlays_in_a_real_window(tmp_path):
+    with xvfb() as display:
+        env = x_env(display)
+        env["SEGBENCH_DATA_DIR"] = str(tmp_path / "data")
+        app = subprocess.Popen(
+            [sys.executable, "main.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            window = wait_for_window(display, "segbench", timeout=90)
+            # The demo segments itself on the worker; poll the real screen until the liver
+            # overlay shows (inference takes seconds on a busy 2-core machine).
+            deadline = time.monotonic() + 240
+            orange = 0
+            while time.monotonic() < deadline:
+                pixels = screenshot(display, tmp_path / "demo.png")
+                orange = _orange_pixels(pixels)
+                if orange > 5000:
+                    break
+                time.sleep(2)
+            assert orange > 5000, f"no liver overlay on screen ({orange} orange pixels)"
+            quit_app(display, window, app)
+            output, _ = app.communicate(timeout=60)
+        finally:
+            if app.poll() is None:
+                app.kill()
+        assert app.returncode == 0, output.decode(errors="replace")
