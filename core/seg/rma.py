@@ -383,7 +383,7 @@ def _assign_labels(
     weights = weights.expand(B, 2, n_opt)
     n_u = torch.zeros_like(mu)
     m_u = torch.zeros_like(mu)
-    claim_count = torch.empty((B, d), dtype=torch.int32, device=device)
+    pending = torch.empty((B, d), dtype=torch.bool, device=device)
     out = torch.empty((B, d), dtype=torch.int64, device=device)
     buffer = None
     for start, stop, _, p in source:
@@ -392,44 +392,94 @@ def _assign_labels(
         claims = buffer[..., : p.shape[-1]]
         torch.gt(p, t_cmp, out=claims)
         count_and_label = torch.bmm(weights, claims)  # (B, 2, n)
-        unique = (count_and_label[:, :1] == 1).to(dtype).transpose(1, 2)  # (B, n, 1)
-        n_u += torch.bmm(claims, unique)[..., 0]
-        m_u += torch.bmm(claims.mul_(p), unique)[..., 0]
-        claim_count[:, start:stop] = count_and_label[:, 0]
+        unique = count_and_label[:, 0] == 1
+        n_u += torch.bmm(claims, unique.to(dtype).unsqueeze(-1))[..., 0]
+        m_u += torch.bmm(claims.mul_(p), unique.to(dtype).unsqueeze(-1))[..., 0]
+        torch.logical_not(unique, out=pending[:, start:stop])
         out[:, start:stop] = count_and_label[:, 1]
     if opt_index is not None:
         out = opt_index[out]  # positions among the optimised classes -> class indices
-    # Pixels claimed by several classes or by none (typically a thin band along edges) are
-    # resolved in a second pass, gathered chunk by chunk while the chunk is in cache.
-    pending = claim_count != 1
     if valid is not None:
         pending &= valid
-    del claim_count
+    # Pixels claimed by several classes or by none (typically a thin band along edges) are
+    # resolved in a second pass: gathered while the chunk is in cache when they are few,
+    # or scored densely over the chunk when gathering would cost more (few classes, many
+    # pending pixels) and always on CUDA, where dense kernels are cheap and need no sync.
     first, second = _increment_coefficients(n_u, m_u, mu, metric, dtype)
     # Unclaimed pixels: active classes compete; every class does when all are pruned.
     fallback = active | ~active.any(1, keepdim=True)
     thresholds = t_cmp[..., 0]
+    rule = dict(
+        metric=metric,
+        unassigned=unassigned,
+        void_label=void_label,
+        opt_index=opt_index,
+        rest_index=rest_index,
+    )
     for start, stop, full, p in source:
-        b, i = pending[:, start:stop].nonzero(as_tuple=True)
+        pend = pending[:, start:stop]
+        if device.type != "cpu" or _dense_is_cheaper(pend, n_opt):
+            labels = _resolve(
+                p, full, t_cmp, first[..., None], second[..., None], fallback[..., None], **rule
+            )
+            out[:, start:stop] = torch.where(pend, labels, out[:, start:stop])
+            continue
+        b, i = pend.nonzero(as_tuple=True)
         if b.numel() == 0:
             continue
-        values = p[b, :, i]  # (N, C)
-        claims = values > thresholds[b]
-        claimed = claims.any(1)
-        eligible = torch.where(claimed[:, None], claims, fallback[b])
-        score = _increments(values, first[b], second[b], metric)
-        # max(dim) returns the first maximum like argmax (lowest class index on ties).
-        labels = score.masked_fill_(~eligible, -np.inf).max(1).indices
-        if opt_index is not None:
-            labels = opt_index[labels]
-            rest = full[b, :, i].index_select(1, rest_index)
-            labels = torch.where(claimed, labels, rest_index[rest.max(1).indices])
-        elif unassigned == "void":
-            labels.masked_fill_(~claimed, int(void_label))
+        labels = _resolve(
+            p[b, :, i],
+            full[b, :, i] if opt_index is not None else None,
+            thresholds[b],
+            first[b],
+            second[b],
+            fallback[b],
+            **rule,
+        )
         out[b, i + start] = labels
     if valid is not None:
         out.masked_fill_(~valid, int(void_label))
     return out
+
+
+def _dense_is_cheaper(pending: torch.Tensor, n_classes: int) -> bool:
+    """CPU cost model: gathering a pixel costs about as much as scoring 6 dense values."""
+    gathered = int(pending.sum()) * (n_classes + 2) * 6
+    return gathered > pending.numel() * n_classes
+
+
+def _resolve(
+    values,
+    full_values,
+    thresholds,
+    first,
+    second,
+    fallback,
+    *,
+    metric,
+    unassigned,
+    void_label,
+    opt_index,
+    rest_index,
+):
+    """Labels of pixels by the increment rule; the class axis of ``values`` is axis 1.
+
+    Works on gathered pixels (N, C) and on dense chunks (B, C, n) alike; the per-class
+    arguments broadcast against ``values``.
+    """
+    claims = values > thresholds
+    claimed = claims.any(1)
+    eligible = torch.where(claimed.unsqueeze(1), claims, fallback)
+    score = _increments(values, first, second, metric)
+    # max(dim) returns the first maximum like argmax (lowest class index on ties).
+    labels = score.masked_fill_(~eligible, -np.inf).max(1).indices
+    if opt_index is not None:
+        labels = opt_index[labels]
+        rest = full_values.index_select(1, rest_index)
+        labels = torch.where(claimed, labels, rest_index[rest.max(1).indices])
+    elif unassigned == "void":
+        labels.masked_fill_(~claimed, int(void_label))
+    return labels
 
 
 def _build_info(info, result, t, tau, s, mu, active, metric, opt_index, ignore_mask):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import core.seg.rma
 from core.seg import RMAInfo, argmax_decision, rankseg_rma, threshold_decision
 
 
@@ -146,7 +147,10 @@ def oracle_labels(probs, metric, unassigned, pruning):
 
 @pytest.mark.parametrize("metric", ["dice", "iou"])
 @pytest.mark.parametrize("unassigned", ["best", "void"])
-def test_multiclass_matches_per_pixel_oracle(metric, unassigned):
+@pytest.mark.parametrize("dense", [True, False])
+def test_multiclass_matches_per_pixel_oracle(metric, unassigned, dense, monkeypatch):
+    # Contested pixels are resolved densely or by gathering, by a cost model: test both.
+    monkeypatch.setattr(core.seg.rma, "_dense_is_cheaper", lambda pending, n: dense)
     rng = np.random.default_rng(7)
     for trial in range(8):
         spatial = (6, 7) if trial % 2 else (3, 4, 5)
@@ -164,7 +168,7 @@ def test_multiclass_matches_per_pixel_oracle(metric, unassigned):
             assert (out[b][~valid] == 255).all()
 
 
-def test_multiclass_ignore_mask_and_class_subset():
+def test_multiclass_ignore_mask_and_class_subset(monkeypatch):
     rng = np.random.default_rng(2)
     probs = random_maps(rng, (1, 3, 8, 9), "softmax")
     ignore = rng.random((1, 8, 9)) < 0.25
@@ -173,9 +177,14 @@ def test_multiclass_ignore_mask_and_class_subset():
     # Ignored pixels take no part: the result on valid pixels equals a run on those pixels only.
     valid_probs = probs[0][:, ~ignore[0]][None, :, :]
     alone = rankseg_rma(valid_probs)
+    alone_sub = rankseg_rma(valid_probs, classes=[1, 2], pruning_prob=0.0)
     np.testing.assert_array_equal(out[0][~ignore[0]], alone[0])
     # Leaving background (class 0) out: unclaimed pixels go to the argmax of the rest (class 0).
     sub = rankseg_rma(probs, classes=[1, 2], pruning_prob=0.0)
+    for dense in (True, False):  # both ways of resolving contested pixels agree
+        monkeypatch.setattr(core.seg.rma, "_dense_is_cheaper", lambda pending, n, d=dense: d)
+        again = rankseg_rma(probs, classes=[1, 2], pruning_prob=0.0, ignore_mask=ignore)
+        np.testing.assert_array_equal(again[0][~ignore[0]], np.asarray(alone_sub)[0])
     ml = rankseg_rma(probs[:, 1:], multilabel=True, pruning_prob=0.0)
     claimed = ml[0].any(0)
     assert (sub[0][~claimed] == 0).all()
