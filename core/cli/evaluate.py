@@ -222,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
     quiet = bool(getattr(args, "quiet", False))
     for path in pairing.unmatched_images:
         print(f"main.py {NAME}: warning: {path}: no label file matches it", file=sys.stderr)
+    for path in pairing.unmatched_labels:
+        print(f"main.py {NAME}: warning: {path}: no image file matches it", file=sys.stderr)
     models = [load_cli_model(path, trust=args.trust) for path in args.model]
     ids = _unique_ids(models)
     per_case: list[dict[str, Any]] = []

@@ -187,6 +187,7 @@ def test_evaluate_compares_fp32_and_quantized_per_case_and_on_average(
     report = json.loads(report_path.read_text())
     assert [c["name"] for c in report["cases"]] == ["case01", "case02"]
     assert report["unmatched"]["labels"] == [str(stray)]
+    assert result.stderr.strip() == f"main.py evaluate: warning: {stray}: no image file matches it"
     models = [m["id"] for m in report["models"]]
     assert [m["quantized"] for m in report["models"]] == [False, True]
     rows = report["per_case"]
