@@ -98,13 +98,20 @@ class _Source:
             yield start, stop, full, part
 
 
-def _sums_above(source: _Source, thresholds: list[torch.Tensor], want_stats: bool = False):
+def _sums_above(
+    source: _Source,
+    thresholds: list[torch.Tensor],
+    want_stats: bool = False,
+    rows: torch.Tensor | None = None,
+):
     """Per (b, c) and per threshold t: sum and count of probabilities strictly above t.
 
     With ``want_stats`` also the total and the maximum per (b, c). Returns
     ``(sums, counts, total, peak)``; sums and counts are lists matching ``thresholds``.
+    With ``rows`` (indices into the flattened (b, c) pairs) only those pairs are computed
+    and the results are 1-D, one value per listed row; ``thresholds`` are then (R, 1).
     """
-    shape = thresholds[0].shape[:2]
+    shape = thresholds[0].shape[:2] if rows is None else thresholds[0].shape[:1]
     device = source.info.device
     sums = [torch.zeros(shape, dtype=torch.float64, device=device) for _ in thresholds]
     counts = [torch.zeros(shape, dtype=torch.float64, device=device) for _ in thresholds]
@@ -112,6 +119,9 @@ def _sums_above(source: _Source, thresholds: list[torch.Tensor], want_stats: boo
     peak = torch.zeros(shape, dtype=source.info.work_dtype, device=device) if want_stats else None
     buffer = None
     for _, _, _, p in source:
+        if rows is not None:
+            # Only the (b, c) pairs still iterating: a copy of their rows of this chunk.
+            p = p.reshape(-1, p.shape[-1]).index_select(0, rows)
         if buffer is None or buffer.shape[-1] < p.shape[-1]:
             buffer = torch.empty_like(p)
         above = buffer[..., : p.shape[-1]]
@@ -191,8 +201,23 @@ def _solve_thresholds(source: _Source, metric: str, pruning_prob: float, work_dt
     n_prev = n
     # On CUDA a convergence check is a host-device sync: check only every few passes there.
     per_check = 1 if source.info.device.type == "cpu" else _PASSES_PER_CHECK
+    cpu = source.info.device.type == "cpu"
+    s = torch.where(use_half, sums[1], sums[0])
+    converged_now = torch.zeros_like(active)
     for done in range(1, _MAX_PASSES + 1):
-        (s,), (n,), _, _ = _sums_above(source, [round_down_to(t, work_dtype)[..., None]])
+        t_cmp = round_down_to(t, work_dtype)[..., None]
+        iterating = (~converged_now).reshape(-1).nonzero()[:, 0] if cpu else None
+        if iterating is not None and 2 * iterating.numel() <= converged_now.numel():
+            # On the CPU, once most (b, c) pairs have converged (their threshold is frozen
+            # and their sums cannot change) only the others are passed over.
+            (s_rows,), (n_rows,), _, _ = _sums_above(
+                source, [t_cmp.reshape(-1, 1)[iterating]], rows=iterating
+            )
+            s, n = s.clone(), n.clone()
+            s.view(-1)[iterating] = s_rows
+            n.view(-1)[iterating] = n_rows
+        else:
+            (s,), (n,), _, _ = _sums_above(source, [t_cmp])
         t_next = torch.where(active, _ratio_threshold(s, n, mu, metric), inf)
         converged_now = n == n_prev
         if done % per_check == 0 and bool(converged_now.all()):

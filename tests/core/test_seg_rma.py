@@ -266,3 +266,25 @@ def test_all_classes_pruned_and_multilabel_class_subset():
     np.testing.assert_array_equal(out[0, 1], [[True, False]])
     ref, _ = sort_reference(sig[0, 0].ravel(), "dice")
     np.testing.assert_array_equal(out[0, 0].ravel(), ref)
+
+
+def test_pairs_that_converge_early_are_left_out_of_later_passes(monkeypatch):
+    # Two-valued maps converge at once; random ones need more passes. Later passes then run
+    # on the remaining (b, c) rows only, and every row must still match the sort reference.
+    rng = np.random.default_rng(21)
+    # 128 x 128 pixels: more than the warm-start sample, so the random rows need passes.
+    probs = random_maps(rng, (2, 8, 128, 128), "sigmoid")
+    probs[:, :6] = np.where(rng.random((2, 6, 128, 128)) < 0.3, 0.95, 0.02)
+    calls = []
+    original = core.seg.rma._sums_above
+
+    def spy(source, thresholds, want_stats=False, rows=None):
+        calls.append(rows is not None)
+        return original(source, thresholds, want_stats, rows)
+
+    monkeypatch.setattr(core.seg.rma, "_sums_above", spy)
+    out = rankseg_rma(probs, multilabel=True, metric="iou")
+    assert any(calls), "the row-subset path was not exercised"
+    for b, c in itertools.product(range(2), range(8)):
+        ref, _ = sort_reference(probs[b, c].ravel(), "iou")
+        np.testing.assert_array_equal(out[b, c].ravel(), ref)
