@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+import skimage.io
 import torch
 from pydicom.data import get_testdata_file
 
@@ -110,6 +111,27 @@ def test_segment_on_the_demo_reproduces_the_recorded_argmax_dice(tmp_path):
     assert result.stdout == ""  # --quiet
     dice = {row["name"]: row["dice"] for row in json.loads(report_path.read_text())["classes"]}
     # metrics.json was written by tools/train_demo_model.py, rounded to 4 digits.
+    assert dice == pytest.approx(recorded["dice"], abs=1.5e-4)
+
+
+def test_segment_on_the_natural_demo_writes_a_png_and_reproduces_its_dice(tmp_path):
+    demo = demo_paths()
+    if demo.natural_missing():
+        pytest.skip(f"natural demo files missing: {demo.natural_missing()}")
+    recorded = json.loads(demo.natural_metrics.read_text())
+    out, report_path = tmp_path / "mask.png", tmp_path / "natural.json"
+    result = run_cli(
+        "segment", demo.natural_image, "--model", demo.natural_model, "--decision", "argmax",
+        "--gt", demo.natural_label, "--out", out, "--report", report_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    mask = skimage.io.imread(out)
+    label = skimage.io.imread(demo.natural_label)
+    assert mask.shape == label.shape[:2]
+    report = json.loads(report_path.read_text())
+    for row in report["classes"]:
+        assert row["dice"] == pytest.approx(numpy_dice(mask, label, row["label"]), abs=1e-6)
+    dice = {row["name"]: row["dice"] for row in report["classes"]}
     assert dice == pytest.approx(recorded["dice"], abs=1.5e-4)
 
 
