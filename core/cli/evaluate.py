@@ -197,6 +197,87 @@ def _labelled(printer: ProgressPrinter, prefix: str) -> Callable[[Any], None]:
     return forward
 
 
+@dataclasses.dataclass
+class _Collected:
+    """Rows gathered over the run, in the order the report lists them."""
+
+    per_case: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    inference: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _score_model_on_case(
+    model: Any,
+    model_id: str,
+    case: str,
+    image: Any,
+    ground_truth: Any,
+    args: argparse.Namespace,
+    on_progress: Callable[[str], Callable[[Any], None]],
+    collected: _Collected,
+) -> None:
+    """Run one model on one case once and score every decision rule on its probabilities."""
+    from core.metrics import volume_ml
+    from core.pipeline import segment_image
+
+    gt_volumes = volume_ml(
+        ground_truth.astype("int64"), image.spacing, num_classes=model.spec.num_classes
+    )
+    probs = None  # the first rule runs the network; the others reuse its probabilities
+    for decision in args.decisions:
+        result = segment_image(
+            model,
+            image,
+            decision=decision,
+            pruning_prob=args.pruning,
+            per_slice=args.per_slice,
+            threshold=args.threshold,
+            device=args.device,
+            ground_truth=ground_truth,
+            probs=probs,
+            on_progress=on_progress(f"{case}, {model_id}, {decision}"),
+        )
+        if probs is None:
+            collected.inference.append(
+                {
+                    "model": model_id,
+                    "case": case,
+                    "seconds": result.timings.get("inference"),
+                    "device": result.device,
+                }
+            )
+            probs = result.probs
+        collected.decisions.append(
+            {
+                "model": model_id,
+                "decision": decision,
+                "case": case,
+                "decision_s": result.timings.get("decision"),
+                "metrics_s": result.timings.get("metrics"),
+            }
+        )
+        for row in result.rows:
+            collected.per_case.append(
+                {
+                    "model": model_id,
+                    "decision": decision,
+                    "case": case,
+                    "label": row.label,
+                    "class": row.name,
+                    "dice": row.dice,
+                    "iou": row.iou,
+                    "expected_dice": row.expected_dice,
+                    "voxels": row.voxels,
+                    "volume_ml": row.volume_ml,
+                    "volume_ml_gt": float(gt_volumes[row.label]),
+                }
+            )
+
+
+def _warn(message: str) -> None:
+    print(f"main.py {NAME}: warning: {message}", file=sys.stderr)
+
+
 @handle_errors(NAME)
 def run(args: argparse.Namespace) -> int:
     """Run ``evaluate``; returns the exit code."""
@@ -211,95 +292,50 @@ def run(args: argparse.Namespace) -> int:
             f"no image matched a label by file name (images: {_some_names(images)}; "
             f"labels: {_some_names(labels)})"
         )
+    for path in pairing.unmatched_images:
+        _warn(f"{path}: no label file matches it")
+    for path in pairing.unmatched_labels:
+        _warn(f"{path}: no image file matches it")
 
     start = time.perf_counter()
     from core import __version__
     from core.cli.model_loading import load_cli_model
     from core.io import read_image, read_mask
-    from core.metrics import volume_ml
-    from core.pipeline import segment_image
 
     quiet = bool(getattr(args, "quiet", False))
-    for path in pairing.unmatched_images:
-        print(f"main.py {NAME}: warning: {path}: no label file matches it", file=sys.stderr)
-    for path in pairing.unmatched_labels:
-        print(f"main.py {NAME}: warning: {path}: no image file matches it", file=sys.stderr)
     models = [load_cli_model(path, trust=args.trust) for path in args.model]
     ids = _unique_ids(models)
-    per_case: list[dict[str, Any]] = []
-    inference_timings: list[dict[str, Any]] = []
-    decision_timings: list[dict[str, Any]] = []
+    collected = _Collected()
     case_records: list[dict[str, Any]] = []
     with ProgressPrinter.for_command(quiet) as printer:
         for number, case in enumerate(pairing.cases, start=1):
             image = read_image(case.image)
             gt = read_mask(case.label, reference=image)
+            warnings = [*image.warnings, *(f"label: {w}" for w in gt.warnings)]
+            for warning in warnings:
+                _warn(f"{case.image}: {warning}")
             case_records.append(
                 {
                     "name": case.name,
                     "image": str(case.image),
                     "label": str(case.label),
                     "shape": list(image.shape3),
-                    "warnings": [*image.warnings, *gt.warnings],
+                    "warnings": warnings,
                 }
             )
+            step = f"case {number}/{len(pairing.cases)}"
             for model, model_id in zip(models, ids, strict=True):
-                gt_volumes = volume_ml(
-                    gt.array.astype("int64"), image.spacing, num_classes=model.spec.num_classes
+                _score_model_on_case(
+                    model,
+                    model_id,
+                    case.name,
+                    image,
+                    gt.array,
+                    args,
+                    lambda what, step=step: _labelled(printer, f"{step} {what}"),
+                    collected,
                 )
-                probs = None
-                for decision in args.decisions:
-                    prefix = (
-                        f"case {number}/{len(pairing.cases)} {case.name}, {model_id}, {decision}"
-                    )
-                    result = segment_image(
-                        model,
-                        image,
-                        decision=decision,
-                        pruning_prob=args.pruning,
-                        per_slice=args.per_slice,
-                        threshold=args.threshold,
-                        device=args.device,
-                        ground_truth=gt.array,
-                        probs=probs,
-                        on_progress=_labelled(printer, prefix),
-                    )
-                    if probs is None:
-                        inference_timings.append(
-                            {
-                                "model": model_id,
-                                "case": case.name,
-                                "seconds": result.timings.get("inference"),
-                                "device": result.device,
-                            }
-                        )
-                    probs = result.probs
-                    decision_timings.append(
-                        {
-                            "model": model_id,
-                            "decision": decision,
-                            "case": case.name,
-                            "decision_s": result.timings.get("decision"),
-                            "metrics_s": result.timings.get("metrics"),
-                        }
-                    )
-                    for row in result.rows:
-                        per_case.append(
-                            {
-                                "model": model_id,
-                                "decision": decision,
-                                "case": case.name,
-                                "label": row.label,
-                                "class": row.name,
-                                "dice": row.dice,
-                                "iou": row.iou,
-                                "expected_dice": row.expected_dice,
-                                "voxels": row.voxels,
-                                "volume_ml": row.volume_ml,
-                                "volume_ml_gt": float(gt_volumes[row.label]),
-                            }
-                        )
-                del probs  # one model's probabilities at a time
+    per_case = collected.per_case
     means = mean_rows(per_case)
     report = {
         "command": NAME,
@@ -324,8 +360,8 @@ def run(args: argparse.Namespace) -> int:
         "per_case": per_case,
         "timings": {
             "total_s": time.perf_counter() - start,
-            "inference": inference_timings,
-            "decisions": decision_timings,
+            "inference": collected.inference,
+            "decisions": collected.decisions,
         },
     }
     write_json_atomic(report, args.report)
