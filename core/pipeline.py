@@ -172,6 +172,7 @@ def decide(
             multilabel=multilabel,
             pruning_prob=pruning_prob,
             return_info=True,
+            info_expected=False,  # summarize_mask scores the final label map once
         )
         t = np.asarray(info.threshold, dtype=np.float64)  # (B, C)
         with np.errstate(all="ignore"):

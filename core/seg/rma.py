@@ -264,6 +264,7 @@ def rankseg_rma(
     unassigned: Literal["best", "void"] = "best",
     void_label: int = 255,
     return_info: bool = False,
+    info_expected: bool = True,
     chunk_elements: int | None = None,
 ):
     """Decide segmentation masks that maximise the RMA approximation of expected Dice or IoU.
@@ -297,6 +298,10 @@ def rankseg_rma(
     return_info : bool
         Also return an :class:`RMAInfo` with per (b, c) threshold, tau, objective, exact
         expected metric of the returned mask, final count and activity.
+    info_expected : bool
+        With ``return_info``, also compute ``RMAInfo.expected`` (exact, but several passes over
+        the input: the slowest part of the call on a volume). False leaves it NaN, for callers
+        that score the final mask themselves.
     chunk_elements : int, optional
         Elements processed per pass step (default 2^20 on the CPU, 2^26 on CUDA); bounds the
         temporaries (a few bytes per element) on top of the output and per-pixel claim counts.
@@ -363,7 +368,9 @@ def rankseg_rma(
         result = out.reshape(B, C, *info.spatial) if multilabel else out.reshape(B, *info.spatial)
         if not return_info:
             return result.cpu().numpy() if info.as_numpy else result
-        rma_info = _build_info(info, result, t, tau, s, mu, active, metric, opt_index, ignore_mask)
+        rma_info = _build_info(
+            info, result, t, tau, s, mu, active, metric, opt_index, ignore_mask, info_expected
+        )
     return (result.cpu().numpy() if info.as_numpy else result), rma_info
 
 
@@ -507,7 +514,7 @@ def _resolve(
     return labels
 
 
-def _build_info(info, result, t, tau, s, mu, active, metric, opt_index, ignore_mask):
+def _build_info(info, result, t, tau, s, mu, active, metric, opt_index, ignore_mask, with_expected):
     B, C = info.batch, info.classes
     threshold = torch.full((B, C), np.nan, dtype=torch.float64, device=info.device)
     objective = torch.full_like(threshold, np.nan)
@@ -526,13 +533,16 @@ def _build_info(info, result, t, tau, s, mu, active, metric, opt_index, ignore_m
         bins = torch.where((labels >= 0) & (labels < C), labels, torch.full_like(labels, C))
         count = torch.zeros((B, C + 1), dtype=torch.int64, device=labels.device)
         count = count.scatter_add_(1, bins, torch.ones_like(bins))[:, :C]
-    expected = expected_metric_of_masks(
-        info.flat.reshape(B, C, *info.spatial),
-        result,
-        metric=metric,
-        ignore_mask=ignore_mask,
-        as_torch=True,
-    )
+    if with_expected:
+        expected = expected_metric_of_masks(
+            info.flat.reshape(B, C, *info.spatial),
+            result,
+            metric=metric,
+            ignore_mask=ignore_mask,
+            as_torch=True,
+        )
+    else:
+        expected = torch.full_like(threshold, np.nan)
     fields = dict(
         threshold=threshold,
         tau=tau_all,

@@ -288,3 +288,15 @@ def test_pairs_that_converge_early_are_left_out_of_later_passes(monkeypatch):
     for b, c in itertools.product(range(2), range(8)):
         ref, _ = sort_reference(probs[b, c].ravel(), "iou")
         np.testing.assert_array_equal(out[b, c].ravel(), ref)
+
+
+def test_info_without_expected_keeps_every_other_field():
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(2, 3, 6, 5))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    full_mask, full = rankseg_rma(probs, pruning_prob=0.2, return_info=True)
+    fast_mask, fast = rankseg_rma(probs, pruning_prob=0.2, return_info=True, info_expected=False)
+    np.testing.assert_array_equal(full_mask, fast_mask)
+    np.testing.assert_array_equal(full.threshold, fast.threshold)
+    np.testing.assert_array_equal(full.count, fast.count)
+    assert np.isnan(fast.expected).all() and np.isfinite(full.expected).all()
