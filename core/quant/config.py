@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["METHODS", "GRANULARITIES", "RECONSTRUCTIONS", "QuantConfig"]
+__all__ = ["DEFAULT_LR", "METHODS", "GRANULARITIES", "RECONSTRUCTIONS", "QuantConfig"]
 
 METHODS = ("flexround", "adaround", "rtn", "rtn-minmax")
 GRANULARITIES = ("tensor", "channel")
 RECONSTRUCTIONS = ("block", "layer")
+# Chosen with a sweep on the demo U-Net at W2, 150 iterations per block (docs/FLEXROUND_IMPL.md).
+DEFAULT_LR = {"flexround": 1e-2, "adaround": 1e-1}
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,10 @@ class QuantConfig:
     iters : int
         Optimizer steps per block (ignored by the round-to-nearest methods).
     lr : float or None
-        Adam learning rate; None picks the method's default (FlexRound 3e-3, AdaRound 3e-3).
+        Adam learning rate; None picks the method's default: FlexRound 1e-2 (on its log
+        factors), AdaRound 1e-1 (on V, which must travel several units to saturate the rectified
+        sigmoid within the schedule; at 1e-3, BRECQ's value for 20k iterations, a few hundred
+        iterations leave AdaRound at round-to-nearest).
     batch_size : int
         Calibration samples per optimizer step and per forward pass while caching activations.
     qdrop_prob : float
@@ -127,7 +132,9 @@ class QuantConfig:
     @property
     def effective_lr(self) -> float:
         """The learning rate used, after the per-method default."""
-        return self.lr if self.lr is not None else 3e-3
+        if self.lr is not None:
+            return self.lr
+        return DEFAULT_LR.get(self.method, 1e-2)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-serialisable dictionary."""
