@@ -134,9 +134,15 @@ def sample_batch(
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy plus soft Dice over the foreground classes (helps the tiny lesion class)."""
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, with_dice: bool) -> torch.Tensor:
+    """Cross-entropy, optionally plus soft Dice over the foreground classes.
+
+    Cross-entropy alone keeps the probabilities calibrated (what RankSEG-RMA assumes); the Dice
+    term raises small-class recall under argmax but makes the network overconfident.
+    """
     ce = F.cross_entropy(logits, target)
+    if not with_dice:
+        return ce
     probs = torch.softmax(logits, dim=1)
     onehot = F.one_hot(target, probs.shape[1]).permute(0, 3, 1, 2).float()
     intersection = (probs * onehot).sum(dim=(0, 2, 3))
@@ -152,6 +158,7 @@ def train(
     iterations: int,
     focus_class: int | None,
     title: str,
+    with_dice: bool = True,
 ) -> torch.nn.Module:
     """Train a fresh network of ``spec`` on crops of ``inputs``/``labels`` (seeded)."""
     torch.manual_seed(SEED)
@@ -165,7 +172,7 @@ def train(
     module.train()
     for iteration in range(1, iterations + 1):
         x, y = sample_batch(inputs, labels, rng, focus_class)
-        loss = loss_fn(module(x), y)
+        loss = loss_fn(module(x), y, with_dice)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -194,7 +201,7 @@ def write_metrics(
         print(f"  {name:<12} {score:.4f}")
 
 
-def make_ct_demo(out: Path, iterations: int, threads: int) -> None:
+def make_ct_demo(out: Path, iterations: int, threads: int, loss: str) -> None:
     """Train the CT model and write image, label, model and metrics under ``out``."""
     start = time.perf_counter()
     template = LoadedModel(module=UNet(1, SPEC.num_classes, **SPEC.arguments), spec=SPEC)
@@ -204,7 +211,9 @@ def make_ct_demo(out: Path, iterations: int, threads: int) -> None:
         inputs.append(model_input(template, image))
         labels.append(label)
     print(f"{len(TRAIN_SEEDS)} training phantoms ready in {time.perf_counter() - start:.1f} s")
-    module = train(SPEC, inputs, labels, iterations, focus_class=3, title="CT")
+    module = train(
+        SPEC, inputs, labels, iterations, focus_class=3, title="CT", with_dice=loss == "ce+dice"
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     image, label = make_phantom(HELD_OUT_SEED)
@@ -227,6 +236,7 @@ def make_ct_demo(out: Path, iterations: int, threads: int) -> None:
         "threads": threads,
         "seconds": round(time.perf_counter() - start, 1),
         "parameters": sum(p.numel() for p in module.parameters()),
+        "loss": loss,
     }
     write_metrics(model_dir, SPEC, scores, record, "CT demo")
 
@@ -280,11 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=800, help="CT training steps")
     parser.add_argument("--natural-iterations", type=int, default=500, help="RGB training steps")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--ct-loss",
+        choices=("ce", "ce+dice"),
+        default="ce",
+        help="CT training loss; plain cross-entropy keeps the probabilities calibrated",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     if args.which in ("both", "ct"):
-        make_ct_demo(args.out, args.iterations, args.threads)
+        make_ct_demo(args.out, args.iterations, args.threads, args.ct_loss)
     if args.which in ("both", "natural"):
         make_natural_demo(args.out / "natural", args.natural_iterations, args.threads)
     print(f"done in {time.perf_counter() - start:.0f} s with {args.threads} thread(s)")
