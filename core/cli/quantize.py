@@ -6,9 +6,6 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from core.cli.arguments import (
     GRANULARITY_CHOICES,
@@ -26,7 +23,7 @@ from core.cli.progress import ProgressPrinter
 from core.cli.reports import write_json_atomic
 from core.cli.tables import Column, format_table
 
-__all__ = ["HELP", "LAYER_COLUMNS", "NAME", "add_arguments", "layer_summary", "run"]
+__all__ = ["HELP", "LAYER_COLUMNS", "NAME", "add_arguments", "run"]
 
 NAME = "quantize"
 HELP = "quantize a model's weights (FlexRound, AdaRound, round-to-nearest) and save it"
@@ -121,46 +118,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_trust_option(parser)
 
 
-def _ratio(learned: np.ndarray, initial: np.ndarray) -> float:
-    """Mean of s1_learned / s1_initial over the grid's entries (1 per tensor or per channel)."""
-    initial = np.asarray(initial, dtype=np.float64).ravel()
-    learned = np.asarray(learned, dtype=np.float64).ravel()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = learned / initial
-    ratio = ratio[np.isfinite(ratio)]
-    return float(ratio.mean()) if ratio.size else float("nan")
-
-
-def layer_summary(layer: Any) -> dict[str, Any]:
-    """The per-layer record of the report, from a :class:`core.quant.LayerReport`.
-
-    Parameters
-    ----------
-    layer : core.quant.LayerReport
-
-    Returns
-    -------
-    dict
-        name, kind, block, bits, s1_ratio (mean learned/initial grid step), percent_changed,
-        percent_moved_2plus, loss_before, loss_after, weight_rel_error, weight_rel_error_rtn,
-        fell_back.
-    """
-    return {
-        "name": layer.name,
-        "kind": layer.kind,
-        "block": layer.block,
-        "bits": int(layer.bits),
-        "s1_ratio": _ratio(layer.s1_learned, layer.s1_init),
-        "percent_changed": 100.0 * float(layer.frac_changed),
-        "percent_moved_2plus": 100.0 * float(layer.frac_moved_2plus),
-        "loss_before": float(layer.loss_before),
-        "loss_after": float(layer.loss_after),
-        "weight_rel_error": float(layer.weight_rel_error),
-        "weight_rel_error_rtn": float(layer.weight_rel_error_rtn),
-        "fell_back": bool(layer.fell_back),
-    }
-
-
 def _check_paths(args: argparse.Namespace) -> None:
     check_outputs(
         {"--out": args.out, "--report": args.report},
@@ -197,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from core.io import read_image
     from core.models import calibration_inputs, save_quantized_model
     from core.quant import QuantConfig, quantize_model
+    from core.quant.diagnostics import layer_summary
 
     quiet = bool(getattr(args, "quiet", False))
     try:

@@ -21,7 +21,7 @@ from core.models.calibration import calibration_inputs
 from core.models.inference import predict
 from core.models.inputs import model_input
 from core.models.loaded import LoadedModel
-from core.models.loading import load_model, save_model, save_quantized_model
+from core.models.loading import load_model, quantized_variant, save_model, save_quantized_model
 from core.models.preprocessing import apply_preprocessing, known_transforms, register_transform
 from core.models.spec import ModelSpec
 
@@ -37,6 +37,7 @@ __all__ = [
     "load_model",
     "model_input",
     "predict",
+    "quantized_variant",
     "register_architecture",
     "register_transform",
     "save_model",

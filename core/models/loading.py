@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.models.architectures import build_architecture, known_architectures
-from core.models.loaded import LoadedModel
+from core.models.loaded import LoadedModel, display_name
 from core.models.spec import ModelSpec
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "load_model",
     "save_model",
+    "quantized_variant",
     "save_quantized_model",
 ]
 
@@ -299,7 +300,9 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _quantization_metadata(result: Any, base: LoadedModel) -> dict[str, Any]:
+def _quantization_metadata(
+    result: Any, base: LoadedModel, label: str | None = None
+) -> dict[str, Any]:
     config = getattr(result, "config", None)
     if config is not None and hasattr(config, "to_dict"):
         config_dict = config.to_dict()
@@ -316,12 +319,34 @@ def _quantization_metadata(result: Any, base: LoadedModel) -> dict[str, Any]:
         if "weight_bits" in metadata:
             method = metadata.get("method", "")
             metadata["label"] = f"{method} W{metadata['weight_bits']}".strip()
+    if label:
+        metadata["label"] = label
     metadata["base_model"] = base.name
     return metadata
 
 
+def quantized_variant(result: Any, base: LoadedModel, name: str | None = None) -> LoadedModel:
+    """The quantized model of ``result`` as a :class:`LoadedModel`, ready for inference.
+
+    Its spec is ``base``'s with the same ``quantization`` metadata that
+    :func:`save_quantized_model` writes, so a variant made in memory and one loaded back from
+    its folder describe themselves alike. ``name`` (e.g. "W4 FlexRound (tensor, block)")
+    becomes its label and display name.
+    """
+    metadata = _quantization_metadata(result, base, label=name)
+    spec = base.spec.with_changes(quantization=metadata)
+    return LoadedModel(
+        module=result.model, spec=spec, path=None, name=name or display_name(spec, None)
+    )
+
+
 def save_quantized_model(
-    result: Any, base: LoadedModel, path: str | Path, *, overwrite: bool = False
+    result: Any,
+    base: LoadedModel,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    label: str | None = None,
 ) -> Path:
     """Write a quantized variant of ``base`` as a model folder :func:`load_model` reads back.
 
@@ -339,6 +364,8 @@ def save_quantized_model(
         Folder to write (created).
     overwrite : bool
         Replace an existing model in the folder.
+    label : str, optional
+        The variant's name, stored as its label (e.g. "W4 FlexRound (tensor, block)").
 
     Returns
     -------
@@ -359,7 +386,7 @@ def save_quantized_model(
             f"(base is {base.spec.architecture!r})"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    spec = base.spec.with_changes(quantization=_quantization_metadata(result, base))
+    spec = base.spec.with_changes(quantization=_quantization_metadata(result, base, label))
     base_state = {k: v.detach().cpu().contiguous() for k, v in base.module.state_dict().items()}
     save_file(base_state, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "segbench": "1"})
     quant.save_quantized(result, folder / QUANTIZED_WEIGHTS_FILE)

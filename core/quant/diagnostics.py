@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from core.quant.quantizers import FlexRoundQuantizer, WeightQuantizer, dequantize
 
-__all__ = ["LayerReport", "build_layer_report", "MAX_HISTOGRAM_VALUES", "MAX_SCATTER_POINTS"]
+__all__ = [
+    "LayerReport",
+    "build_layer_report",
+    "layer_summary",
+    "MAX_HISTOGRAM_VALUES",
+    "MAX_SCATTER_POINTS",
+]
 
 MAX_HISTOGRAM_VALUES = 200_000
 MAX_SCATTER_POINTS = 20_000
@@ -158,3 +165,43 @@ def build_layer_report(
         fell_back=fell_back,
         act_step=act_step,
     )
+
+
+def _ratio(learned: np.ndarray, initial: np.ndarray) -> float:
+    """Mean of s1_learned / s1_initial over the grid's entries (1 per tensor or per channel)."""
+    initial = np.asarray(initial, dtype=np.float64).ravel()
+    learned = np.asarray(learned, dtype=np.float64).ravel()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = learned / initial
+    ratio = ratio[np.isfinite(ratio)]
+    return float(ratio.mean()) if ratio.size else float("nan")
+
+
+def layer_summary(layer: LayerReport) -> dict[str, Any]:
+    """A layer's headline numbers (reports, tables), from its :class:`LayerReport`.
+
+    Parameters
+    ----------
+    layer : core.quant.LayerReport
+
+    Returns
+    -------
+    dict
+        name, kind, block, bits, s1_ratio (mean learned/initial grid step), percent_changed,
+        percent_moved_2plus, loss_before, loss_after, weight_rel_error, weight_rel_error_rtn,
+        fell_back.
+    """
+    return {
+        "name": layer.name,
+        "kind": layer.kind,
+        "block": layer.block,
+        "bits": int(layer.bits),
+        "s1_ratio": _ratio(layer.s1_learned, layer.s1_init),
+        "percent_changed": 100.0 * float(layer.frac_changed),
+        "percent_moved_2plus": 100.0 * float(layer.frac_moved_2plus),
+        "loss_before": float(layer.loss_before),
+        "loss_after": float(layer.loss_after),
+        "weight_rel_error": float(layer.weight_rel_error),
+        "weight_rel_error_rtn": float(layer.weight_rel_error_rtn),
+        "fell_back": bool(layer.fell_back),
+    }

@@ -1,9 +1,10 @@
 """The Quantization panel: choose a method and its settings, run it with a live loss curve.
 
 Every finished run becomes a model variant, announced with :attr:`QuantizationPanel.variant_created`
-and listed in the panel so it can be saved as a model folder. The work itself runs as one core job
-(:func:`quantize_from_images`: read the calibration images, draw calibration inputs, quantize)
-through the main window's ``run_job``, so the GUI never blocks and Cancel stops it.
+and listed in the panel so it can be saved as a model folder. The work itself runs as one core
+job (:func:`core.quantize_images.quantize_from_images`: read the calibration images, draw
+calibration inputs, quantize) through the main window's ``run_job``, so the GUI never blocks
+and Cancel stops it.
 
 Integration (MainWindow)::
 
@@ -17,7 +18,7 @@ Integration (MainWindow)::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,20 +40,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.io import Image, read_image
-from core.io.reader import IMAGE_SUFFIXES, suffix_of
+from core.io import Image
 from core.jobs import CancelToken, Progress, ProgressCallback, report
-from core.models import LoadedModel, calibration_inputs, save_quantized_model
-from core.quant import QuantConfig, QuantResult, quantize_model
+from core.models import LoadedModel, quantized_variant, save_quantized_model
+from core.quant import QuantConfig, QuantResult
+from core.quantize_images import quantize_from_images
 from gui.widgets.loss_curve import LossCurveView
 
 __all__ = [
     "METHOD_TITLES",
     "QuantizationPanel",
     "QuantVariant",
-    "build_variant",
-    "images_in_folder",
-    "quantize_from_images",
     "save_variant",
     "variant_name",
 ]
@@ -83,89 +81,8 @@ _METHOD_TIPS = {
     "crudest baseline.",
 }
 
-# Folder calibration reads these; bare DICOM files without an extension are left out because a
-# folder of them is one series, which the image-slices source already covers.
-_FOLDER_SUFFIXES = tuple(
-    s for group in ("nifti", "itk", "natural") for s in IMAGE_SUFFIXES[group]
-) + (".dcm",)
-
 RunJob = Callable[..., Any]
 ChooseFolder = Callable[[QWidget, str, str], str]
-
-
-# --- the core job and its glue (plain Python, runs on the worker thread) ------------------------
-def images_in_folder(
-    folder: str | Path,
-    *,
-    on_progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
-) -> list[Image]:
-    """Read every image file (NIfTI, NRRD/MHA, PNG/JPEG/TIFF/BMP, .dcm) directly in ``folder``.
-
-    Raises
-    ------
-    ValueError
-        The folder does not exist or holds no image file; an unreadable file raises
-        :class:`core.io.ImageReadError` naming it.
-    """
-    source = Path(folder)
-    if not source.is_dir():
-        raise ValueError(f"{source}: calibration folder does not exist")
-    files = sorted(
-        p
-        for p in source.iterdir()
-        if p.is_file() and not p.name.startswith(".") and suffix_of(p) in _FOLDER_SUFFIXES
-    )
-    if not files:
-        raise ValueError(
-            f"{source}: no image files for calibration (looked for {', '.join(_FOLDER_SUFFIXES)})"
-        )
-    images = []
-    for index, path in enumerate(files):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        report(
-            on_progress,
-            Progress(index, len(files), f"reading {path.name}", stage="calibration"),
-        )
-        images.append(read_image(path))
-    return images
-
-
-def quantize_from_images(
-    model: LoadedModel,
-    source: Image | Sequence[Image] | str | Path,
-    config: QuantConfig,
-    *,
-    n_samples: int = 32,
-    on_progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
-) -> QuantResult:
-    """Draw calibration inputs from ``source`` and quantize ``model``: the panel's one job.
-
-    Parameters
-    ----------
-    model : LoadedModel
-        The float model.
-    source : Image, sequence of Image, or path of a folder
-        The open image (its slices or patches are sampled) or a folder of images.
-    config : QuantConfig
-    n_samples : int
-        Calibration samples to draw (see :func:`core.models.calibration_inputs`).
-    on_progress, cancel
-        See :mod:`core.jobs`.
-    """
-    if isinstance(source, str | Path):
-        images: Image | list[Image] = images_in_folder(
-            source, on_progress=on_progress, cancel=cancel
-        )
-    else:
-        images = source if isinstance(source, Image) else list(source)
-    report(on_progress, Progress(0, None, "drawing calibration inputs", stage="calibration"))
-    calib = calibration_inputs(model, images, n=n_samples, seed=config.seed)
-    if cancel is not None:
-        cancel.raise_if_cancelled()
-    return quantize_model(model, calib, config, on_progress=on_progress, cancel=cancel)
 
 
 def variant_name(config: QuantConfig) -> str:
@@ -176,24 +93,6 @@ def variant_name(config: QuantConfig) -> str:
     return f"W{config.bits} {method} ({config.granularity})"
 
 
-def build_variant(base: LoadedModel, result: QuantResult, name: str) -> LoadedModel:
-    """The quantized model as a :class:`LoadedModel`: the quantized module and the base spec.
-
-    The spec gains ``quantization`` metadata (method, weight bits, label, the run's settings and
-    the base model's name), so :attr:`LoadedModel.is_quantized` is True.
-    """
-    config = result.config
-    metadata = {
-        "method": config.method,
-        "weight_bits": config.bits,
-        "label": name,
-        "config": config.to_dict(),
-        "base_model": base.name,
-    }
-    spec = base.spec.with_changes(quantization=metadata)
-    return LoadedModel(module=result.model, spec=spec, path=None, name=name)
-
-
 def save_variant(
     result: QuantResult,
     base: LoadedModel,
@@ -201,10 +100,11 @@ def save_variant(
     *,
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    label: str | None = None,
 ) -> Path:
     """Job wrapper of :func:`core.models.save_quantized_model` (writes a model folder)."""
     report(on_progress, Progress(0, None, f"writing {folder}", stage="save"))
-    return save_quantized_model(result, base, folder)
+    return save_quantized_model(result, base, folder, label=label)
 
 
 @dataclass
@@ -327,7 +227,7 @@ class QuantizationPanel(QWidget):
         self.iters_spin = QSpinBox(self)
         self.iters_spin.setRange(1, 100_000)
         self.iters_spin.setSingleStep(100)
-        self.iters_spin.setValue(500)
+        self.iters_spin.setValue(150)
         self.iters_spin.setToolTip(
             "Optimizer steps per block (or layer). The paper uses 5000; 200-1000 is a quick "
             "look. Not used by round-to-nearest."
@@ -378,6 +278,18 @@ class QuantizationPanel(QWidget):
             "preferring ones with anatomy in them. More is slower and a little better."
         )
         data_form.addRow("Samples", self.samples_spin)
+        self.crop_spin = QSpinBox(self)
+        self.crop_spin.setRange(0, 1024)
+        self.crop_spin.setSingleStep(16)
+        self.crop_spin.setValue(64)
+        self.crop_spin.setSpecialValueText("whole slices")
+        self.crop_spin.setSuffix(" px")
+        self.crop_spin.setToolTip(
+            "Random square patches of this size instead of whole slices (0: whole slices). "
+            "64 px patches make learning several times faster on a CPU with about the same "
+            "result."
+        )
+        data_form.addRow("Patch size", self.crop_spin)
 
         self.device_combo = QComboBox(self)
         self.device_combo.addItem("Auto", "auto")
@@ -467,7 +379,7 @@ class QuantizationPanel(QWidget):
             reconstruction=self.reconstruction_combo.currentData(),
             iters=self.iters_spin.value(),
             lr=self.lr_spin.value(),
-            batch_size=min(32, self.samples_spin.value()),
+            batch_size=min(8 if self.crop_spin.value() else 32, self.samples_spin.value()),
             seed=self.seed_spin.value(),
             device=self.device_combo.currentData(),
         )
@@ -493,6 +405,7 @@ class QuantizationPanel(QWidget):
             source,
             config,
             n_samples=self.samples_spin.value(),
+            crop=self.crop_spin.value() or None,
             title=f"Quantize {base.name}",
             on_success=lambda result: self._on_run_succeeded(run_id, base, result),
             on_progress=self._on_run_progressed,
@@ -524,6 +437,7 @@ class QuantizationPanel(QWidget):
             variant.result,
             variant.base,
             folder,
+            label=name,
             title=f"Save {name}",
             on_success=lambda path: self._on_saved(name, path),
         )
@@ -540,7 +454,7 @@ class QuantizationPanel(QWidget):
         self._set_outcome(run_id, "succeeded")
         self.loss_curve.set_history(result.history, result.blocks)
         name = self._unique_name(variant_name(result.config))
-        model = build_variant(base, result, name)
+        model = quantized_variant(result, base, name)
         self.variants[name] = QuantVariant(name, model, result, base)
         self.variant_combo.addItem(name)
         self.variant_combo.setCurrentIndex(self.variant_combo.count() - 1)
@@ -607,6 +521,7 @@ class QuantizationPanel(QWidget):
             self.granularity_combo,
             self.source_combo,
             self.samples_spin,
+            self.crop_spin,
             self.device_combo,
             self.seed_spin,
         ):
@@ -633,6 +548,7 @@ class QuantizationPanel(QWidget):
             ("source", self.source_combo),
             ("folder", self.folder_edit),
             ("samples", self.samples_spin),
+            ("crop", self.crop_spin),
             ("device", self.device_combo),
             ("seed", self.seed_spin),
         ]

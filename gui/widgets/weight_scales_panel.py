@@ -46,8 +46,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.cli.quantize import layer_summary
 from core.quant import LayerReport, QuantResult
+from core.quant.diagnostics import layer_summary
 
 __all__ = ["PLOT_KEYS", "TABLE_COLUMNS", "WeightScalesPanel"]
 

@@ -11,10 +11,9 @@ from core.io import Image
 from core.models import LoadedModel, ModelSpec, UNet, load_model
 from core.phantom import make_phantom
 from core.quant import METHODS, QuantConfig
+from core.quantize_images import images_in_folder, quantize_from_images
 from gui.widgets.quantization_panel import (
     QuantizationPanel,
-    images_in_folder,
-    quantize_from_images,
     variant_name,
 )
 from gui.workers import JobRunner, JobWorker
@@ -173,6 +172,7 @@ def test_settings_persist_between_panels(make_panel, settings):
     panel.lr_spin.setValue(0.0005)
     panel.seed_spin.setValue(7)
     panel.first_last_check.setChecked(False)
+    panel.crop_spin.setValue(48)  # patches: small batches
     settings.sync()
     again, _ = make_panel(settings=QSettings(settings.fileName(), QSettings.Format.IniFormat))
     assert again.config() == QuantConfig(
@@ -183,10 +183,11 @@ def test_settings_persist_between_panels(make_panel, settings):
         reconstruction="layer",
         iters=750,
         lr=0.0005,
-        batch_size=12,
+        batch_size=8,
         seed=7,
         device="cpu",
     )
+    assert again.crop_spin.value() == 48
 
 
 def test_save_writes_a_folder_load_model_reads_back(make_panel, qtbot, phantom, tmp_path):
