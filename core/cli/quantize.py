@@ -91,9 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--iters",
         type=non_negative_int,
-        default=500,
+        default=150,
         metavar="N",
-        help="optimizer steps per block for flexround/adaround (default 500)",
+        help="optimizer steps per block for flexround/adaround (default 150)",
     )
     parser.add_argument(
         "--lr", type=positive_float, default=None, help="learning rate (default: the method's)"
@@ -106,11 +106,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="calibration samples (slices or patches) drawn from the images (default 64)",
     )
     parser.add_argument(
+        "--crop",
+        type=non_negative_int,
+        default=64,
+        metavar="PX",
+        help="random square (2-D) or cubic (3-D) patches of this size; 0 takes whole slices "
+        "(default 64: several times faster on a CPU at about the same accuracy)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=32,
+        default=8,
         metavar="N",
-        help="calibration samples per optimizer step (default 32)",
+        help="calibration samples per optimizer step (default 8)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of sampling and batching")
     parser.add_argument("--report", metavar="REPORT.json", help="write a JSON report here")
@@ -177,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
     timings["load_model"] = time.perf_counter() - clock
     clock = time.perf_counter()
     images = [read_image(path) for path in args.calib]
-    calib = calibration_inputs(model, images, n=args.samples, seed=args.seed)
+    calib = calibration_inputs(
+        model, images, n=args.samples, seed=args.seed, crop=args.crop or None
+    )
     timings["calibration_inputs"] = time.perf_counter() - clock
     with ProgressPrinter.for_command(quiet) as printer:
         result = quantize_model(model, calib, config, on_progress=printer)
