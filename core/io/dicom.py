@@ -195,13 +195,23 @@ class _Frame:
     orientation: tuple[float, ...] | None  # ImageOrientationPatient, rounded for grouping
     pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing)
     rescale: tuple[float, float]  # (slope, intercept), (1, 0) when absent
+    cosines: tuple[float, ...] | None = None  # the same six values unrounded, for geometry
+
+
+def _raw_orientation(value: object) -> tuple[float, ...] | None:
+    if value is None or len(value) != 6:
+        return None
+    return tuple(float(v) for v in value)
 
 
 def _rounded_orientation(value: object) -> tuple[float, ...] | None:
-    if value is None or len(value) != 6:
+    raw = _raw_orientation(value)
+    if raw is None:
         return None
     # Rounding groups slices whose cosines differ only by printing precision; +0.0 folds -0.0.
-    return tuple(round(float(v), 4) + 0.0 for v in value)
+    # Only grouping uses it: the affine uses the raw cosines, or an oblique series whose
+    # cosines carry many decimals would look sheared.
+    return tuple(round(v, 4) + 0.0 for v in raw)
 
 
 def _spacing_of(value: object) -> tuple[float, float] | None:
@@ -235,6 +245,7 @@ def _frames_of(dataset: pydicom.Dataset, file: Path) -> list[_Frame]:
     if "DoseGridScaling" in dataset:  # RT dose: dose in Gy = stored value * DoseGridScaling
         base_rescale = (base_rescale[0] * float(dataset.DoseGridScaling), base_rescale[1])
     base_spacing = _spacing_of(dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing"))
+    base_cosines = _raw_orientation(dataset.get("ImageOrientationPatient"))
     base_orientation = _rounded_orientation(dataset.get("ImageOrientationPatient"))
     position = dataset.get("ImagePositionPatient")
     base_position = (
@@ -243,13 +254,23 @@ def _frames_of(dataset: pydicom.Dataset, file: Path) -> list[_Frame]:
     count = int(dataset.get("NumberOfFrames", 1) or 1)
     if count == 1 and "PerFrameFunctionalGroupsSequence" not in dataset:
         return [
-            _Frame(dataset, file, None, base_position, base_orientation, base_spacing, base_rescale)
+            _Frame(
+                dataset,
+                file,
+                None,
+                base_position,
+                base_orientation,
+                base_spacing,
+                base_rescale,
+                base_cosines,
+            )
         ]
 
     offsets = dataset.get("GridFrameOffsetVector")
     normal = None
-    if base_orientation is not None:
-        normal = np.cross(base_orientation[:3], base_orientation[3:])
+    if base_cosines is not None:
+        normal = np.cross(base_cosines[:3], base_cosines[3:])
+        normal /= np.linalg.norm(normal)
     frames = []
     for index in range(count):
         plane = _functional_item(dataset, index, "PlanePositionSequence")
@@ -260,6 +281,7 @@ def _frames_of(dataset: pydicom.Dataset, file: Path) -> list[_Frame]:
             _rounded_orientation(orientation_item.get("ImageOrientationPatient"))
             or base_orientation
         )
+        cosines = _raw_orientation(orientation_item.get("ImageOrientationPatient")) or base_cosines
         frame_position = plane.get("ImagePositionPatient")
         if frame_position is not None and len(frame_position) == 3:
             where = np.array(frame_position, dtype=np.float64)
@@ -277,6 +299,7 @@ def _frames_of(dataset: pydicom.Dataset, file: Path) -> list[_Frame]:
                 orientation,
                 _spacing_of(measures.get("PixelSpacing")) or base_spacing,
                 _rescale_of(transform, base_rescale),
+                cosines,
             )
         )
     return frames
@@ -314,9 +337,11 @@ def _assemble(
         origin = np.zeros(3)
         step = np.array([0, 0, _fallback_thickness(first.dataset)])
     else:
-        row_cosine = np.array(first.orientation[:3], dtype=np.float64)
-        column_cosine = np.array(first.orientation[3:], dtype=np.float64)
+        cosines = first.cosines or first.orientation
+        row_cosine = np.array(cosines[:3], dtype=np.float64)
+        column_cosine = np.array(cosines[3:], dtype=np.float64)
         normal = np.cross(row_cosine, column_cosine)
+        normal /= np.linalg.norm(normal)
         ipp = np.array([f.position for f in frames])
         order = np.argsort(ipp @ normal, kind="stable")
         frames = [frames[i] for i in order]

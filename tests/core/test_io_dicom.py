@@ -185,3 +185,21 @@ def test_truncated_pixel_data_and_non_image_files():
 def test_dicomdir_reads_its_folder():
     image = read_image(DICOMDIR_TESTS / "DICOMDIR", series=list_dicom_series(CT5N)[0].uid)
     np.testing.assert_array_equal(image.array, read_image(CT5N).array)
+
+
+def test_oblique_series_with_precise_cosines_keeps_its_exact_geometry(tmp_path):
+    from tests.dicom_series import write_dicom_series
+
+    angle = np.deg2rad(7.0)
+    rotation = np.array(
+        [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    )
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.8, 0.8, 2.5])
+    affine[:3, 3] = [-40.0, 12.5, 30.0]
+    volume = np.arange(20 * 18 * 6, dtype=np.int16).reshape(20, 18, 6)
+    write_dicom_series(volume, affine, tmp_path / "series")
+    image = read_image(tmp_path / "series")
+    assert not any("shear" in w or "tilt" in w for w in image.warnings), image.warnings
+    np.testing.assert_allclose(image.affine, affine, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(image.array), volume)
