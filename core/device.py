@@ -74,9 +74,7 @@ def select_device(preference: str = "auto", *, threads: int | None = None) -> De
     if has_cuda:
         name = torch.cuda.get_device_name(0)
         return DeviceChoice(torch.device("cuda", 0), f"CUDA: {name} (cuda:0, chosen automatically)")
-    return DeviceChoice(
-        torch.device("cpu"), f"CPU, {n_threads} threads (no CUDA device found)"
-    )
+    return DeviceChoice(torch.device("cpu"), f"CPU, {n_threads} threads (no CUDA device found)")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 from core.io import Image, list_dicom_series, read_image, read_mask, write_mask
 from core.models import LoadedModel, load_model
 from core.pipeline import SegmentationResult, segment_image
-from core.report_files import write_csv, write_json
+from core.report_files import write_csv_atomic, write_json_atomic
 from gui.main_window import MainWindow
 from gui.session import Session
 from gui.widgets.compare_viewer import CompareViewer
@@ -454,9 +454,11 @@ class WorkbenchWindow(MainWindow):
                 "ground_truth": self.session.ground_truth_path,
                 "results": [{"variant": e.variant, **e.result.to_dict()} for e in entries],
             }
-            job = _plain(write_json, path, data)
+            job = _plain(write_json_atomic, data, path)
         else:
-            job = _plain(write_csv, path, self.results_table.rows)
+            job = _plain(
+                write_csv_atomic, self.results_table.rows, self.results_table.columns, path
+            )
         self.run_job(
             job,
             title="Export results",

@@ -19,8 +19,8 @@ from core.cli.arguments import (
 from core.cli.errors import EXIT_OK, handle_errors
 from core.cli.outputs import check_outputs
 from core.cli.progress import ProgressPrinter
-from core.cli.reports import write_csv_atomic, write_json_atomic
 from core.cli.tables import Column, format_table
+from core.report_files import write_csv_atomic, write_json_atomic
 
 __all__ = [
     "CASE_COLUMNS",

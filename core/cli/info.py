@@ -8,8 +8,8 @@ from typing import Any
 
 from core.cli.arguments import add_trust_option
 from core.cli.errors import EXIT_OK, handle_errors
-from core.cli.reports import format_report_json
 from core.cli.tables import format_table
+from core.report_files import format_report_json
 
 __all__ = ["HELP", "NAME", "add_arguments", "describe_path", "format_description", "run"]
 

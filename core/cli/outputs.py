@@ -11,24 +11,15 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from core.atomic_files import same_file
 from core.cli.errors import UsageError
 
-__all__ = ["check_outputs", "same_path", "is_inside"]
-
-
-def same_path(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` name the same file or folder (links and ``..`` resolved)."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
+__all__ = ["check_outputs", "is_inside"]
 
 
 def is_inside(path: Path, folder: Path) -> bool:
     """True when ``path`` lies somewhere below ``folder``."""
-    return path.resolve().is_relative_to(folder.resolve()) and not same_path(path, folder)
+    return path.resolve().is_relative_to(folder.resolve()) and not same_file(path, folder)
 
 
 def check_outputs(
@@ -59,7 +50,7 @@ def check_outputs(
     sources = [Path(p) for p in inputs]
     for option, target in given.items():
         for source in sources:
-            if same_path(target, source):
+            if same_file(target, source):
                 raise UsageError(
                     f"{option} {target} is an input of this command; refusing to overwrite it"
                 )
@@ -75,5 +66,5 @@ def check_outputs(
     names = list(given)
     for index, first in enumerate(names):
         for second in names[index + 1 :]:
-            if same_path(given[first], given[second]):
+            if same_file(given[first], given[second]):
                 raise UsageError(f"{first} and {second} name the same file {given[first]}")

@@ -20,8 +20,8 @@ from core.cli.arguments import (
 from core.cli.errors import EXIT_OK, UsageError, handle_errors
 from core.cli.outputs import check_outputs
 from core.cli.progress import ProgressPrinter
-from core.cli.reports import write_json_atomic
 from core.cli.tables import Column, format_table
+from core.report_files import write_json_atomic
 
 __all__ = ["HELP", "LAYER_COLUMNS", "NAME", "add_arguments", "run"]
 

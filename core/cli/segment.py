@@ -19,8 +19,8 @@ from core.cli.arguments import (
 from core.cli.errors import EXIT_OK, UsageError, handle_errors
 from core.cli.outputs import check_outputs
 from core.cli.progress import ProgressPrinter
-from core.cli.reports import write_json_atomic
 from core.cli.tables import Column, format_table
+from core.report_files import write_json_atomic
 
 __all__ = ["CLASS_COLUMNS", "HELP", "NAME", "add_arguments", "run", "segmentation_report"]
 

@@ -9,8 +9,6 @@ can never be the target.
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy.typing as npt
 import SimpleITK as sitk
 import skimage.io
 
+from core.atomic_files import atomic_write, same_file
 from core.io.errors import ImageReadError
 from core.io.geometry import itk_from_affine, max_corner_distance
 from core.io.image import Image
@@ -73,34 +72,6 @@ def _label_dtype(labels: np.ndarray, where: str) -> np.dtype:
     return np.dtype(np.uint8) if high <= np.iinfo(np.uint8).max else np.dtype(np.uint16)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def _atomic_write(target: Path, suffix: str, write: Callable[[Path], None]) -> None:
-    """Write through ``write(temp_path)`` in the target folder, then rename over ``target``."""
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f".partial{suffix}", dir=target.parent
-    )
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        write(temp)
-        # mkstemp makes the file owner-only; a mask should be as readable as any saved file.
-        os.chmod(temp, target.stat().st_mode & 0o777 if target.exists() else 0o644)
-        with open(temp, "rb+") as written:
-            os.fsync(written.fileno())  # the data is on disk before the name points to it
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def write_mask(
     mask: npt.ArrayLike,
     path: str | os.PathLike[str],
@@ -144,7 +115,7 @@ def write_mask(
     if reference.path is not None:
         source = Path(reference.path)
         inside_source_folder = source.is_dir() and target.resolve().parent == source.resolve()
-        if _same_file(target, source) or (inside_source_folder and target.exists()):
+        if same_file(target, source) or (inside_source_folder and target.exists()):
             raise ValueError(f"{target}: refusing to overwrite the reference image's own file")
     if target.exists() and not overwrite:
         raise ValueError(f"{target}: file exists (pass overwrite=True to replace it)")
@@ -168,14 +139,16 @@ def write_mask(
                 f"{target}: PNG holds 2-D masks; this image has {labels.shape[2]} slices"
             )
         plane = labels[:, :, 0]
-        _atomic_write(target, suffix, lambda temp: _write_png(plane, temp))
+        atomic_write(target, suffix=suffix, write=lambda temp: _write_png(plane, temp))
     elif suffix in (".nii", ".nii.gz"):
         nifti = _nifti_like(labels, reference)
-        _atomic_write(target, suffix, lambda temp: nib.save(nifti, temp))
+        atomic_write(target, suffix=suffix, write=lambda temp: nib.save(nifti, temp))
     else:
         itk_mask = _itk_like(labels, reference, target)
-        _atomic_write(
-            target, suffix, lambda temp: sitk.WriteImage(itk_mask, str(temp), useCompression=True)
+        atomic_write(
+            target,
+            suffix=suffix,
+            write=lambda temp: sitk.WriteImage(itk_mask, str(temp), useCompression=True),
         )
     return target
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from core.display.label_colors import DEFAULT_LABEL_COLORS
 from core.models.architectures import known_architectures
 from core.models.preprocessing import known_transforms
 
@@ -32,16 +33,7 @@ _MODES = ("2d", "3d")
 
 def _default_colors(n: int) -> list[tuple[int, int, int]]:
     """Distinct colours for ``n`` classes: black background, then a fixed qualitative palette."""
-    palette = [
-        (230, 25, 75),
-        (60, 180, 75),
-        (255, 225, 25),
-        (0, 130, 200),
-        (245, 130, 48),
-        (145, 30, 180),
-        (70, 240, 240),
-        (240, 50, 230),
-    ]
+    palette = DEFAULT_LABEL_COLORS
     return [(0, 0, 0)] + [palette[i % len(palette)] for i in range(n - 1)]
 
 

@@ -96,6 +96,7 @@ class ResultsTable(QWidget):
         layout.addLayout(buttons)
         self._keys: list[str] = []
         self.rows: list[dict] = []
+        self.columns: list[str] = []
 
     def set_entries(self, entries: list[ResultEntry], selected: str | None = None) -> None:
         """Show ``entries`` (in order); keep ``selected`` selected when given."""

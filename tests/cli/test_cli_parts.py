@@ -19,14 +19,14 @@ from core.cli.matching import case_name, expand_files, pair_cases
 from core.cli.outputs import check_outputs
 from core.cli.parser import build_parser
 from core.cli.progress import ProgressPrinter, format_progress
-from core.cli.reports import (
+from core.cli.tables import format_table
+from core.jobs import Progress
+from core.report_files import (
     format_report_json,
     json_ready,
     write_csv_atomic,
     write_json_atomic,
 )
-from core.cli.tables import format_table
-from core.jobs import Progress
 
 # --- argument types -------------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ def test_report_json_round_trips_and_puts_each_row_on_one_line(tmp_path):
 
 
 def test_atomic_write_keeps_the_old_report_when_writing_fails(tmp_path, monkeypatch):
-    from core.cli import reports
+    from core import report_files as reports
 
     target = tmp_path / "r.json"
     target.write_text("old")

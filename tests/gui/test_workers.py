@@ -44,8 +44,14 @@ def test_worker_reports_progress_then_result_in_order(qtbot):
     rec = Recorder(worker)
     with qtbot.waitSignal(worker.signals.finished, timeout=5000):
         runner.start(worker)
-    assert rec.kinds() == ["started", "progressed", "progressed", "progressed", "succeeded",
-                           "finished"]
+    assert rec.kinds() == [
+        "started",
+        "progressed",
+        "progressed",
+        "progressed",
+        "succeeded",
+        "finished",
+    ]
     assert [e[1].step for e in rec.events if e[0] == "progressed"] == [1, 2, 3]
     assert rec.events[4][1] == 6
     qtbot.waitUntil(lambda: not runner.is_busy, timeout=2000)
