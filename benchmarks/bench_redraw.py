@@ -34,11 +34,6 @@ except ImportError:  # pragma: no cover
 
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-# PySide6 6.12.0 on Python 3.11 drops one reference to True on every signal emission (Python
-# 3.12+ makes True immortal, so it is harmless there); after ~2,000 emissions the interpreter
-# aborts with "bool_dealloc". This run emits far more, so hold extra references to True.
-_TRUE_REFERENCES = [True] * 5_000_000
-
 from core.io import Image  # noqa: E402
 from gui.widgets.ortho_viewer import OrthoViewer  # noqa: E402
 
@@ -155,10 +150,6 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
     viewer.close()
-    sys.stdout.flush()
-    # Skip interpreter teardown: with PySide6 6.12 on Python 3.11 (see _TRUE_REFERENCES) the
-    # references to True dropped during the run abort the process once that list is freed.
-    os._exit(0)
 
 
 if __name__ == "__main__":
