@@ -50,6 +50,10 @@ HINT_DEMO = (
     "RankSEG-RMA) and Run; quantize the model to W4 or W2 in the Quantization tab and segment "
     "with the variant; select two rows of the results table and Compare."
 )
+HINT_NATURAL_DEMO = (
+    "Natural-image demo: discs and boxes pasted on a texture photograph. Compare argmax with "
+    "RankSEG-RMA in the results table; quantize the small model in the Quantization tab."
+)
 HINT_DEFAULT = (
     "Open a model and Run segmentation; open a ground truth to see Dice/IoU; quantize the model "
     "and compare variants."
@@ -122,6 +126,9 @@ class WorkbenchWindow(MainWindow):
         self.tabifyDockWidget(self.weights_dock, self.log_dock)
         self.results_dock.raise_()
         self._docks_sized = False
+        # The weight-scale plots need room: raising their tab makes the bottom area taller, the
+        # results table gives it back.
+        self.weights_dock.visibilityChanged.connect(self._on_weights_dock_visibility_changed)
         for dock in (
             self.data_dock,
             self.segmentation_dock,
@@ -159,6 +166,11 @@ class WorkbenchWindow(MainWindow):
                 [self.data_dock, self.overlay_dock], [330, 370], Qt.Orientation.Horizontal
             )
 
+    def _on_weights_dock_visibility_changed(self, visible: bool) -> None:
+        if self._docks_sized and not self.weights_dock.isFloating():
+            height = int(self.height() * 0.5) if visible else 220
+            self.resizeDocks([self.results_dock], [height], Qt.Orientation.Vertical)
+
     # --- menus -----------------------------------------------------------------------------
     def _build_workbench_menus(self) -> None:
         first = self.file_menu.actions()[0] if self.file_menu.actions() else None
@@ -182,6 +194,8 @@ class WorkbenchWindow(MainWindow):
         )
         action("&Export results table…", self._on_export_requested, "Ctrl+E")
         action("Save screens&hot…", self._on_screenshot_requested, "Ctrl+Shift+S")
+        action("Open CT &demo", lambda: self.load_demo())
+        action("Open &natural-image demo", lambda: self.load_demo(natural=True))
         self.file_menu.insertSeparator(first)
         self.run_action = QAction("&Run segmentation", self)
         self.run_action.setShortcut("Ctrl+R")
@@ -287,28 +301,33 @@ class WorkbenchWindow(MainWindow):
             on_failed=on_failed,
         )
 
-    def load_demo(self, *, segment: bool = True) -> None:
-        """Open the bundled demo image, label and model, then segment with argmax and RMA."""
+    def load_demo(self, *, segment: bool = True, natural: bool = False) -> None:
+        """Open a bundled demo (the CT phantom, or the natural-image one) with its label and
+        model, then segment it with argmax and RankSEG-RMA."""
         from core.demo import demo_paths
 
         paths = demo_paths()
-        missing = paths.missing()
+        missing = paths.natural_missing() if natural else paths.missing()
         if missing:
             self.show_error("Demo", f"demo files missing: {', '.join(str(p) for p in missing)}")
             return
+        image_path = paths.natural_image if natural else paths.image
+        label_path = paths.natural_label if natural else paths.label
+        model_path = paths.natural_model if natural else paths.model
 
         def job(*, on_progress=None, cancel=None):
-            image = read_image(paths.image)
-            mask = read_mask(paths.label, reference=image)
-            return image, mask, load_model(paths.model)
+            image = read_image(image_path)
+            mask = read_mask(label_path, reference=image)
+            return image, mask, load_model(model_path)
 
         def loaded(result):
             image, mask, model = result
-            self._on_image_read(str(paths.image), image, remember=False)
-            self.viewer.apply_preset("1")  # soft tissue: the demo is a CT
-            self._on_ground_truth_read(str(paths.label), mask)
+            self._on_image_read(str(image_path), image, remember=False)
+            if not natural:
+                self.viewer.apply_preset("1")  # soft tissue: the demo is a CT
+            self._on_ground_truth_read(str(label_path), mask)
             self._on_model_loaded(model)
-            self.hint.setText(HINT_DEMO)
+            self.hint.setText(HINT_NATURAL_DEMO if natural else HINT_DEMO)
             if segment:
                 self._segment_demo()
 
@@ -421,6 +440,7 @@ class WorkbenchWindow(MainWindow):
     def compare_results(self, left: str, right: str) -> None:
         a, b = self.session.results[left], self.session.results[right]
         self.compare_viewer.set_results(a.result.mask, a.key, b.result.mask, b.key)
+        self.compare_viewer.set_window(*self.viewer.window)  # keep the user's window/level
         self.central.setCurrentWidget(self.compare_viewer)
         self.overlay_panel.bind(self.compare_viewer)
 

@@ -89,6 +89,7 @@ def test_demo_flow_segment_quantize_compare_save_export(window, qtbot, tmp_path)
     # Compare FP32 + argmax with the quantized RMA result.
     win.compare_results(keys[0], quant_key)
     assert win.central.currentWidget() is win.compare_viewer
+    assert win.compare_viewer.left.window == win.viewer.window  # same window/level as before
 
     # Save the shown mask and reload it: same voxels, same affine as the image.
     win.show_result(quant_key)
@@ -194,3 +195,24 @@ def test_run_without_model_explains_in_words(window, qtbot):
     window.segmentation_panel.run_button.click()
     assert window.error_boxes and "Open an image and a model first" in window.error_boxes[0].text()
     assert read_image(NIBABEL_DATA / "anatomical.nii").shape3 == window.session.image.shape3
+
+
+def test_natural_image_demo_opens_in_one_view_and_segments(window, qtbot):
+    window.load_demo(natural=True)
+    qtbot.waitUntil(lambda: len(window.session.results) == 2, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    image = window.session.image
+    assert image.is_natural and image.is_rgb
+    assert len(window.viewer.active_views) == 1  # one view for a 2-D picture
+    gt = window.session.ground_truth
+    for entry in window.session.results.values():
+        for row in entry.result.rows:
+            assert row.dice == pytest.approx(dice(entry.result.mask == row.label, gt == row.label))
+    assert "natural" in window.hint.text().lower()
+
+
+def test_weight_tab_gets_room_and_results_tab_gives_it_back(window, qtbot):
+    window.weights_dock.raise_()
+    qtbot.waitUntil(lambda: window.weights_dock.height() > 300, timeout=5000)
+    window.results_dock.raise_()
+    qtbot.waitUntil(lambda: window.results_dock.height() < 300, timeout=5000)
