@@ -1,0 +1,110 @@
+"""Regenerate the README's screenshots from the real app in a real X window (Xvfb).
+
+Runs the workbench on the demo exactly as a user would: opens it, quantizes the model (W4
+FlexRound), segments with the variant, compares FP32 + argmax with W4 + RankSEG-RMA, and shows
+the weight-scale plots; after each step it takes an X-level screenshot of the screen.
+
+Usage: ``python tools/make_screenshots.py [--out docs/screenshots] [--iters 300]``
+(needs ``Xvfb`` and ImageMagick's ``import``; starts its own X server when DISPLAY is unset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _start_xvfb() -> subprocess.Popen | None:
+    if os.environ.get("DISPLAY"):
+        return None
+    display = ":87"
+    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"])
+    time.sleep(1.5)
+    os.environ["DISPLAY"] = display
+    return proc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    parser.add_argument("--iters", type=int, default=300)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    xvfb = _start_xvfb()
+    os.environ["QT_QPA_PLATFORM"] = "xcb"
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from gui.workbench_window import WorkbenchWindow
+
+    app = QApplication([])
+    settings = QSettings(str(out / ".screenshot-settings.ini"), QSettings.Format.IniFormat)
+    window = WorkbenchWindow(settings=settings)
+    window.setGeometry(0, 0, 1600, 1000)
+    window.show()
+
+    def wait(condition, timeout=600.0):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the app did not finish in time")
+            app.processEvents()
+            time.sleep(0.02)
+        for _ in range(50):  # let the last repaint reach the X server
+            app.processEvents()
+            time.sleep(0.01)
+
+    def shot(name: str) -> None:
+        path = out / name
+        subprocess.run(["import", "-window", "root", str(path)], check=True)
+        print("wrote", path)
+
+    try:
+        window.load_demo()
+        wait(lambda: len(window.session.results) == 2 and not window.runner.is_busy)
+        shot("main.png")
+
+        panel = window.quantization_panel
+        panel.iters_spin.setValue(args.iters)
+        panel.samples_spin.setValue(32)
+        window.quantization_dock.raise_()
+        names = []
+        panel.variant_created.connect(lambda name, *_: names.append(name))
+        panel.start_run()
+        wait(lambda: bool(names) and not window.runner.is_busy)
+        shot("quantization.png")
+
+        window.run_segmentation_with(names[0], "rma-dice", pruning_prob=0.5)
+        wait(lambda: len(window.session.results) == 3 and not window.runner.is_busy)
+        keys = list(window.session.results)
+        window.compare_results(keys[0], keys[2])
+        wait(lambda: True)
+        shot("compare.png")
+
+        window.show_result(keys[2])
+        window.weights_dock.raise_()
+        window.weight_panel.select(names[0])
+        wait(lambda: True)
+        shot("weight_scales.png")
+    finally:
+        window.runner.cancel_all()
+        window.runner.wait(30000)
+        window.close()
+        app.processEvents()
+        if xvfb is not None:
+            xvfb.terminate()
+        (out / ".screenshot-settings.ini").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
