@@ -5,8 +5,6 @@ import torch
 
 from core.models import (
     LoadedModel,
-    ModelSpec,
-    UNet,
     calibration_inputs,
     load_model,
     model_input,
@@ -16,18 +14,11 @@ from core.models import (
 from core.phantom import make_phantom
 from core.quant import QuantConfig
 from core.quantize_images import quantize_from_images
+from tests.tiny_models import tiny_unet
 
 
 def tiny_model() -> LoadedModel:
-    torch.manual_seed(0)
-    spec = ModelSpec(
-        architecture="unet",
-        class_names=("background", "organ"),
-        arguments={"dims": 2, "depth": 1, "base_channels": 4},
-        size_divisor=2,
-        name="tiny",
-    )
-    return LoadedModel(UNet(1, 2, dims=2, depth=1, base_channels=4), spec)
+    return tiny_unet()
 
 
 def test_cropped_calibration_samples_are_windows_of_preprocessed_slices():

@@ -8,7 +8,7 @@ import torch
 from PySide6.QtCore import QSettings
 
 from core.io import Image
-from core.models import LoadedModel, ModelSpec, UNet, load_model
+from core.models import LoadedModel, load_model
 from core.phantom import make_phantom
 from core.quant import METHODS, QuantConfig
 from core.quantize_images import images_in_folder, quantize_from_images
@@ -17,18 +17,11 @@ from gui.widgets.quantization_panel import (
     variant_name,
 )
 from gui.workers import JobRunner, JobWorker
+from tests.tiny_models import tiny_unet
 
 
 def tiny_model() -> LoadedModel:
-    torch.manual_seed(0)
-    spec = ModelSpec(
-        architecture="unet",
-        class_names=("background", "organ"),
-        arguments={"dims": 2, "depth": 1, "base_channels": 4},
-        size_divisor=2,
-        name="tiny",
-    )
-    return LoadedModel(UNet(1, 2, dims=2, depth=1, base_channels=4), spec)
+    return tiny_unet()
 
 
 @pytest.fixture(scope="module")

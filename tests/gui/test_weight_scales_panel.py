@@ -5,25 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 import pytest
-import torch
 
-from core.models import LoadedModel, ModelSpec, UNet, calibration_inputs
+from core.models import calibration_inputs
 from core.phantom import make_phantom
 from core.quant import QuantConfig, quantize_model
 from gui.widgets.weight_scales_panel import PLOT_KEYS, TABLE_COLUMNS, WeightScalesPanel
+from tests.tiny_models import tiny_unet
 
 
 @pytest.fixture(scope="module")
 def results():
     """One tiny U-Net quantized four ways (a few seconds in all)."""
-    torch.manual_seed(0)
-    spec = ModelSpec(
-        architecture="unet",
-        class_names=("background", "organ"),
-        arguments={"dims": 2, "depth": 1, "base_channels": 4},
-        size_divisor=2,
-    )
-    model = LoadedModel(UNet(1, 2, dims=2, depth=1, base_channels=4), spec)
+    model = tiny_unet()
     image, _ = make_phantom(1, shape=(32, 32, 16))
     calib = calibration_inputs(model, image, n=8)
     common = {"bits": 3, "iters": 25, "batch_size": 4, "device": "cpu"}
