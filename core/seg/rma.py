@@ -425,10 +425,15 @@ def _assign_labels(
         torch.gt(p, t_cmp, out=claims)
         count_and_label = torch.bmm(weights, claims)  # (B, 2, n)
         unique = count_and_label[:, 0] == 1
-        n_u += torch.bmm(claims, unique.to(dtype).unsqueeze(-1))[..., 0]
-        m_u += torch.bmm(claims.mul_(p), unique.to(dtype).unsqueeze(-1))[..., 0]
+        # For a uniquely claimed pixel the label row is its class; elsewhere it is a sum of
+        # indices (or 0), so it is zeroed before use as an index. Scattering one value per
+        # pixel into its class is O(n), where products over the class axis were O(C n).
+        label = torch.where(unique, count_and_label[:, 1].to(torch.int64), 0)
+        weight = unique.to(torch.float64)
+        n_u.scatter_add_(1, label, weight)
+        m_u.scatter_add_(1, label, p.gather(1, label.unsqueeze(1))[:, 0].to(torch.float64) * weight)
         torch.logical_not(unique, out=pending[:, start:stop])
-        out[:, start:stop] = count_and_label[:, 1]
+        out[:, start:stop] = label
     if opt_index is not None:
         out = opt_index[out]  # positions among the optimised classes -> class indices
     if valid is not None:
