@@ -426,12 +426,20 @@ def _assign_labels(
         count_and_label = torch.bmm(weights, claims)  # (B, 2, n)
         unique = count_and_label[:, 0] == 1
         # For a uniquely claimed pixel the label row is its class; elsewhere it is a sum of
-        # indices (or 0), so it is zeroed before use as an index. Scattering one value per
-        # pixel into its class is O(n), where products over the class axis were O(C n).
+        # indices (or 0), so it is zeroed before use as an index.
         label = torch.where(unique, count_and_label[:, 1].to(torch.int64), 0)
-        weight = unique.to(torch.float64)
-        n_u.scatter_add_(1, label, weight)
-        m_u.scatter_add_(1, label, p.gather(1, label.unsqueeze(1))[:, 0].to(torch.float64) * weight)
+        if n_opt > _SCATTER_MIN_CLASSES:
+            # Many classes: scatter one value per pixel into its class, O(n), instead of
+            # products over the class axis, O(C n).
+            weight = unique.to(torch.float64)
+            n_u.scatter_add_(1, label, weight)
+            mass = p.gather(1, label.unsqueeze(1))[:, 0].to(torch.float64)
+            m_u.scatter_add_(1, label, mass * weight)
+        else:
+            # Few classes: CPU scatters into a handful of bins serialise; products are faster.
+            weight = unique.to(dtype).unsqueeze(-1)
+            n_u += torch.bmm(claims, weight)[..., 0]
+            m_u += torch.bmm(claims.mul_(p), weight)[..., 0]
         torch.logical_not(unique, out=pending[:, start:stop])
         out[:, start:stop] = label
     if opt_index is not None:
@@ -477,6 +485,10 @@ def _assign_labels(
     if valid is not None:
         out.masked_fill_(~valid, int(void_label))
     return out
+
+
+#: Above this many optimised classes the unique-claim sums use scatters rather than products.
+_SCATTER_MIN_CLASSES = 8
 
 
 def _dense_is_cheaper(pending: torch.Tensor, n_classes: int) -> bool:

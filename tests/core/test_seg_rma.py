@@ -148,9 +148,12 @@ def oracle_labels(probs, metric, unassigned, pruning):
 @pytest.mark.parametrize("metric", ["dice", "iou"])
 @pytest.mark.parametrize("unassigned", ["best", "void"])
 @pytest.mark.parametrize("dense", [True, False])
-def test_multiclass_matches_per_pixel_oracle(metric, unassigned, dense, monkeypatch):
-    # Contested pixels are resolved densely or by gathering, by a cost model: test both.
+@pytest.mark.parametrize("scatter", [True, False])
+def test_multiclass_matches_per_pixel_oracle(metric, unassigned, dense, scatter, monkeypatch):
+    # Contested pixels are resolved densely or by gathering, by a cost model; unique-claim
+    # sums use scatters or products by the number of classes: test every combination.
     monkeypatch.setattr(core.seg.rma, "_dense_is_cheaper", lambda pending, n: dense)
+    monkeypatch.setattr(core.seg.rma, "_SCATTER_MIN_CLASSES", 0 if scatter else 10**6)
     rng = np.random.default_rng(7)
     for trial in range(8):
         spatial = (6, 7) if trial % 2 else (3, 4, 5)
