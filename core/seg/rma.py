@@ -139,7 +139,7 @@ def _sums_above(
     return sums, counts, total, peak
 
 
-def _sample_estimate(source: _Source, metric: str, samples: int = 4096, steps: int = 10):
+def _sample_estimate(source: _Source, metric: str, samples: int = 4096, steps: int = 5):
     """Warm-start threshold from a strided sample of the pixels (a fixed number of steps).
 
     Any starting threshold keeps the result exact (the first full pass turns it into a valid
