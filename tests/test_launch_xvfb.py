@@ -1,14 +1,21 @@
 """Launch main.py in a real X server as a user would: window appears, is not blank, quits with 0."""
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.xserver import missing_tools, press_keys, screenshot, wait_for_window, x_env, xvfb
+from tests.xserver import (
+    missing_tools,
+    press_keys,
+    screenshot,
+    start_app,
+    wait_for_window,
+    x_env,
+    xvfb,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,15 +38,7 @@ def quit_app(display: str, window: str, app: subprocess.Popen) -> None:
 
 def test_app_opens_a_real_window_and_quits_cleanly(tmp_path):
     with xvfb() as display:
-        env = x_env(display)
-        env["SEGBENCH_DATA_DIR"] = str(tmp_path / "data")
-        app = subprocess.Popen(
-            [sys.executable, "main.py", "--no-demo"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        app = start_app(display, ["--no-demo"], tmp_path / "data", ROOT)
         try:
             window = wait_for_window(display, "segbench", timeout=90)
             pixels = screenshot(display, tmp_path / "window.png")
@@ -64,15 +63,7 @@ def _orange_pixels(pixels: np.ndarray) -> int:
 
 def test_demo_opens_with_coloured_overlays_in_a_real_window(tmp_path):
     with xvfb() as display:
-        env = x_env(display)
-        env["SEGBENCH_DATA_DIR"] = str(tmp_path / "data")
-        app = subprocess.Popen(
-            [sys.executable, "main.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        app = start_app(display, [], tmp_path / "data", ROOT)
         try:
             window = wait_for_window(display, "segbench", timeout=90)
             # The demo segments itself on the worker; poll the real screen until the liver

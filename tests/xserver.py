@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +56,20 @@ def x_env(display: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(DISPLAY=display, QT_QPA_PLATFORM="xcb", OMP_WAIT_POLICY="PASSIVE")
     return env
+
+
+def start_app(display: str, args: list[str], data_dir: Path, cwd: Path) -> subprocess.Popen:
+    """Launch ``python main.py ARGS`` on ``display`` with its log and settings under data_dir."""
+    env = x_env(display)
+    env["SEGBENCH_DATA_DIR"] = str(data_dir)
+    env["XDG_CONFIG_HOME"] = str(data_dir / "config")  # QSettings: no state from other runs
+    return subprocess.Popen(
+        [sys.executable, "main.py", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_for_window(display: str, name: str, timeout: float = 60.0) -> str:
