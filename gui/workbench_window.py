@@ -381,6 +381,10 @@ class WorkbenchWindow(MainWindow):
         self.viewer.set_labels(spec.class_names, colors)
         self.compare_viewer.set_labels(spec.class_names, colors)
         self.data_panel.show_model(model)
+        # Quantized variants belong to the model they came from: a new model starts afresh.
+        self.quantization_panel.clear_variants()
+        for name in self.weight_panel.variant_names():
+            self.weight_panel.remove_variant(name)
         self.quantization_panel.set_model(model)
 
     # --- segmentation ----------------------------------------------------------------------

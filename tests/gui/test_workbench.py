@@ -75,6 +75,8 @@ def test_demo_flow_segment_quantize_compare_save_export(window, qtbot, tmp_path)
     assert variants[0] in win.session.variants
     assert win.segmentation_panel.variant_combo.findText(variants[0]) >= 0
 
+    assert win.weight_panel.variant_names() == [variants[0]]
+
     # Segment with the variant, through the panel as a user would.
     win.segmentation_panel.variant_combo.setCurrentText(variants[0])
     win.segmentation_panel.decision_combo.setCurrentIndex(
@@ -113,6 +115,12 @@ def test_demo_flow_segment_quantize_compare_save_export(window, qtbot, tmp_path)
     data = json.loads((tmp_path / "results.json").read_text())
     assert {r["decision"] for r in data["results"]} == {"argmax", "rma-dice"}
     assert data["ground_truth"].endswith("label.nii.gz")
+
+    # Opening another model drops the old model's quantized variants everywhere.
+    win.open_model(str(demo_paths().model))
+    qtbot.waitUntil(lambda: len(win.session.variants) == 1, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, win)
+    assert win.weight_panel.variant_names() == [] and not win.quantization_panel.variants
 
 
 def test_four_d_image_asks_for_a_volume(window, qtbot):
