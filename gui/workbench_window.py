@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -165,6 +165,12 @@ class WorkbenchWindow(MainWindow):
             self.resizeDocks(
                 [self.data_dock, self.overlay_dock], [330, 370], Qt.Orientation.Horizontal
             )
+            # An image opened before the first layout was fitted to a view of the wrong size.
+            QTimer.singleShot(0, self._fit_views)
+
+    def _fit_views(self) -> None:
+        if self.session.image is not None:
+            self.viewer.reset_zoom()
 
     def _on_weights_dock_visibility_changed(self, visible: bool) -> None:
         if self._docks_sized and not self.weights_dock.isFloating():
@@ -355,6 +361,7 @@ class WorkbenchWindow(MainWindow):
         self.viewer.set_ground_truth(None)
         self.current_key = None
         self.central.setCurrentWidget(self.viewer)
+        QTimer.singleShot(0, self._fit_views)  # once the viewer is laid out at its real size
         self.data_panel.show_image(image)
         self.data_panel.show_ground_truth(None)
         self.quantization_panel.set_image(image)

@@ -136,6 +136,7 @@ class OrthoViewer(QWidget):
         self.views_widget = QWidget(self)
         self.views_widget.setStyleSheet("background: #000;")
         grid = QGridLayout(self.views_widget)
+        self._grid = grid
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(2)
         self.views: dict[str, SliceView] = {}
@@ -694,10 +695,23 @@ class OrthoViewer(QWidget):
         self.maximize_view(None if self._maximized == slot else slot)
 
     def _apply_maximized(self) -> None:
+        rows_used, cols_used = set(), set()
         for slot in _SLOTS:
             shown = slot in self._active and self._maximized in (None, slot)
             self.views[slot].setVisible(shown)
-        self.info_label.setVisible(len(self._active) > 1 and self._maximized is None)
+            if shown:
+                rows_used.add(_GRID[slot][0])
+                cols_used.add(_GRID[slot][1])
+        info_shown = len(self._active) > 1 and self._maximized is None
+        self.info_label.setVisible(info_shown)
+        if info_shown:
+            rows_used.add(1)
+            cols_used.add(1)
+        # A grid row or column with no visible cell must not keep its share of the space, or a
+        # single (maximised or 2-D) view would fill only one quadrant.
+        for index in range(2):
+            self._grid.setRowStretch(index, 1 if index in rows_used else 0)
+            self._grid.setColumnStretch(index, 1 if index in cols_used else 0)
 
     def reset_zoom(self) -> None:
         """Fit every view's slice."""
