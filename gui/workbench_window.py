@@ -125,7 +125,8 @@ class WorkbenchWindow(MainWindow):
         self.tabifyDockWidget(self.results_dock, self.weights_dock)
         self.tabifyDockWidget(self.weights_dock, self.log_dock)
         self.results_dock.raise_()
-        self._docks_sized = False
+        # Dock sizes are set on the first show unless the last session's layout is restored.
+        self._docks_sized = self._restore_layout()
         # The weight-scale plots need room: raising their tab makes the bottom area taller, the
         # results table gives it back.
         self.weights_dock.visibilityChanged.connect(self._on_weights_dock_visibility_changed)
@@ -167,6 +168,20 @@ class WorkbenchWindow(MainWindow):
             )
             # An image opened before the first layout was fitted to a view of the wrong size.
             QTimer.singleShot(0, self._fit_views)
+
+    def _restore_layout(self) -> bool:
+        """Window size and dock layout from the last session; False when there is none."""
+        geometry = self.settings.value("window/geometry")
+        state = self.settings.value("window/state")
+        if geometry is None or state is None:
+            return False
+        return bool(self.restoreGeometry(geometry) and self.restoreState(state))
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().closeEvent(event)
+        if event.isAccepted():
+            self.settings.setValue("window/geometry", self.saveGeometry())
+            self.settings.setValue("window/state", self.saveState())
 
     def _fit_views(self) -> None:
         if self.session.image is not None:

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 
 from core.demo import demo_paths
 from core.io import read_image
@@ -224,3 +224,20 @@ def test_weight_tab_gets_room_and_results_tab_gives_it_back(window, qtbot):
     qtbot.waitUntil(lambda: window.weights_dock.height() > 300, timeout=5000)
     window.results_dock.raise_()
     qtbot.waitUntil(lambda: window.results_dock.height() < 300, timeout=5000)
+
+
+def test_window_layout_persists_between_sessions(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "layout.ini"), QSettings.Format.IniFormat)
+    first = WorkbenchWindow(settings=settings)
+    qtbot.addWidget(first)
+    first.show()
+    first.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, first.overlay_dock)
+    first.log_dock.hide()
+    first.close()
+    assert settings.value("window/geometry") is not None  # restored within the screen's bounds
+    second = WorkbenchWindow(settings=settings)
+    qtbot.addWidget(second)
+    second.show()
+    left = Qt.DockWidgetArea.LeftDockWidgetArea
+    assert second.dockWidgetArea(second.overlay_dock) == left  # moved there last time
+    assert second.log_dock.isHidden() and not second.results_dock.isHidden()
