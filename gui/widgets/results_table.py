@@ -40,6 +40,26 @@ def _column_title(key: str) -> str:
     return f"{name}\n{kind}"
 
 
+_TOOLTIPS = {
+    "dice": "Dice against the ground truth: 2 TP / (2 TP + FP + FN); 1.0 when both are empty.",
+    "iou": "IoU against the ground truth: TP / (TP + FP + FN); 1.0 when both are empty.",
+    "expected_dice": "Expected Dice of this mask under the model's own probabilities (voxels "
+    "independent), no ground truth needed. Only as good as the model's calibration: a long "
+    "tail of small probabilities drags it down.",
+    "ml": "Volume of the class in the mask, in millilitres (voxels x voxel volume).",
+}
+
+
+def _tooltip(key: str) -> str:
+    kind = key.rpartition("_")[2] if key.startswith("mean_") else key.rpartition(" ")[2]
+    if key == "mean_expected_dice":
+        kind = "expected_dice"
+    text = _TOOLTIPS.get(kind, "")
+    if key.startswith("mean_") and text:
+        text = "Mean over the foreground classes. " + text
+    return text
+
+
 def _format(key: str, value: object) -> str:
     if value is None:
         return "–"
@@ -110,6 +130,8 @@ class ResultsTable(QWidget):
         self.table.setColumnCount(len(columns))
         self.table.setRowCount(len(self.rows))
         self.table.setHorizontalHeaderLabels([_column_title(c) for c in columns])
+        for c, key in enumerate(columns):
+            self.table.horizontalHeaderItem(c).setToolTip(_tooltip(key))
         for r, row in enumerate(self.rows):
             for c, key in enumerate(columns):
                 item = QTableWidgetItem(_format(key, row.get(key)))

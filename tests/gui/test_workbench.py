@@ -59,6 +59,8 @@ def test_demo_flow_segment_quantize_compare_save_export(window, qtbot, tmp_path)
         for row in result.rows:  # table numbers equal an independent Dice of the masks
             assert row.dice == pytest.approx(dice(result.mask == row.label, gt == row.label))
     assert win.results_table.table.rowCount() == 2
+    column = win.results_table.columns.index("lesion expected_dice")
+    assert "calibration" in win.results_table.table.horizontalHeaderItem(column).toolTip()
     np.testing.assert_array_equal(win.viewer.prediction(), win.session.results[keys[1]].result.mask)
     assert "quantize" in win.hint.text().lower()
 
