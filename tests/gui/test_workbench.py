@@ -243,3 +243,17 @@ def test_window_layout_persists_between_sessions(qtbot, tmp_path):
     left = Qt.DockWidgetArea.LeftDockWidgetArea
     assert second.dockWidgetArea(second.overlay_dock) == left  # moved there last time
     assert second.log_dock.isHidden() and not second.results_dock.isHidden()
+
+
+def test_help_lists_the_shortcuts_the_menus_use(window):
+    from PySide6.QtWidgets import QDialog, QLabel
+
+    shortcuts = [a for a in window.help_menu.actions() if a.text() == "&Shortcuts"][0]
+    shortcuts.trigger()
+    dialog = window.findChild(QDialog, "shortcutsDialog")
+    text = " ".join(label.text() for label in dialog.findChildren(QLabel))
+    for action in window.file_menu.actions():
+        key = action.shortcut().toString()
+        if key:
+            assert key in text, f"{action.text()} ({key}) missing from Help > Shortcuts"
+    dialog.reject()
