@@ -43,6 +43,8 @@ class ClassRow:
     probabilities (no ground truth needed). The expected IoU is left out on purpose: each exact
     expectation costs a quadrature pass over the volume, the slowest step of a segmentation.
     ``threshold`` is RankSEG-RMA's t* for the class (None for other rules or pruned classes).
+    ``mean_intensity``/``sd_intensity`` are the image values inside the class's mask (HU for a
+    CT), None for an empty class or an RGB image.
     """
 
     label: int
@@ -53,6 +55,8 @@ class ClassRow:
     dice: float | None = None
     iou: float | None = None
     threshold: float | None = None
+    mean_intensity: float | None = None
+    sd_intensity: float | None = None
 
 
 @dataclass
@@ -206,6 +210,7 @@ def summarize_mask(
     class_names: list[str],
     ground_truth: np.ndarray | None = None,
     thresholds: np.ndarray | None = None,
+    intensities: np.ndarray | None = None,
 ) -> list[ClassRow]:
     """Per-class readouts of a label map: voxels, mL, expected Dice, Dice/IoU vs ground truth.
 
@@ -218,6 +223,8 @@ def summarize_mask(
     ground_truth : int array (I, J, K), optional
         Must have the mask's shape (ValueError naming both shapes otherwise).
     thresholds : RMA thresholds per class, optional
+    intensities : array (I, J, K), optional
+        The image values, for each class's mean and standard deviation inside its mask.
     """
     n_classes = probs.shape[0]
     if mask.shape != probs.shape[1:]:
@@ -227,6 +234,9 @@ def summarize_mask(
     p = probs[None]
     m = mask[None].astype(np.int64)
     exp_dice = np.asarray(expected_dice(p, m))[0]
+    mean = sd = None
+    if intensities is not None:
+        mean, sd = _class_intensity_stats(mask, intensities, n_classes, counts)
     dice = iou = None
     if ground_truth is not None:
         if ground_truth.shape != mask.shape:
@@ -249,9 +259,28 @@ def summarize_mask(
                 dice=None if dice is None else float(dice[c]),
                 iou=None if iou is None else float(iou[c]),
                 threshold=t,
+                mean_intensity=None if mean is None or not counts[c] else float(mean[c]),
+                sd_intensity=None if sd is None or not counts[c] else float(sd[c]),
             )
         )
     return rows
+
+
+def _class_intensity_stats(
+    mask: np.ndarray, intensities: np.ndarray, n_classes: int, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the image inside each class, in one pass (bincount)."""
+    if intensities.shape != mask.shape:
+        raise ValueError(f"image shape {intensities.shape} does not match the mask {mask.shape}")
+    labels = mask.reshape(-1).astype(np.int64)
+    values = np.asarray(intensities, dtype=np.float64).reshape(-1)
+    total = np.bincount(labels, weights=values, minlength=n_classes)[:n_classes]
+    safe = np.maximum(counts, 1)
+    mean = total / safe
+    # Second pass on centred values: sum of squares minus mean squared loses precision on HU.
+    centred = values - mean[np.minimum(labels, n_classes - 1)]
+    squares = np.bincount(labels, weights=centred * centred, minlength=n_classes)[:n_classes]
+    return mean, np.sqrt(squares / safe)
 
 
 def segment_image(
@@ -324,6 +353,7 @@ def segment_image(
         class_names=list(model.spec.class_names),
         ground_truth=ground_truth,
         thresholds=thresholds,
+        intensities=None if image.is_rgb else np.asarray(image.array),
     )
     timings["metrics"] = time.perf_counter() - start
     report(on_progress, Progress(2, 2, "done", stage="metrics"))

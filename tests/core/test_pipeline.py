@@ -85,3 +85,19 @@ def test_summary_refuses_ground_truth_of_another_shape():
             class_names=["a", "b"],
             ground_truth=np.zeros((3, 3, 2), int),
         )
+
+
+def test_summary_reports_intensity_mean_and_sd_per_class():
+    probs = softmax_probs(5, shape=(3, 5, 4, 3))
+    mask = probs.argmax(0)
+    image = np.random.default_rng(5).normal(40, 20, size=mask.shape).astype(np.int16)
+    rows = summarize_mask(
+        mask, probs, spacing=(1, 1, 1), class_names=["a", "b", "c"], intensities=image
+    )
+    for row in rows:
+        inside = image[mask == row.label].astype(float)
+        if inside.size:
+            assert row.mean_intensity == pytest.approx(inside.mean())
+            assert row.sd_intensity == pytest.approx(inside.std())
+        else:
+            assert row.mean_intensity is None and row.sd_intensity is None
