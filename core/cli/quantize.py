@@ -83,6 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight bits of the first and last layers (default 8)",
     )
     parser.add_argument(
+        "--act-bits",
+        type=bits,
+        default=None,
+        metavar="BITS",
+        help="also fake-quantize each quantized layer's input with a learned step (LSQ), "
+        "e.g. 8 for W4A8 (default: weights only)",
+    )
+    parser.add_argument(
         "--granularity",
         choices=GRANULARITY_CHOICES,
         default="tensor",
@@ -170,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
             method=args.method,
             bits=args.bits,
             first_last_bits=args.first_last_bits,
+            act_bits=args.act_bits,
             granularity=args.granularity,
             iters=args.iters,
             lr=args.lr,

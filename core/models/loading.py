@@ -318,7 +318,9 @@ def _quantization_metadata(
             metadata["weight_bits"] = _json_safe(config_dict["bits"])
         if "weight_bits" in metadata:
             method = metadata.get("method", "")
-            metadata["label"] = f"{method} W{metadata['weight_bits']}".strip()
+            act = metadata.get("act_bits")
+            width = f"W{metadata['weight_bits']}" + (f"A{act}" if act else "")
+            metadata["label"] = f"{method} {width}".strip()
     if label:
         metadata["label"] = label
     metadata["base_model"] = base.name

@@ -88,9 +88,10 @@ ChooseFolder = Callable[[QWidget, str, str], str]
 def variant_name(config: QuantConfig) -> str:
     """The variant's display name, for example ``"W4 FlexRound (tensor, block)"``."""
     method = _SHORT_TITLES.get(config.method, config.method)
+    bits = f"W{config.bits}" + (f"A{config.act_bits}" if config.act_bits else "")
     if config.learned:
-        return f"W{config.bits} {method} ({config.granularity}, {config.reconstruction})"
-    return f"W{config.bits} {method} ({config.granularity})"
+        return f"{bits} {method} ({config.granularity}, {config.reconstruction})"
+    return f"{bits} {method} ({config.granularity})"
 
 
 def save_variant(
@@ -203,6 +204,13 @@ class QuantizationPanel(QWidget):
             "FlexRound): they are small but sensitive."
         )
         form.addRow("", self.first_last_check)
+        self.act_check = QCheckBox("8-bit activations (learned step, LSQ)", self)
+        self.act_check.setToolTip(
+            "Also fake-quantize every quantized layer's input to 8 bits with a learned step, "
+            "trained together with the weights (the paper's W/A setting, e.g. W4A8). Off: "
+            "weights only."
+        )
+        form.addRow("", self.act_check)
 
         self.granularity_combo = QComboBox(self)
         self.granularity_combo.addItem("Per tensor", "tensor")
@@ -376,6 +384,7 @@ class QuantizationPanel(QWidget):
             bits=self.bits_spin.value(),
             granularity=self.granularity_combo.currentData(),
             first_last_bits=8 if self.first_last_check.isChecked() else None,
+            act_bits=8 if self.act_check.isChecked() else None,
             reconstruction=self.reconstruction_combo.currentData(),
             iters=self.iters_spin.value(),
             lr=self.lr_spin.value(),
@@ -518,6 +527,7 @@ class QuantizationPanel(QWidget):
             self.method_combo,
             self.bits_spin,
             self.first_last_check,
+            self.act_check,
             self.granularity_combo,
             self.source_combo,
             self.samples_spin,
@@ -541,6 +551,7 @@ class QuantizationPanel(QWidget):
             ("method", self.method_combo),
             ("bits", self.bits_spin),
             ("first_last_8bit", self.first_last_check),
+            ("act_8bit", self.act_check),
             ("granularity", self.granularity_combo),
             ("reconstruction", self.reconstruction_combo),
             ("iters", self.iters_spin),

@@ -377,3 +377,17 @@ def test_bad_arguments_exit_with_2_and_touch_nothing(cli_data, tmp_path, argumen
     assert "Traceback" not in result.stderr
     assert {p: file_bytes(p) for p in before} == before
     assert sorted(p.name for p in cli_data.model.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_quantize_with_activation_bits_saves_a_w4a8_model(cli_data, tmp_path):
+    out = tmp_path / "w4a8"
+    result = run_cli(
+        "quantize", "--model", cli_data.model, "--calib", cli_data.image, "--out", out,
+        "--iters", "3", "--samples", "4", "--batch-size", "4", "--act-bits", "8",
+        "--device", "cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["quantization"]["config"]["act_bits"] == 8
+    info = run_cli("info", out)
+    assert info.returncode == 0 and "W4A8" in info.stdout

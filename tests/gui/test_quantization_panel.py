@@ -264,3 +264,18 @@ def test_every_control_explains_itself_in_a_tooltip(make_panel):
     assert [panel.method_combo.itemData(i) for i in range(panel.method_combo.count())] == list(
         METHODS
     )
+
+
+def test_eight_bit_activations_make_a_w4a8_variant(make_panel, qtbot, phantom):
+    panel, _ = make_panel()
+    panel.set_model(tiny_model())
+    panel.set_image(phantom)
+    configure(panel, iters=5)
+    panel.act_check.setChecked(True)
+    assert panel.config().act_bits == 8
+    with qtbot.waitSignal(panel.variant_created, timeout=30000) as blocker:
+        panel.run_button.click()
+    name, variant, result = blocker.args
+    assert name.startswith("W4A8 FlexRound")
+    assert result.activations  # one learned input step per quantized layer
+    assert all(grid.step > 0 and grid.bits == 8 for grid in result.activations.values())
