@@ -126,6 +126,7 @@ def _sums_above(
     thresholds: list[torch.Tensor],
     want_stats: bool = False,
     rows: torch.Tensor | None = None,
+    tally: _ClaimTally | None = None,
 ):
     """Per (b, c) and per threshold t: sum and count of probabilities strictly above t.
 
@@ -133,6 +134,8 @@ def _sums_above(
     ``(sums, counts, total, peak)``; sums and counts are lists matching ``thresholds``.
     With ``rows`` (indices into the flattened (b, c) pairs) only those pairs are computed
     and the results are 1-D, one value per listed row; ``thresholds`` are then (R, 1).
+    With ``tally`` (one threshold, all rows) the same comparisons also feed the multiclass
+    claim tally (see :class:`_ClaimTally`).
     """
     shape = thresholds[0].shape[:2] if rows is None else thresholds[0].shape[:1]
     device = source.info.device
@@ -141,7 +144,7 @@ def _sums_above(
     total = torch.zeros(shape, dtype=torch.float64, device=device) if want_stats else None
     peak = torch.zeros(shape, dtype=source.info.work_dtype, device=device) if want_stats else None
     buffer = None
-    for _, _, _, p in source:
+    for start, stop, _, p in source:
         if rows is not None:
             # Only the (b, c) pairs still iterating: a copy of their rows of this chunk.
             p = p.reshape(-1, p.shape[-1]).index_select(0, rows)
@@ -155,7 +158,11 @@ def _sums_above(
             # stay far below 2^24).
             torch.gt(p, t_cmp, out=above)
             n += above.sum(-1)
+            if tally is not None:
+                tally.add_claims(start, stop, p, above)
             s += above.mul_(p).sum(-1)
+            if tally is not None:
+                tally.add_masses(above)
         if want_stats:
             total += p.sum(-1)
             peak = torch.maximum(peak, p.amax(-1))
@@ -205,8 +212,19 @@ def _objective(s, n, mu, metric):
     return torch.where(den > 0, s / den.clamp_min(1e-300), torch.zeros_like(s))
 
 
-def _solve_thresholds(source: _Source, metric: str, pruning_prob: float, work_dtype):
-    """Dinkelbach iteration for every (b, c) at once. Returns t*, tau, S, mu, active."""
+def _solve_thresholds(
+    source: _Source,
+    metric: str,
+    pruning_prob: float,
+    work_dtype,
+    tally: _ClaimTally | None = None,
+):
+    """Dinkelbach iteration for every (b, c) at once. Returns t*, tau, S, mu, active, tallied.
+
+    With a ``tally`` (CPU only) a pass that is predicted to be the last one (the one that
+    only confirms that the counts repeat) also fills the tally; ``tallied`` says whether
+    the pass that ended the iteration did, i.e. whether the tally holds the claims at t*.
+    """
     t_start = _sample_estimate(source, metric)
     # First full pass: the sets {p > t_start} and {p > 0.5} become starting candidates (any
     # set's ratio is a lower bound of the optimum; the better one is kept). The sample can
@@ -222,15 +240,29 @@ def _solve_thresholds(source: _Source, metric: str, pruning_prob: float, work_dt
     inf = torch.full_like(mu, np.inf)
     t = torch.where(active, torch.maximum(ratios[0], ratios[1]), inf)
     n_prev = n
+    # Pixels per unit of threshold near the current one, from the last two passes (here the
+    # two candidates): the expected count change of the next pass is this slope times the
+    # threshold step. Only used to decide when the next pass is worth filling the tally.
+    t_used = torch.where(use_half, half, t_start)
+    slope = _count_slope(counts[1] - counts[0], half - t_start)
     # On CUDA a convergence check is a host-device sync: check only every few passes there.
     per_check = 1 if source.info.device.type == "cpu" else _PASSES_PER_CHECK
     cpu = source.info.device.type == "cpu"
     s = torch.where(use_half, sums[1], sums[0])
     converged_now = torch.zeros_like(active)
+    tallied = False
     for done in range(1, _MAX_PASSES + 1):
         t_cmp = round_down_to(t, work_dtype)[..., None]
         iterating = (~converged_now).reshape(-1).nonzero()[:, 0] if cpu else None
-        if iterating is not None and 2 * iterating.numel() <= converged_now.numel():
+        step = torch.where(active, (t - t_used).abs(), 0.0)
+        tallied = tally is not None and float((slope * step).sum()) < _SPECULATE_BELOW
+        if tallied:
+            # Probably the confirming pass: its comparisons are the tally's (same pixels,
+            # same thresholds), so the claims pass after the solver is saved. Should the
+            # counts still change, the tally is refilled by the next such pass or after.
+            tally.reset()
+            (s,), (n,), _, _ = _sums_above(source, [t_cmp], tally=tally)
+        elif iterating is not None and 2 * iterating.numel() <= converged_now.numel():
             # On the CPU, once most (b, c) pairs have converged (their threshold is frozen
             # and their sums cannot change) only the others are passed over.
             (s_rows,), (n_rows,), _, _ = _sums_above(
@@ -245,11 +277,26 @@ def _solve_thresholds(source: _Source, metric: str, pruning_prob: float, work_dt
         converged_now = n == n_prev
         if done % per_check == 0 and bool(converged_now.all()):
             break
+        slope = _count_slope(n - n_prev, t - t_used)
+        t_used = t
         n_prev = n
         # Classes that have converged keep their threshold: their set is a fixed point.
         t = torch.where(converged_now, t, t_next)
     # At the fixed point {p > t} has ratio t_next and {p > t_next} is the same set.
-    return t, n.to(torch.int64), s, mu, active
+    return t, n.to(torch.int64), s, mu, active, tallied
+
+
+#: Fill the multiclass tally in a threshold pass when fewer pixels than this are expected to
+#: change sets in it: a wrong guess costs the tally's work in one pass, a right one saves a
+#: whole pass (about 2.5 to 1 on the benchmark inputs).
+_SPECULATE_BELOW = 1.0
+
+
+def _count_slope(count_change: torch.Tensor, threshold_change: torch.Tensor) -> torch.Tensor:
+    """|count change| / |threshold change| per (b, c); 0 where the threshold did not move."""
+    moved = threshold_change.abs()
+    finite = torch.isfinite(moved) & (moved > 0)
+    return torch.where(finite, count_change.abs() / torch.where(finite, moved, 1.0), 0.0)
 
 
 def _check_options(metric, multilabel, unassigned, void_label, classes, n_classes, pruning_prob):
@@ -370,7 +417,12 @@ def rankseg_rma(
         if int(chunk_elements) < 1:
             raise ValueError(f"chunk_elements must be positive, got {chunk_elements}")
         source = _Source(info, valid, opt_index, int(chunk_elements))
-        t, tau, s, mu, active = _solve_thresholds(source, metric, pruning_prob, info.work_dtype)
+        n_opt = C if opt_index is None else len(opt_index)
+        # CPU only: predicting the last pass syncs with the device once per pass.
+        tally = _ClaimTally(info, n_opt) if not multilabel and device.type == "cpu" else None
+        t, tau, s, mu, active, tallied = _solve_thresholds(
+            source, metric, pruning_prob, info.work_dtype, tally
+        )
         t_cmp = round_down_to(t, info.work_dtype)[..., None]
         if multilabel:
             out = torch.empty((B, C, d), dtype=torch.bool, device=device)
@@ -385,8 +437,21 @@ def rankseg_rma(
                     out[:, opt_index, start:stop] = masks
                     out[:, rest_index, start:stop] = rest
         else:
+            if tally is None:
+                tally = _ClaimTally(info, mu.shape[1])
+            if not tallied:
+                tally.run(source, t_cmp)
             out = _assign_labels(
-                source, t_cmp, mu, active, metric, unassigned, void_label, rest_index, opt_index
+                source,
+                t_cmp,
+                mu,
+                active,
+                metric,
+                unassigned,
+                void_label,
+                rest_index,
+                opt_index,
+                tally,
             )
         result = out.reshape(B, C, *info.spatial) if multilabel else out.reshape(B, *info.spatial)
         if not return_info:
@@ -423,53 +488,87 @@ def _increments(p, first, second, metric, scratch):
     return score.div_(remaining.add_(second))
 
 
-def _assign_labels(
-    source, t_cmp, mu, active, metric, unassigned, void_label, rest_index, opt_index
-):
-    """Multiclass labels: unique claims keep their class, the rest go by largest increment."""
-    info, valid = source.info, source.valid
-    device, dtype = info.device, info.work_dtype
-    B, d = info.batch, info.pixels
-    n_opt = mu.shape[1]
-    # Pass over the pixels: per pixel, the number of claiming classes and (for a unique
-    # claim) which class; per class, size and mass of its uniquely claimed pixels. Sums over
-    # classes and over pixels are batched matrix products, the fastest reductions here.
-    weights = torch.stack(
-        [torch.ones(n_opt, dtype=dtype, device=device), torch.arange(n_opt, device=device)]
-    ).to(dtype)
-    weights = weights.expand(B, 2, n_opt)
-    n_u = torch.zeros_like(mu)
-    m_u = torch.zeros_like(mu)
-    pending = torch.empty((B, d), dtype=torch.bool, device=device)
-    out = torch.empty((B, d), dtype=torch.int64, device=device)
-    scratch = _Scratch()
-    for start, stop, _, p in source:
-        claims = torch.gt(p, t_cmp, out=scratch.like("claims", p))
+class _ClaimTally:
+    """Multiclass claims at the final thresholds, tallied chunk by chunk.
+
+    Per pixel: the number of claiming classes and, for a unique claim, which class (written
+    to ``out``; ``pending`` marks the other pixels). Per (b, c): size ``n_u`` and mass
+    ``m_u`` of the uniquely claimed pixels. Sums over classes and over pixels are batched
+    matrix products, the fastest reductions here. Fed either by its own pass or by the
+    solver's last threshold pass, which compares the same pixels with the same thresholds.
+    """
+
+    def __init__(self, info: ProbabilityInput, n_opt: int):
+        device, dtype = info.device, info.work_dtype
+        self.n_opt, self.dtype = n_opt, dtype
+        weights = torch.stack(
+            [torch.ones(n_opt, dtype=dtype, device=device), torch.arange(n_opt, device=device)]
+        ).to(dtype)
+        self.weights = weights.expand(info.batch, 2, n_opt)
+        self.n_u = torch.zeros((info.batch, n_opt), dtype=torch.float64, device=device)
+        self.m_u = torch.zeros_like(self.n_u)
+        self.pending = torch.empty((info.batch, info.pixels), dtype=torch.bool, device=device)
+        self.out = torch.empty((info.batch, info.pixels), dtype=torch.int64, device=device)
+        self.scratch = _Scratch()
+        self._unique = None
+
+    def reset(self):
+        self.n_u.zero_()
+        self.m_u.zero_()
+
+    def add_claims(self, start: int, stop: int, p: torch.Tensor, claims: torch.Tensor):
+        """Record one chunk's 0/1 claims (B, C, n) of probabilities ``p``; leaves them as is."""
+        B, n = p.shape[0], p.shape[-1]
         count_and_label = torch.bmm(  # (B, 2, n)
-            weights, claims, out=scratch.empty("count", (B, 2, p.shape[-1]), dtype, device)
+            self.weights, claims, out=self.scratch.empty("count", (B, 2, n), p.dtype, p.device)
         )
         # 0/1 float flags and float labels: on the CPU bool results and torch.where into
         # int64 cost several times more than float arithmetic (all values are small
         # integers, so the floats are exact).
-        unique = torch.eq(count_and_label[:, 0], 1, out=scratch.like("unique", p[:, 0]))
+        unique = torch.eq(count_and_label[:, 0], 1, out=self.scratch.like("unique", p[:, 0]))
         # For a uniquely claimed pixel the label row is its class; elsewhere it is a sum of
         # indices (or 0), so it is zeroed before use as an index.
-        label = count_and_label[:, 1].mul_(unique)
-        out[:, start:stop] = label
-        if n_opt > _SCATTER_MIN_CLASSES:
+        self.out[:, start:stop] = count_and_label[:, 1].mul_(unique)
+        torch.lt(unique, 0.5, out=self.pending[:, start:stop])
+        if self.n_opt > _SCATTER_MIN_CLASSES:
             # Many classes: scatter one value per pixel into its class, O(n), instead of
             # products over the class axis, O(C n).
-            index = out[:, start:stop]
+            index = self.out[:, start:stop]
             weight = unique.to(torch.float64)
-            n_u.scatter_add_(1, index, weight)
+            self.n_u.scatter_add_(1, index, weight)
             mass = p.gather(1, index.unsqueeze(1))[:, 0].to(torch.float64)
-            m_u.scatter_add_(1, index, mass * weight)
+            self.m_u.scatter_add_(1, index, mass * weight)
+            self._unique = None
         else:
             # Few classes: CPU scatters into a handful of bins serialise; products are faster.
-            weight = unique.unsqueeze(-1)
-            n_u += torch.bmm(claims, weight)[..., 0]
-            m_u += torch.bmm(claims.mul_(p), weight)[..., 0]
-        torch.lt(unique, 0.5, out=pending[:, start:stop])
+            self._unique = unique.unsqueeze(-1)
+            self.n_u += torch.bmm(claims, self._unique)[..., 0]
+
+    def add_masses(self, claimed_mass: torch.Tensor):
+        """The same chunk's claims multiplied by the probabilities (products path only)."""
+        if self._unique is not None:
+            self.m_u += torch.bmm(claimed_mass, self._unique)[..., 0]
+
+    def run(self, source: _Source, t_cmp: torch.Tensor):
+        """Its own pass over the pixels at thresholds ``t_cmp`` (B, C, 1)."""
+        self.reset()
+        for start, stop, _, p in source:
+            claims = torch.gt(p, t_cmp, out=self.scratch.like("claims", p))
+            self.add_claims(start, stop, p, claims)
+            self.add_masses(claims.mul_(p))
+
+
+def _assign_labels(
+    source, t_cmp, mu, active, metric, unassigned, void_label, rest_index, opt_index, tally
+):
+    """Multiclass labels: unique claims keep their class, the rest go by largest increment.
+
+    ``tally`` is a :class:`_ClaimTally` filled at ``t_cmp``.
+    """
+    info, valid = source.info, source.valid
+    device, dtype = info.device, info.work_dtype
+    n_opt = mu.shape[1]
+    out, pending, n_u, m_u = tally.out, tally.pending, tally.n_u, tally.m_u
     if opt_index is not None:
         out = opt_index[out]  # positions among the optimised classes -> class indices
     if valid is not None:
@@ -571,12 +670,14 @@ def _resolve(
 def _first_max_index(score: torch.Tensor, scratch: _Scratch) -> torch.Tensor:
     """Index of the first maximum along axis 1 (lowest class index on ties), like ``argmax``.
 
-    On the CPU ``max(dim).indices`` branches per element and is several times slower on
-    scores that change class often (measured: 3.4 ms against 0.4 ms for 3 x 350k scores);
-    the maximum, an equality test and a second maximum over reversed class weights
-    (``C - c`` where the score is maximal, 0 elsewhere) give the same index without branches.
+    On the CPU ``max(dim).indices`` over a dense chunk's class axis (not the innermost one)
+    branches per element and is several times slower on scores that change class often
+    (measured: 3.4 ms against 0.4 ms for 3 x 350k scores); the maximum, an equality test and
+    a second maximum over reversed class weights (``C - c`` where the score is maximal, 0
+    elsewhere) give the same index without branches.
     """
-    if score.device.type != "cpu":
+    if score.device.type != "cpu" or score.dim() == 2:
+        # Gathered (N, C) scores reduce along the contiguous axis, where max is fast.
         return score.max(1).indices
     n_classes = score.shape[1]
     top = score.amax(1, keepdim=True)

@@ -303,3 +303,29 @@ def test_info_without_expected_keeps_every_other_field():
     np.testing.assert_array_equal(full.threshold, fast.threshold)
     np.testing.assert_array_equal(full.count, fast.count)
     assert np.isnan(fast.expected).all() and np.isfinite(full.expected).all()
+
+
+@pytest.mark.parametrize("speculate", [True, False])
+def test_claims_tallied_in_the_last_threshold_pass_or_after_it(speculate, monkeypatch):
+    # The multiclass claims are tallied during the solver's last pass when it is predicted
+    # to be the last, else in a pass of their own. Forcing the guess on every pass (so that
+    # passes that are not the last refill the tally) or never must give the oracle's labels.
+    monkeypatch.setattr(core.seg.rma, "_SPECULATE_BELOW", np.inf if speculate else -np.inf)
+    own_passes = []
+    original = core.seg.rma._ClaimTally.run
+
+    def spy(self, source, t_cmp):
+        own_passes.append(True)
+        return original(self, source, t_cmp)
+
+    monkeypatch.setattr(core.seg.rma._ClaimTally, "run", spy)
+    rng = np.random.default_rng(31)
+    # 100 x 100 pixels: more than the warm-start sample, so the solver needs several passes
+    # (with every pass guessed last, the tally is filled and thrown away before the last).
+    probs = random_maps(rng, (2, 4, 100, 100), "softmax")
+    for metric in ("dice", "iou"):
+        out = rankseg_rma(probs, metric=metric, pruning_prob=0.2, chunk_elements=5000)
+        for b in range(2):
+            expected = oracle_labels(probs[b].reshape(4, -1), metric, "best", 0.2)
+            np.testing.assert_array_equal(out[b].ravel(), expected)
+    assert own_passes == ([] if speculate else [True, True])
