@@ -109,6 +109,8 @@ class _Source:
     def __init__(self, info, valid, opt_index, chunk_elements):
         self.info, self.valid, self.opt_index = info, valid, opt_index
         self.chunk_elements = chunk_elements
+        # One set of chunk-sized temporaries for every pass of a call.
+        self.scratch = _Scratch()
 
     def __iter__(self):
         for start, stop in _chunks(self.info, self.info.classes, self.chunk_elements):
@@ -126,7 +128,7 @@ def _sums_above(
     thresholds: list[torch.Tensor],
     want_stats: bool = False,
     rows: torch.Tensor | None = None,
-    tally: _ClaimTally | None = None,
+    tally: _ClaimTally | _MaskTally | None = None,
 ):
     """Per (b, c) and per threshold t: sum and count of probabilities strictly above t.
 
@@ -135,7 +137,7 @@ def _sums_above(
     With ``rows`` (indices into the flattened (b, c) pairs) only those pairs are computed
     and the results are 1-D, one value per listed row; ``thresholds`` are then (R, 1).
     With ``tally`` (one threshold, all rows) the same comparisons also feed the multiclass
-    claim tally (see :class:`_ClaimTally`).
+    claim tally or the multilabel masks (:class:`_ClaimTally`, :class:`_MaskTally`).
     """
     shape = thresholds[0].shape[:2] if rows is None else thresholds[0].shape[:1]
     device = source.info.device
@@ -143,14 +145,11 @@ def _sums_above(
     counts = [torch.zeros(shape, dtype=torch.float64, device=device) for _ in thresholds]
     total = torch.zeros(shape, dtype=torch.float64, device=device) if want_stats else None
     peak = torch.zeros(shape, dtype=source.info.work_dtype, device=device) if want_stats else None
-    buffer = None
     for start, stop, _, p in source:
         if rows is not None:
             # Only the (b, c) pairs still iterating: a copy of their rows of this chunk.
             p = p.reshape(-1, p.shape[-1]).index_select(0, rows)
-        if buffer is None or buffer.shape[-1] < p.shape[-1]:
-            buffer = torch.empty_like(p)
-        above = buffer[..., : p.shape[-1]]
+        above = source.scratch.like("above", p)
         for t_cmp, s, n in zip(thresholds, sums, counts, strict=True):
             # The comparison is written straight into a reused float 0/1 buffer: float
             # products and sums run vectorised, while bool reductions and fresh allocations
@@ -217,7 +216,7 @@ def _solve_thresholds(
     metric: str,
     pruning_prob: float,
     work_dtype,
-    tally: _ClaimTally | None = None,
+    tally: _ClaimTally | _MaskTally | None = None,
 ):
     """Dinkelbach iteration for every (b, c) at once. Returns t*, tau, S, mu, active, tallied.
 
@@ -243,8 +242,9 @@ def _solve_thresholds(
     # Pixels per unit of threshold near the current one, from the last two passes (here the
     # two candidates): the expected count change of the next pass is this slope times the
     # threshold step. Only used to decide when the next pass is worth filling the tally.
-    t_used = torch.where(use_half, half, t_start)
-    slope = _count_slope(counts[1] - counts[0], half - t_start)
+    if tally is not None:
+        t_used = torch.where(use_half, half, t_start)
+        slope = _count_slope(counts[1] - counts[0], half - t_start)
     # On CUDA a convergence check is a host-device sync: check only every few passes there.
     per_check = 1 if source.info.device.type == "cpu" else _PASSES_PER_CHECK
     cpu = source.info.device.type == "cpu"
@@ -254,8 +254,7 @@ def _solve_thresholds(
     for done in range(1, _MAX_PASSES + 1):
         t_cmp = round_down_to(t, work_dtype)[..., None]
         iterating = (~converged_now).reshape(-1).nonzero()[:, 0] if cpu else None
-        step = torch.where(active, (t - t_used).abs(), 0.0)
-        tallied = tally is not None and float((slope * step).sum()) < _SPECULATE_BELOW
+        tallied = tally is not None and _expected_changes(slope, t, t_used) < _SPECULATE_BELOW
         if tallied:
             # Probably the confirming pass: its comparisons are the tally's (same pixels,
             # same thresholds), so the claims pass after the solver is saved. Should the
@@ -277,8 +276,9 @@ def _solve_thresholds(
         converged_now = n == n_prev
         if done % per_check == 0 and bool(converged_now.all()):
             break
-        slope = _count_slope(n - n_prev, t - t_used)
-        t_used = t
+        if tally is not None:
+            slope = _count_slope(n - n_prev, t - t_used)
+            t_used = t
         n_prev = n
         # Classes that have converged keep their threshold: their set is a fixed point.
         t = torch.where(converged_now, t, t_next)
@@ -290,6 +290,12 @@ def _solve_thresholds(
 #: change sets in it: a wrong guess costs the tally's work in one pass, a right one saves a
 #: whole pass (about 2.5 to 1 on the benchmark inputs).
 _SPECULATE_BELOW = 1.0
+
+
+def _expected_changes(slope: torch.Tensor, t: torch.Tensor, t_used: torch.Tensor) -> float:
+    """Pixels expected to change sets when the thresholds move from ``t_used`` to ``t``."""
+    step = (t - t_used).abs()
+    return float(torch.where(torch.isfinite(step), slope * step, 0.0).sum())
 
 
 def _count_slope(count_change: torch.Tensor, threshold_change: torch.Tensor) -> torch.Tensor:
@@ -419,12 +425,18 @@ def rankseg_rma(
         source = _Source(info, valid, opt_index, int(chunk_elements))
         n_opt = C if opt_index is None else len(opt_index)
         # CPU only: predicting the last pass syncs with the device once per pass.
-        tally = _ClaimTally(info, n_opt) if not multilabel and device.type == "cpu" else None
+        tally = None
+        if device.type == "cpu" and not multilabel:
+            tally = _ClaimTally(info, n_opt, source.scratch)
+        elif device.type == "cpu" and opt_index is None:
+            tally = _MaskTally(torch.empty((B, C, d), dtype=torch.bool, device=device))
         t, tau, s, mu, active, tallied = _solve_thresholds(
             source, metric, pruning_prob, info.work_dtype, tally
         )
         t_cmp = round_down_to(t, info.work_dtype)[..., None]
-        if multilabel:
+        if multilabel and tallied:
+            out = tally.out
+        elif multilabel:
             out = torch.empty((B, C, d), dtype=torch.bool, device=device)
             for start, stop, full, p in source:
                 masks = p > t_cmp
@@ -438,7 +450,7 @@ def rankseg_rma(
                     out[:, rest_index, start:stop] = rest
         else:
             if tally is None:
-                tally = _ClaimTally(info, mu.shape[1])
+                tally = _ClaimTally(info, mu.shape[1], source.scratch)
             if not tallied:
                 tally.run(source, t_cmp)
             out = _assign_labels(
@@ -488,6 +500,22 @@ def _increments(p, first, second, metric, scratch):
     return score.div_(remaining.add_(second))
 
 
+class _MaskTally:
+    """Multilabel masks written by the solver's last pass (its comparisons are the masks)."""
+
+    def __init__(self, out: torch.Tensor):
+        self.out = out
+
+    def reset(self):
+        pass
+
+    def add_claims(self, start: int, stop: int, p: torch.Tensor, claims: torch.Tensor):
+        self.out[:, :, start:stop] = claims  # 0/1 floats -> bool
+
+    def add_masses(self, claimed_mass: torch.Tensor):
+        pass
+
+
 class _ClaimTally:
     """Multiclass claims at the final thresholds, tallied chunk by chunk.
 
@@ -498,7 +526,7 @@ class _ClaimTally:
     solver's last threshold pass, which compares the same pixels with the same thresholds.
     """
 
-    def __init__(self, info: ProbabilityInput, n_opt: int):
+    def __init__(self, info: ProbabilityInput, n_opt: int, scratch: _Scratch):
         device, dtype = info.device, info.work_dtype
         self.n_opt, self.dtype = n_opt, dtype
         weights = torch.stack(
@@ -509,7 +537,7 @@ class _ClaimTally:
         self.m_u = torch.zeros_like(self.n_u)
         self.pending = torch.empty((info.batch, info.pixels), dtype=torch.bool, device=device)
         self.out = torch.empty((info.batch, info.pixels), dtype=torch.int64, device=device)
-        self.scratch = _Scratch()
+        self.scratch = scratch
         self._unique = None
 
     def reset(self):
@@ -553,7 +581,7 @@ class _ClaimTally:
         """Its own pass over the pixels at thresholds ``t_cmp`` (B, C, 1)."""
         self.reset()
         for start, stop, _, p in source:
-            claims = torch.gt(p, t_cmp, out=self.scratch.like("claims", p))
+            claims = torch.gt(p, t_cmp, out=self.scratch.like("above", p))
             self.add_claims(start, stop, p, claims)
             self.add_masses(claims.mul_(p))
 
@@ -587,7 +615,7 @@ def _assign_labels(
         void_label=void_label,
         opt_index=opt_index,
         rest_index=rest_index,
-        scratch=_Scratch(),
+        scratch=source.scratch,
     )
     for start, stop, full, p in source:
         pend = pending[:, start:stop]

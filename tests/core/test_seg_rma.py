@@ -281,11 +281,14 @@ def test_pairs_that_converge_early_are_left_out_of_later_passes(monkeypatch):
     calls = []
     original = core.seg.rma._sums_above
 
-    def spy(source, thresholds, want_stats=False, rows=None):
+    def spy(source, thresholds, want_stats=False, rows=None, tally=None):
         calls.append(rows is not None)
-        return original(source, thresholds, want_stats, rows)
+        return original(source, thresholds, want_stats, rows, tally)
 
     monkeypatch.setattr(core.seg.rma, "_sums_above", spy)
+    # A pass predicted to be the last one runs over every row (it writes the masks): never
+    # predict here, so that the row-subset passes run.
+    monkeypatch.setattr(core.seg.rma, "_SPECULATE_BELOW", -np.inf)
     out = rankseg_rma(probs, multilabel=True, metric="iou")
     assert any(calls), "the row-subset path was not exercised"
     for b, c in itertools.product(range(2), range(8)):
@@ -329,3 +332,10 @@ def test_claims_tallied_in_the_last_threshold_pass_or_after_it(speculate, monkey
             expected = oracle_labels(probs[b].reshape(4, -1), metric, "best", 0.2)
             np.testing.assert_array_equal(out[b].ravel(), expected)
     assert own_passes == ([] if speculate else [True, True])
+    # Multilabel: the masks are written by the guessed-last pass or by a pass of their own.
+    sig = random_maps(rng, (1, 3, 100, 100), "sigmoid")
+    masks = rankseg_rma(sig, metric="iou", multilabel=True, pruning_prob=0.0)
+    for c in range(3):
+        np.testing.assert_array_equal(
+            masks[0, c].ravel(), sort_reference(sig[0, c].ravel(), "iou")[0]
+        )
