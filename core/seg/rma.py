@@ -187,20 +187,23 @@ def _sample_estimate(source: _Source, metric: str, samples: int = 4096, steps: i
     mu = q.sum(-1)
     extra = 1.0 / stride if metric == "dice" else 0.0  # the "+1" of Dice at sample scale
     t = torch.full_like(mu, 0.5)
+    above = torch.empty_like(q)
+    # Few, in-place operations: on small inputs the per-operation overhead is the cost.
     for _ in range(steps):
-        above = q > t[..., None]
-        s = torch.where(above, q, 0).sum(-1)
-        nf = above.sum(-1, dtype=torch.float64)
-        den = nf + mu + extra
-        t = torch.where(den > 0, s / den.clamp_min(1e-300), torch.zeros_like(s))
+        torch.gt(q, t[..., None], out=above)
+        den = above.sum(-1).add_(mu).add_(extra)
+        # An empty set with no mass has den = 0 and s = 0: the clamp gives t = 0 there.
+        t = above.mul_(q).sum(-1).div_(den.clamp_min_(1e-300))
     return t
 
 
 def _ratio_threshold(s, n, mu, metric):
     """Threshold t = objective/2 (Dice) or g/(1+g) (IoU) of the set with sum s and count n."""
-    nf = n.to(torch.float64)
-    den = nf + mu + 1.0 if metric == "dice" else nf + mu
-    return torch.where(den > 0, s / den.clamp_min(1e-300), torch.zeros_like(s))
+    den = n.to(torch.float64) + mu
+    if metric == "dice":
+        den += 1.0
+    # den = 0 only for an empty set of an item with no mass, where s = 0: the clamp gives 0.
+    return s / den.clamp_min_(1e-300)
 
 
 def _objective(s, n, mu, metric):
@@ -243,7 +246,7 @@ def _solve_thresholds(
     # two candidates): the expected count change of the next pass is this slope times the
     # threshold step. Only used to decide when the next pass is worth filling the tally.
     if tally is not None:
-        t_used = torch.where(use_half, half, t_start)
+        t_used = torch.where(use_half, half, t_start).numpy()
         slope = _count_slope(counts[1] - counts[0], half - t_start)
     # On CUDA a convergence check is a host-device sync: check only every few passes there.
     per_check = 1 if source.info.device.type == "cpu" else _PASSES_PER_CHECK
@@ -277,8 +280,8 @@ def _solve_thresholds(
         if done % per_check == 0 and bool(converged_now.all()):
             break
         if tally is not None:
-            slope = _count_slope(n - n_prev, t - t_used)
-            t_used = t
+            slope = _count_slope(n - n_prev, t - torch.from_numpy(t_used))
+            t_used = t.numpy()
         n_prev = n
         # Classes that have converged keep their threshold: their set is a fixed point.
         t = torch.where(converged_now, t, t_next)
@@ -292,17 +295,22 @@ def _solve_thresholds(
 _SPECULATE_BELOW = 1.0
 
 
-def _expected_changes(slope: torch.Tensor, t: torch.Tensor, t_used: torch.Tensor) -> float:
+# The two helpers below run on the CPU only (with a tally) and on (B, C) values: numpy,
+# whose per-call overhead on such tiny arrays is a fraction of torch's.
+
+
+def _expected_changes(slope: np.ndarray, t: torch.Tensor, t_used: np.ndarray) -> float:
     """Pixels expected to change sets when the thresholds move from ``t_used`` to ``t``."""
-    step = (t - t_used).abs()
-    return float(torch.where(torch.isfinite(step), slope * step, 0.0).sum())
+    step = np.abs(t.numpy() - t_used)
+    # Pruned classes sit at an infinite threshold and never change.
+    return float(np.sum(slope * step, where=np.isfinite(step)))
 
 
-def _count_slope(count_change: torch.Tensor, threshold_change: torch.Tensor) -> torch.Tensor:
+def _count_slope(count_change: torch.Tensor, threshold_change: torch.Tensor) -> np.ndarray:
     """|count change| / |threshold change| per (b, c); 0 where the threshold did not move."""
-    moved = threshold_change.abs()
-    finite = torch.isfinite(moved) & (moved > 0)
-    return torch.where(finite, count_change.abs() / torch.where(finite, moved, 1.0), 0.0)
+    moved = np.abs(threshold_change.numpy())
+    moving = np.isfinite(moved) & (moved > 0)
+    return np.divide(np.abs(count_change.numpy()), moved, out=np.zeros_like(moved), where=moving)
 
 
 def _check_options(metric, multilabel, unassigned, void_label, classes, n_classes, pruning_prob):
