@@ -204,7 +204,7 @@ class QuantizationPanel(QWidget):
             "FlexRound): they are small but sensitive."
         )
         form.addRow("", self.first_last_check)
-        self.act_check = QCheckBox("8-bit activations (learned step, LSQ)", self)
+        self.act_check = QCheckBox("8-bit activations too", self)
         self.act_check.setToolTip(
             "Also fake-quantize every quantized layer's input to 8 bits with a learned step, "
             "trained together with the weights (the paper's W/A setting, e.g. W4A8). Off: "
