@@ -227,18 +227,25 @@ def make_ct_demo(out: Path, iterations: int, threads: int, loss: str) -> None:
     truth = np.asarray(nib.load(str(out / "label.nii.gz")).dataobj)
     probs = predict(LoadedModel(module=module, spec=SPEC), reread, device="cpu")
     scores = dice_per_class(probs.argmax(axis=0), truth, SPEC.num_classes)
-    record = {
+    record = training_record(module, TRAIN_SEEDS, iterations, threads, start)
+    record["loss"] = loss
+    write_metrics(model_dir, SPEC, scores, record, "CT demo")
+
+
+def training_record(
+    module: torch.nn.Module, seeds: tuple[int, ...], iterations: int, threads: int, start: float
+) -> dict:
+    """How a demo model was trained, for its metrics.json."""
+    return {
         "held_out_seed": HELD_OUT_SEED,
-        "train_seeds": list(TRAIN_SEEDS),
+        "train_seeds": list(seeds),
         "iterations": iterations,
         "batch_size": BATCH,
         "crop": CROP,
         "threads": threads,
         "seconds": round(time.perf_counter() - start, 1),
         "parameters": sum(p.numel() for p in module.parameters()),
-        "loss": loss,
     }
-    write_metrics(model_dir, SPEC, scores, record, "CT demo")
 
 
 def make_natural_demo(out: Path, iterations: int, threads: int) -> None:
@@ -270,16 +277,7 @@ def make_natural_demo(out: Path, iterations: int, threads: int) -> None:
     truth = imread(out / "label.png")[:, :, None]
     probs = predict(LoadedModel(module=module, spec=NATURAL_SPEC), reread, device="cpu")
     scores = dice_per_class(probs.argmax(axis=0), truth, NATURAL_SPEC.num_classes)
-    record = {
-        "held_out_seed": HELD_OUT_SEED,
-        "train_seeds": list(NATURAL_TRAIN_SEEDS),
-        "iterations": iterations,
-        "batch_size": BATCH,
-        "crop": CROP,
-        "threads": threads,
-        "seconds": round(time.perf_counter() - start, 1),
-        "parameters": sum(p.numel() for p in module.parameters()),
-    }
+    record = training_record(module, NATURAL_TRAIN_SEEDS, iterations, threads, start)
     write_metrics(model_dir, NATURAL_SPEC, scores, record, "natural-image demo")
 
 
