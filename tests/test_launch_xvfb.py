@@ -1,7 +1,6 @@
 """Launch main.py in a real X server as a user would: window appears, is not blank, quits with 0."""
 
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 from tests.xserver import (
     missing_tools,
     press_keys,
-    screenshot,
+    screenshot_until,
     start_app,
     wait_for_window,
     x_env,
@@ -36,14 +35,19 @@ def quit_app(display: str, window: str, app: subprocess.Popen) -> None:
             subprocess.run(["xdotool", "key", "alt+y"], env=x_env(display), timeout=10)
 
 
+def _painted(pixels: np.ndarray) -> bool:
+    return pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+
+
 def test_app_opens_a_real_window_and_quits_cleanly(tmp_path):
     with xvfb() as display:
         app = start_app(display, ["--no-demo"], tmp_path / "data", ROOT)
         try:
             window = wait_for_window(display, "segbench", timeout=90)
-            pixels = screenshot(display, tmp_path / "window.png")
             # Not blank: the window paints text and widgets, so the image has many distinct colours
             # and a real spread of intensities (an unpainted X root is a single black colour).
+            # The window is mapped before its first paint, so poll until it shows or time runs out.
+            pixels = screenshot_until(display, tmp_path / "window.png", _painted, timeout=60)
             assert pixels.std() > 20
             assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
             quit_app(display, window, app)
@@ -68,14 +72,14 @@ def test_demo_opens_with_coloured_overlays_in_a_real_window(tmp_path):
             window = wait_for_window(display, "segbench", timeout=90)
             # The demo segments itself on the worker; poll the real screen until the liver
             # overlay shows (inference takes seconds on a busy 2-core machine).
-            deadline = time.monotonic() + 240
-            orange = 0
-            while time.monotonic() < deadline:
-                pixels = screenshot(display, tmp_path / "demo.png")
-                orange = _orange_pixels(pixels)
-                if orange > 5000:
-                    break
-                time.sleep(2)
+            pixels = screenshot_until(
+                display,
+                tmp_path / "demo.png",
+                lambda shot: _orange_pixels(shot) > 5000,
+                timeout=240,
+                interval=2,
+            )
+            orange = _orange_pixels(pixels)
             assert orange > 5000, f"no liver overlay on screen ({orange} orange pixels)"
             quit_app(display, window, app)
             output, _ = app.communicate(timeout=60)

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -95,6 +95,26 @@ def screenshot(display: str, path: Path) -> np.ndarray:
 
     subprocess.run(["import", "-window", "root", str(path)], env=x_env(display), check=True)
     return np.asarray(Image.open(path).convert("RGB"))
+
+
+def screenshot_until(
+    display: str,
+    path: Path,
+    condition: Callable[[np.ndarray], bool],
+    timeout: float = 60.0,
+    interval: float = 0.5,
+) -> np.ndarray:
+    """Take screenshots until ``condition(pixels)`` holds; return the last one either way.
+
+    A window is mapped before Qt paints it, so the first screenshot after the window appears can
+    still be the black X root: the caller's condition decides when the screen is ready.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        pixels = screenshot(display, path)
+        if condition(pixels) or time.monotonic() > deadline:
+            return pixels
+        time.sleep(interval)
 
 
 def press_keys(display: str, window_id: str, keys: str) -> None:
