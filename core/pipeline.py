@@ -372,7 +372,11 @@ def segment_image(
 
 
 def result_table_row(variant: str, result: SegmentationResult) -> dict[str, Any]:
-    """One flat row (for a table or a CSV) of a result: means, then per-class columns."""
+    """One flat row (for a table or a CSV) of a result: means, then per-class columns.
+
+    Per foreground class: Dice, IoU, expected Dice, volume (mL), and the mean and standard
+    deviation of the image inside the class's mask (None for an empty class or an RGB image).
+    """
     row: dict[str, Any] = {
         "model": variant,
         "decision": result.decision,
@@ -387,4 +391,6 @@ def result_table_row(variant: str, result: SegmentationResult) -> dict[str, Any]
         row[f"{cls.name} iou"] = cls.iou
         row[f"{cls.name} expected_dice"] = cls.expected_dice
         row[f"{cls.name} ml"] = cls.volume_ml
+        row[f"{cls.name} mean_intensity"] = cls.mean_intensity
+        row[f"{cls.name} sd_intensity"] = cls.sd_intensity
     return row

@@ -32,11 +32,21 @@ _HEADER_TITLES = {
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 
 
+_KIND_TITLES = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "expected_dice": "E[Dice]",
+    "ml": "mL",
+    "mean_intensity": "mean",
+    "sd_intensity": "SD",
+}
+
+
 def _column_title(key: str) -> str:
     if key in _HEADER_TITLES:
         return _HEADER_TITLES[key]
     name, _, kind = key.rpartition(" ")
-    kind = {"dice": "Dice", "iou": "IoU", "expected_dice": "E[Dice]", "ml": "mL"}.get(kind, kind)
+    kind = _KIND_TITLES.get(kind, kind)
     return f"{name}\n{kind}"
 
 
@@ -47,23 +57,24 @@ _TOOLTIPS = {
     "independent), no ground truth needed. Only as good as the model's calibration: a long "
     "tail of small probabilities drags it down.",
     "ml": "Volume of the class in the mask, in millilitres (voxels x voxel volume).",
+    "mean_intensity": "Mean image value inside the class's mask (Hounsfield units for CT).",
+    "sd_intensity": "Standard deviation of the image values inside the class's mask.",
 }
 
 
 def _tooltip(key: str) -> str:
-    kind = key.rpartition("_")[2] if key.startswith("mean_") else key.rpartition(" ")[2]
-    if key == "mean_expected_dice":
-        kind = "expected_dice"
-    text = _TOOLTIPS.get(kind, "")
-    if key.startswith("mean_") and text:
-        text = "Mean over the foreground classes. " + text
-    return text
+    if key in _HEADER_TITLES:  # the whole-result columns: "mean_dice" and friends
+        text = _TOOLTIPS.get(key.removeprefix("mean_"), "")
+        return "Mean over the foreground classes. " + text if text else ""
+    return _TOOLTIPS.get(key.rpartition(" ")[2], "")
 
 
 def _format(key: str, value: object) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
+        if key.endswith("_intensity"):
+            return f"{value:.1f}"
         return f"{value:.2f}" if key.endswith(" ml") else f"{value:.3f}"
     return str(value)
 

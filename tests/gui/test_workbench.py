@@ -61,6 +61,14 @@ def test_demo_flow_segment_quantize_compare_save_export(window, qtbot, tmp_path)
     assert win.results_table.table.rowCount() == 2
     column = win.results_table.columns.index("lesion expected_dice")
     assert "calibration" in win.results_table.table.horizontalHeaderItem(column).toolTip()
+    # Each class's mean intensity inside its mask, as the table shows it (one decimal).
+    shown = win.session.results[keys[1]].result.mask
+    liver = np.asarray(win.session.image.array)[shown == 1]
+    row = 1  # table rows follow the results' order
+    assert win.results_table.cell_text(row, "liver mean_intensity") == f"{liver.mean():.1f}"
+    assert win.results_table.cell_text(row, "liver sd_intensity") == f"{liver.std():.1f}"
+    column = win.results_table.columns.index("liver mean_intensity")
+    assert "Hounsfield" in win.results_table.table.horizontalHeaderItem(column).toolTip()
     np.testing.assert_array_equal(win.viewer.prediction(), win.session.results[keys[1]].result.mask)
     assert "quantize" in win.hint.text().lower()
 
