@@ -24,7 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.io import Image, list_dicom_series, read_image, read_mask, write_mask
+from core.io import (
+    Image,
+    VolumeChoiceRequired,
+    list_dicom_series,
+    read_image,
+    read_mask,
+    write_mask,
+)
 from core.models import LoadedModel, load_model
 from core.pipeline import SegmentationResult, segment_image
 from core.report_files import write_csv_atomic, write_json_atomic
@@ -59,7 +66,6 @@ HINT_DEFAULT = (
     "and compare variants."
 )
 MASK_FILTER = "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MHA (*.mha);;PNG (*.png)"
-_VOLUMES_RE = re.compile(r"4-D image with (\d+) volumes")
 
 
 def _plain(fn, *args, **kwargs):
@@ -228,11 +234,13 @@ class WorkbenchWindow(MainWindow):
         self.help_menu.insertAction(self.help_menu.actions()[0], shortcuts)
 
     # --- dialogs that tests replace --------------------------------------------------------
-    def ask_volume(self, path: str, count: int) -> int | None:
+    def ask_volume(self, path: str, choice: VolumeChoiceRequired) -> int | None:
+        how = f" ({choice.detail})" if choice.detail else ""
+        count = choice.count
         value, ok = QInputDialog.getInt(
             self,
-            "4-D image",
-            f"{Path(path).name} holds {count} volumes. Open which one?",
+            "Several volumes",
+            f"{Path(path).name}: {choice.summary}{how}.\nOpen which one (0 to {count - 1})?",
             0,
             0,
             count - 1,
@@ -268,9 +276,9 @@ class WorkbenchWindow(MainWindow):
         """Read an image on the worker; a 4-D file asks which volume first."""
 
         def on_failed(failure):
-            match = _VOLUMES_RE.search(failure.message)
-            if match and volume is None:
-                chosen = self.ask_volume(path, int(match.group(1)))
+            several = failure.exception
+            if isinstance(several, VolumeChoiceRequired) and volume is None:
+                chosen = self.ask_volume(path, several)
                 if chosen is not None:
                     self.open_image(path, series=series, volume=chosen)
                 return

@@ -44,3 +44,23 @@ def write_dicom_series(volume: np.ndarray, affine: np.ndarray, folder: Path) -> 
         ds.RescaleSlope, ds.RescaleIntercept = 1, 0
         ds.PixelData = np.ascontiguousarray(volume[:, :, k].T).astype("<i2").tobytes()
         ds.save_as(folder / f"slice{k:04d}.dcm", enforce_file_format=True)
+
+
+def write_multi_echo_copy(series: Path, folder: Path, echoes: int = 3) -> None:
+    """Copy a single-volume series once per echo (EchoNumbers 1..echoes, pixels + 100 per echo).
+
+    Instance numbers run backwards through the echoes, so a reader must order the volumes by
+    the echo numbers, not by instance numbers or file names.
+    """
+    import pydicom
+
+    folder.mkdir(parents=True)
+    files = sorted(series.iterdir())
+    for e in range(echoes):
+        for n, file in enumerate(files):
+            dataset = pydicom.dcmread(file)
+            dataset.SOPInstanceUID = f"{dataset.SOPInstanceUID}.{e + 1}"
+            dataset.EchoNumbers = e + 1
+            dataset.InstanceNumber = (echoes - e) * 100 + n
+            dataset.PixelData = (dataset.pixel_array + 100 * e).astype("<i2").tobytes()
+            dataset.save_as(folder / f"x{(echoes - e) * 100 + n}.dcm")

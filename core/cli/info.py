@@ -82,9 +82,15 @@ def describe_path(path: Path, *, trust: bool = False) -> dict[str, Any]:
         from core.models import ModelSpec
 
         return {"kind": "spec", "path": str(path), "spec": describe_spec(ModelSpec.read(path))}
-    from core.io import read_image
+    from core.io import VolumeChoiceRequired, read_image
 
-    return {"kind": "image", **describe_image(read_image(path), intensities=True)}
+    try:
+        return {"kind": "image", **describe_image(read_image(path), intensities=True)}
+    except VolumeChoiceRequired as several:
+        # Describe the first volume (they share the geometry) and say how many there are.
+        first = describe_image(read_image(path, volume=0), intensities=True)
+        volumes = {"count": several.count, "summary": several.summary, "detail": several.detail}
+        return {"kind": "image", **first, "volumes": volumes}
 
 
 def _join(values: Any, unit: str = "") -> str:
@@ -121,6 +127,13 @@ def format_description(info: dict[str, Any]) -> str:
             f"  modality: {info['modality'] or 'unknown'}"
             + (" (natural image)" if info["natural"] else ""),
         ]
+        if info.get("volumes"):
+            volumes = info["volumes"]
+            how = f"; {volumes['detail']}" if volumes["detail"] else ""
+            lines.append(
+                f"  volumes: {volumes['count']} ({volumes['summary']}{how}); shown: volume 0, "
+                f"segment one with --volume N"
+            )
         if info["window"]:
             lines.append(f"  window: center {info['window'][0]:g}, width {info['window'][1]:g}")
         if info.get("intensity_range"):

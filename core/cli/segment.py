@@ -181,12 +181,15 @@ def run(args: argparse.Namespace) -> int:
     _check_paths(args)
     start = time.perf_counter()
     # Inputs are read before torch is imported, so a bad path or mask fails within a second.
-    from core.io import read_image, read_mask, write_mask
+    from core.io import VolumeChoiceRequired, read_image, read_mask, write_mask
 
     quiet = bool(getattr(args, "quiet", False))
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    image = read_image(args.image, series=args.series, volume=args.volume)
+    try:
+        image = read_image(args.image, series=args.series, volume=args.volume)
+    except VolumeChoiceRequired as exc:
+        raise UsageError(exc.explain("--volume ")) from exc
     timings["read_image"] = time.perf_counter() - clock
     ground_truth = None
     gt_warnings: list[str] = []

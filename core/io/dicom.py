@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from core.io.errors import ImageReadError
+from core.io.errors import ImageReadError, VolumeChoiceRequired
 from core.io.geometry import LPS_TO_RAS
 from core.io.image import Image
 
@@ -125,7 +125,12 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     return series
 
 
-def read_dicom(path: str | os.PathLike[str], *, series: str | DicomSeries | None = None) -> Image:
+def read_dicom(
+    path: str | os.PathLike[str],
+    *,
+    series: str | DicomSeries | None = None,
+    volume: int | None = None,
+) -> Image:
     """Read one DICOM file, or one series from a folder, as a volume.
 
     Parameters
@@ -135,6 +140,12 @@ def read_dicom(path: str | os.PathLike[str], *, series: str | DicomSeries | None
     series : str or DicomSeries, optional
         SeriesInstanceUID to read from a folder. Without it the largest series is read and a
         warning names it and the others.
+    volume : int, optional
+        Which volume of a series that holds several at every slice position (echoes, phases,
+        time points, b-values); required when there are several. Volumes are numbered in the
+        order of the first attribute that tells them apart at every position (EchoNumbers,
+        TemporalPositionIdentifier, TriggerTime, AcquisitionNumber, DiffusionBValue,
+        AcquisitionTime, InstanceNumber), else of the frames in their files.
 
     Returns
     -------
@@ -145,7 +156,8 @@ def read_dicom(path: str | os.PathLike[str], *, series: str | DicomSeries | None
     Raises
     ------
     ImageReadError
-        Empty folder, unknown series, unreadable pixel data, inconsistent slices.
+        Empty folder, unknown series, unreadable pixel data, inconsistent slices, a missing or
+        out-of-range volume choice, or slice positions repeated unevenly (duplicates).
     """
     source = Path(path)
     warnings: list[str] = []
@@ -181,7 +193,7 @@ def read_dicom(path: str | os.PathLike[str], *, series: str | DicomSeries | None
             datasets.append(pydicom.dcmread(file))
         except Exception as exc:
             raise ImageReadError(f"{file}: cannot read DICOM ({exc})") from exc
-    return _assemble(source, datasets, files, warnings)
+    return _assemble(source, datasets, files, warnings, volume)
 
 
 @dataclass
@@ -310,6 +322,7 @@ def _assemble(
     datasets: list[pydicom.Dataset],
     files: list[Path],
     warnings: list[str],
+    volume: int | None,
 ) -> Image:
     frames = [
         frame for ds, file in zip(datasets, files, strict=True) for frame in _frames_of(ds, file)
@@ -328,6 +341,11 @@ def _assemble(
         raise ImageReadError(f"{source}: slices have different sizes {sorted(sizes)}")
 
     if first.orientation is None or any(f.position is None for f in frames):
+        if volume not in (None, 0):
+            raise ImageReadError(
+                f"{source}: volume {volume} requested but without slice positions the series "
+                "cannot be split into volumes"
+            )
         warnings.append(
             "no ImagePositionPatient/ImageOrientationPatient: patient geometry unknown, "
             "slices kept in InstanceNumber/frame order with unit spacing"
@@ -345,7 +363,8 @@ def _assemble(
         ipp = np.array([f.position for f in frames])
         order = np.argsort(ipp @ normal, kind="stable")
         frames = [frames[i] for i in order]
-        ipp = ipp[order]
+        frames = _one_volume(source, frames, ipp[order] @ normal, volume, warnings)
+        ipp = np.array([f.position for f in frames])
         origin = ipp[0]
         step = _slice_step(source, ipp, normal, first.dataset, warnings)
 
@@ -377,6 +396,105 @@ def _assemble(
     )
 
 
+#: Attributes that tell the volumes of a multi-volume series apart, in order of preference.
+_VOLUME_KEYS = (
+    "EchoNumbers",
+    "TemporalPositionIdentifier",
+    "TriggerTime",
+    "AcquisitionNumber",
+    "DiffusionBValue",
+    "AcquisitionTime",
+    "InstanceNumber",
+)
+
+
+def _volume_value(frame: _Frame, keyword: str) -> object:
+    """A frame's value of ``keyword``, or None; frames of a multi-frame file use their index."""
+    if frame.frame is not None:
+        return None  # per-file attributes do not separate the frames of one file
+    value = frame.dataset.get(keyword)
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _one_volume(
+    source: Path,
+    frames: list[_Frame],
+    along_normal: np.ndarray,
+    volume: int | None,
+    warnings: list[str],
+) -> list[_Frame]:
+    """The frames of one volume of a series that may hold several at each slice position.
+
+    ``frames`` are sorted along the normal and ``along_normal`` holds their positions on it.
+    A series with the same number n of frames at every position holds n volumes; anything else
+    with a repeated position is refused (duplicate slices are not a volume).
+    """
+    starts = np.flatnonzero(np.diff(along_normal, prepend=-np.inf) >= _SAME_POSITION_MM)
+    sizes = np.diff(np.append(starts, len(frames)))
+    if sizes.max() == 1:
+        if volume not in (None, 0):
+            raise ImageReadError(f"{source}: volume {volume} requested but the series has one")
+        return frames
+    n_volumes = int(sizes[0])
+    if np.any(sizes != n_volumes):
+        raise ImageReadError(
+            f"{source}: {int(sizes.max())} slices share a position while other positions have "
+            f"{int(sizes.min())} (duplicate slices, or an incomplete multi-volume series); "
+            "not supported"
+        )
+    groups = [frames[start : start + n_volumes] for start in starts]
+    keyword, ranked = _volume_order(groups)
+    described = _describe_volumes(groups, keyword) + f"; {len(groups)} slices each"
+    if volume is None:
+        raise VolumeChoiceRequired(
+            source, n_volumes, f"4-D image with {n_volumes} volumes", described
+        )
+    if not 0 <= volume < n_volumes:
+        raise ImageReadError(
+            f"{source}: volume {volume} out of range (series has {n_volumes} volumes)"
+        )
+    warnings.append(f"series holds {n_volumes} volumes ({described}); showing volume {volume}")
+    return [group[ranked[g][volume]] for g, group in enumerate(groups)]
+
+
+def _describe_volumes(groups: list[list[_Frame]], keyword: str | None) -> str:
+    """``"by EchoNumbers: 1, 2"``; only the keyword when positions differ in their values."""
+    if keyword is None:
+        return "in file order"
+    value_sets = {tuple(sorted(_volume_value(f, keyword) for f in group)) for group in groups}
+    if len(value_sets) > 1:
+        return f"by {keyword}"
+    values = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value_sets.pop())
+    return f"by {keyword}: {values}"
+
+
+def _volume_order(groups: list[list[_Frame]]) -> tuple[str | None, list[list[int]]]:
+    """The attribute that separates the frames at every position, and each group's order by it.
+
+    Returns the keyword (None when none separates them: then the frames keep their file and
+    frame order) and, per position, the frame indices sorted by volume.
+    """
+    for keyword in _VOLUME_KEYS:
+        orders = []
+        for group in groups:
+            values = [_volume_value(frame, keyword) for frame in group]
+            kinds = {type(v) for v in values}
+            if None in values or len(set(values)) < len(values) or len(kinds) > 1:
+                break
+            orders.append(sorted(range(len(group)), key=values.__getitem__))
+        else:
+            return keyword, orders
+    fallback = [
+        sorted(range(len(g)), key=lambda i, g=g: (str(g[i].file), g[i].frame or 0)) for g in groups
+    ]
+    return None, fallback
+
+
 def _fallback_thickness(dataset: pydicom.Dataset) -> float:
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
         value = dataset.get(keyword)
@@ -395,13 +513,7 @@ def _slice_step(
     """The world step (LPS mm) from one slice to the next, with warnings on irregular spacing."""
     if len(ipp) == 1:
         return normal * _fallback_thickness(first)
-    distances = np.diff(ipp @ normal)
-    duplicates = int(np.sum(distances < _SAME_POSITION_MM))
-    if duplicates:
-        raise ImageReadError(
-            f"{source}: {duplicates + 1} slices share a position (several volumes, echoes or "
-            "phases in one series?); not supported"
-        )
+    distances = np.diff(ipp @ normal)  # positive: _one_volume left one frame per position
     spacing = float(np.median(distances))
     deviation = float(np.max(np.abs(distances - spacing)))
     if deviation > max(_SPACING_TOLERANCE_MM, 0.01 * spacing):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from core.io.errors import ImageReadError
+from core.io.errors import ImageReadError, VolumeChoiceRequired
 from core.io.geometry import affine_from_itk
 from core.io.image import Image
 
@@ -81,9 +81,7 @@ def _choose(path: Path, volume: int | None, count: int, what: str) -> int:
     if count == 1:
         return 0
     if volume is None:
-        raise ImageReadError(
-            f"{path}: image has {count} {what}; choose one with volume=0..{count - 1}"
-        )
+        raise VolumeChoiceRequired(path, count, f"image has {count} {what}")
     if not 0 <= volume < count:
         raise ImageReadError(f"{path}: volume {volume} out of range ({count} {what})")
     return volume

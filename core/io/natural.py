@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import skimage.io
 
-from core.io.errors import ImageReadError
+from core.io.errors import ImageReadError, VolumeChoiceRequired
 from core.io.image import Image
 
 __all__ = ["read_natural", "read_natural_pixels"]
@@ -38,9 +38,7 @@ def read_natural_pixels(path: Path, *, volume: int | None = None) -> tuple[np.nd
     if pixels.ndim == 4 or (pixels.ndim == 3 and pixels.shape[-1] not in (1, 2, 3, 4)):
         pages = pixels.shape[0]
         if volume is None:
-            raise ImageReadError(
-                f"{path}: {pages} pages/frames; choose one with volume=0..{pages - 1}"
-            )
+            raise VolumeChoiceRequired(path, pages, f"{pages} pages/frames")
         if not 0 <= volume < pages:
             raise ImageReadError(f"{path}: volume {volume} out of range ({pages} pages)")
         pixels = pixels[volume]

@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from core.io.errors import ImageReadError
+from core.io.errors import ImageReadError, VolumeChoiceRequired
 from core.io.geometry import max_corner_distance
 from core.io.image import Image
 
@@ -63,10 +63,7 @@ def read_nifti(path: Path, *, volume: int | None = None) -> Image:
     try:
         if len(shape) >= 4 and shape[3] > 1:
             if volume is None:
-                raise ImageReadError(
-                    f"{path}: 4-D image with {shape[3]} volumes; choose one with "
-                    f"volume=0..{shape[3] - 1}"
-                )
+                raise VolumeChoiceRequired(path, shape[3], f"4-D image with {shape[3]} volumes")
             if not 0 <= volume < shape[3]:
                 raise ImageReadError(
                     f"{path}: volume {volume} out of range (file has {shape[3]} volumes)"

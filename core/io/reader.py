@@ -48,7 +48,8 @@ def read_image(
     series : str or DicomSeries, optional
         SeriesInstanceUID to read from a DICOM folder (see ``list_dicom_series``).
     volume : int, optional
-        Volume of a 4-D image (or page of a multi-page TIFF); required when there are several.
+        Volume of a 4-D image, of a DICOM series with several volumes (echoes, phases, time
+        points), or page of a multi-page TIFF; required when there are several.
 
     Returns
     -------
@@ -65,10 +66,10 @@ def read_image(
     if not source.exists():
         raise ImageReadError(f"{source}: no such file or folder")
     if source.is_dir():
-        return read_dicom(source, series=series)
+        return read_dicom(source, series=series, volume=volume)
     if source.name.upper() == "DICOMDIR":
         # A DICOMDIR is only an index; the folder scan finds the same files without trusting it.
-        return read_dicom(source.parent, series=series)
+        return read_dicom(source.parent, series=series, volume=volume)
     suffix = suffix_of(source)
     if series is not None:
         raise ImageReadError(f"{source}: series= only applies to a folder of DICOM files")
@@ -79,6 +80,6 @@ def read_image(
     if suffix in IMAGE_SUFFIXES["natural"]:
         return read_natural(source, volume=volume)
     if suffix in IMAGE_SUFFIXES["dicom"] or suffix.lstrip(".").isdigit():
-        return read_dicom(source)
+        return read_dicom(source, volume=volume)
     known = ", ".join(s for group in IMAGE_SUFFIXES.values() for s in group if s)
     raise ImageReadError(f"{source}: unknown image type {suffix!r} (known: {known})")

@@ -262,6 +262,20 @@ def test_info_describes_an_image_like_nibabel(cli_data):
     assert info["intensity_range"] == [data.min(), data.max()]
 
 
+def test_a_multi_volume_image_is_described_and_segment_asks_for_volume(cli_data, tmp_path):
+    four_d = Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz"
+    result = run_cli("info", four_d, "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["volumes"]["count"] == 2
+    assert info["shape"] == list(nib.load(four_d).shape[:3])
+    text = run_cli("info", four_d).stdout
+    assert "volumes: 2" in text and "--volume" in text
+    refused = run_cli("segment", four_d, "--model", cli_data.model, "--out", tmp_path / "m.nii.gz")
+    assert_one_line_error(refused, 2, "example4d.nii.gz", "2 volumes", "--volume 0..1")
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
 def test_info_lists_the_series_of_a_dicom_folder():
     folder = Path(get_testdata_file("dicomdirtests/77654033/CT2/17136")).parent
     result = run_cli("info", folder)

@@ -11,6 +11,7 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 
 from core.io import ImageReadError, list_dicom_series, read_image
+from tests.dicom_series import write_multi_echo_copy
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 DICOMDIR_TESTS = CT_SMALL.parent / "dicomdirtests"
@@ -138,6 +139,38 @@ def test_duplicate_positions_are_refused(tmp_path):
     dataset.save_as(tmp_path / "copy.dcm")
     with pytest.raises(ImageReadError, match="2 slices share a position"):
         read_image(tmp_path)
+
+
+def test_multi_echo_series_asks_for_a_volume_and_reads_each_echo(tmp_path):
+    folder = tmp_path / "echoes"
+    write_multi_echo_copy(CT5N, folder)
+    with pytest.raises(ImageReadError, match=r"4-D image with 3 volumes \(by EchoNumbers: 1, 2, 3"):
+        read_image(folder)
+    reference = read_image(CT5N)
+    for echo in range(3):
+        image = read_image(folder, volume=echo)
+        np.testing.assert_array_equal(image.affine, reference.affine)
+        np.testing.assert_array_equal(
+            image.array.astype(np.int32), reference.array.astype(np.int32) + 100 * echo
+        )
+        assert any("3 volumes" in w and f"volume {echo}" in w for w in image.warnings)
+    with pytest.raises(ImageReadError, match="volume 3 out of range"):
+        read_image(folder, volume=3)
+    with pytest.raises(ImageReadError, match="volume 1 requested but the series has one"):
+        read_image(CT5N, volume=1)
+
+
+def test_multi_volume_series_without_a_separating_tag_keeps_file_order(tmp_path):
+    for copy in range(2):
+        for file in sorted(CT5N.iterdir()):
+            dataset = pydicom.dcmread(file)
+            dataset.SOPInstanceUID = f"{dataset.SOPInstanceUID}.{copy}"
+            dataset.PixelData = (dataset.pixel_array + 7 * copy).astype("<i2").tobytes()
+            dataset.save_as(tmp_path / f"v{copy}_{file.name}.dcm")
+    with pytest.raises(ImageReadError, match=r"2 volumes \(in file order"):
+        read_image(tmp_path)
+    first, second = read_image(tmp_path, volume=0), read_image(tmp_path, volume=1)
+    np.testing.assert_array_equal(second.array.astype(int) - first.array.astype(int), 7)
 
 
 def test_rt_dose_multiframe_uses_grid_offsets_and_dose_scaling():

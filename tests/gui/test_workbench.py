@@ -133,16 +133,41 @@ def test_demo_flow_segment_quantize_compare_save_export(window, qtbot, tmp_path)
     assert win.weight_panel.variant_names() == [] and not win.quantization_panel.variants
 
 
-def test_four_d_image_asks_for_a_volume(window, qtbot):
+def _two_page_tiff(tmp_path):
+    import skimage.data
+    import skimage.io
+
+    camera = skimage.data.camera()[::8, ::8]
+    skimage.io.imsave(tmp_path / "pages.tif", np.stack([camera, camera[::-1]]))
+    return tmp_path / "pages.tif", camera[::-1][:, :, None]
+
+
+def _nifti_4d(tmp_path):
+    path = NIBABEL_DATA / "example4d.nii.gz"
+    return path, np.asarray(nib.load(path).dataobj[..., 1])
+
+
+def _multi_echo_dicom(tmp_path):
+    import pydicom.data
+
+    from tests.dicom_series import write_multi_echo_copy
+
+    ct5n = Path(pydicom.data.__file__).parent / "test_files/dicomdirtests/98892001/CT5N"
+    write_multi_echo_copy(ct5n, tmp_path / "echoes")
+    return tmp_path / "echoes", read_image(ct5n).array.astype(np.int32) + 100
+
+
+@pytest.mark.parametrize("make", [_nifti_4d, _multi_echo_dicom, _two_page_tiff])
+def test_image_with_several_volumes_asks_which(window, qtbot, tmp_path, make):
+    path, expected = make(tmp_path)
     asked = []
-    window.ask_volume = lambda path, count: asked.append(count) or 1
-    window.open_image(str(NIBABEL_DATA / "example4d.nii.gz"))
+    window.ask_volume = lambda path, choice: asked.append(choice.count) or 1
+    window.open_image(str(path))
     qtbot.waitUntil(lambda: window.session.image is not None, timeout=30000)
     wait_idle(qtbot, window)
-    expected = np.asarray(nib.load(NIBABEL_DATA / "example4d.nii.gz").dataobj[..., 1])
-    assert asked == [2]
+    assert asked == [3 if "echoes" in str(path) else 2]
     np.testing.assert_array_equal(np.asarray(window.session.image.array), expected)
-    assert window.central.currentWidget() is window.viewer
+    assert not window.error_boxes
 
 
 def test_dicom_folder_with_several_series_asks_which(window, qtbot):
