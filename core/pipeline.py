@@ -16,7 +16,7 @@ import numpy as np
 
 from core.device import select_device
 from core.jobs import CancelToken, Progress, ProgressCallback, report
-from core.metrics import dice_score, iou_score, volume_ml
+from core.metrics import confusion_counts, scores_from_counts, volume_ml
 from core.seg import argmax_decision, expected_dice, rankseg_rma, threshold_decision
 
 __all__ = [
@@ -243,9 +243,9 @@ def summarize_mask(
             raise ValueError(
                 f"ground truth shape {ground_truth.shape} does not match the mask {mask.shape}"
             )
-        gt = ground_truth[None].astype(np.int64)
-        dice = np.asarray(dice_score(m, gt, num_classes=n_classes))[0]
-        iou = np.asarray(iou_score(m, gt, num_classes=n_classes))[0]
+        counts_vs_gt = confusion_counts(mask[None], ground_truth[None], num_classes=n_classes)
+        dice = np.asarray(scores_from_counts(counts_vs_gt, metric="dice"))[0]
+        iou = np.asarray(scores_from_counts(counts_vs_gt, metric="iou"))[0]
     rows = []
     for c in range(n_classes):
         t = None if thresholds is None or not np.isfinite(thresholds[c]) else float(thresholds[c])
@@ -269,18 +269,30 @@ def summarize_mask(
 def _class_intensity_stats(
     mask: np.ndarray, intensities: np.ndarray, n_classes: int, counts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of the image inside each class, in one pass (bincount)."""
+    """Mean and standard deviation of the image inside each class, in one chunked pass.
+
+    Sums and sums of squares are taken in float64 around a shift (the image's mean on a sample),
+    so the variance formula does not cancel catastrophically on HU values, and chunk by chunk,
+    so no volume-sized float64 copy is made (a 512x512x300 CT would need 600 MB for one).
+    """
     if intensities.shape != mask.shape:
         raise ValueError(f"image shape {intensities.shape} does not match the mask {mask.shape}")
-    labels = mask.reshape(-1).astype(np.int64)
-    values = np.asarray(intensities, dtype=np.float64).reshape(-1)
-    total = np.bincount(labels, weights=values, minlength=n_classes)[:n_classes]
+    labels = mask.reshape(-1)
+    values = np.asarray(intensities).reshape(-1)
+    shift = float(np.mean(values[:: max(1, values.size // 4096)], dtype=np.float64))
+    total = np.zeros(n_classes)
+    squares = np.zeros(n_classes)
+    step = 1 << 20
+    for start in range(0, values.size, step):
+        chunk = values[start : start + step].astype(np.float64) - shift
+        label_chunk = labels[start : start + step]
+        total += np.bincount(label_chunk, weights=chunk, minlength=n_classes)[:n_classes]
+        chunk *= chunk
+        squares += np.bincount(label_chunk, weights=chunk, minlength=n_classes)[:n_classes]
     safe = np.maximum(counts, 1)
-    mean = total / safe
-    # Second pass on centred values: sum of squares minus mean squared loses precision on HU.
-    centred = values - mean[np.minimum(labels, n_classes - 1)]
-    squares = np.bincount(labels, weights=centred * centred, minlength=n_classes)[:n_classes]
-    return mean, np.sqrt(squares / safe)
+    mean_shifted = total / safe
+    variance = np.maximum(squares / safe - mean_shifted**2, 0.0)
+    return mean_shifted + shift, np.sqrt(variance)
 
 
 def segment_image(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.metrics import confusion_counts, dice_score, iou_score, volume_ml
+from core.metrics import confusion_counts, dice_score, iou_score, scores_from_counts, volume_ml
 
 
 def test_hand_worked_2x2():
@@ -58,3 +58,47 @@ def test_volume_ml():
 def test_mismatched_shapes_raise():
     with pytest.raises(ValueError, match="shape"):
         dice_score(np.zeros((1, 2, 2), int), np.zeros((1, 2, 3), int), num_classes=2)
+
+
+def _loop_counts(pred, target, num_classes, ignore_index=None):
+    """Confusion counts by a plain loop over pixels: the reference for the vectorised code."""
+    tp = np.zeros(num_classes, int)
+    fp = np.zeros(num_classes, int)
+    fn = np.zeros(num_classes, int)
+    for p, t in zip(pred.reshape(-1).tolist(), target.reshape(-1).tolist(), strict=True):
+        if ignore_index is not None and t == ignore_index:
+            continue
+        if p == t and 0 <= p < num_classes:
+            tp[p] += 1
+            continue
+        if 0 <= p < num_classes:
+            fp[p] += 1
+        if 0 <= t < num_classes:
+            fn[t] += 1
+    return tp, fp, fn
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.int64])
+def test_counts_match_a_pixel_loop_for_every_label_dtype(dtype):
+    rng = np.random.default_rng(3)
+    pred = rng.integers(0, 6, (2, 7, 9)).astype(dtype)  # 4 and 5 are outside 4 classes
+    target = rng.integers(0, 5, (2, 7, 9)).astype(dtype)
+    target[0, :2] = 5  # ignored below
+    counts = confusion_counts(pred, target, num_classes=4, ignore_index=5)
+    for b in range(2):
+        tp, fp, fn = _loop_counts(pred[b], target[b], 4, ignore_index=5)
+        np.testing.assert_array_equal(counts.tp[b], tp)
+        np.testing.assert_array_equal(counts.fp[b], fp)
+        np.testing.assert_array_equal(counts.fn[b], fn)
+    both = scores_from_counts(counts, metric="dice")
+    np.testing.assert_array_equal(both, dice_score(pred, target, num_classes=4, ignore_index=5))
+    with pytest.raises(ValueError, match="metric"):
+        scores_from_counts(counts, metric="f1")
+
+
+def test_int64_labels_beyond_int32_count_for_no_class():
+    pred = np.array([[2**32 + 1, 1]], dtype=np.int64)  # would wrap to 1 in int32
+    target = np.array([[1, 1]], dtype=np.int64)
+    counts = confusion_counts(pred, target, num_classes=2)
+    np.testing.assert_array_equal(counts.tp, [[0, 1]])
+    np.testing.assert_array_equal(counts.fn, [[0, 1]])

@@ -101,3 +101,22 @@ def test_summary_reports_intensity_mean_and_sd_per_class():
             assert row.sd_intensity == pytest.approx(inside.std())
         else:
             assert row.mean_intensity is None and row.sd_intensity is None
+
+
+def test_intensity_statistics_stay_exact_across_chunks_and_far_from_the_image_mean():
+    # 1.3 M voxels (two chunks); classes at -1000 and +3000 HU with a small spread and a
+    # constant class: a plain sum-of-squares formula around zero would lose the small SDs.
+    rng = np.random.default_rng(0)
+    shape = (128, 128, 80)
+    mask = rng.integers(0, 3, shape).astype(np.uint8)
+    centres = np.array([-1000.0, 3000.0, 42.0])
+    spreads = np.array([0.5, 2.0, 0.0])
+    image = (centres[mask] + spreads[mask] * rng.standard_normal(shape)).astype(np.float32)
+    probs = np.stack([(mask == c) * 0.7 + 0.1 for c in range(3)]).astype(np.float32)
+    rows = summarize_mask(
+        mask, probs, spacing=(1, 1, 1), class_names=["a", "b", "c"], intensities=image
+    )
+    for row in rows:
+        inside = image[mask == row.label].astype(np.float64)
+        assert row.mean_intensity == pytest.approx(inside.mean(), abs=1e-6)
+        assert row.sd_intensity == pytest.approx(inside.std(), abs=1e-4)

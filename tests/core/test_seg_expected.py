@@ -74,3 +74,39 @@ def test_large_map_stays_consistent_with_a_sampled_estimate():
 def test_mask_shape_is_checked():
     with pytest.raises(ValueError, match="mask"):
         expected_dice(np.full((1, 2, 3), 0.5), np.zeros((1, 3, 3), bool))
+
+
+def direct_quadrature(p, mask):
+    """E[Dice] by adaptive quadrature of the exact integrand, every pixel's factor exact.
+
+    E[Dice] = int_0^inf exp(-(tau + 1) u) G(u) H(u) du with s = 1 - exp(-u),
+    G = prod (1 - p_j s) and H = sum over the mask of 2 p_i / (1 - p_i s).
+    """
+    from scipy.integrate import quad
+
+    tau = int(mask.sum())
+    inside = p[mask]
+
+    def integrand(u):
+        s = -np.expm1(-u)
+        log_g = np.log1p(-p * s).sum()
+        h = (2 * inside / (1 - inside * s)).sum()
+        return np.exp(log_g - (tau + 1) * u) * h
+
+    upper = 80.0 / (tau + 1)
+    value, _ = quad(integrand, 0, upper, epsabs=1e-14, epsrel=1e-12, limit=400)
+    return value
+
+
+@pytest.mark.parametrize("inside_size", [40, 3000, 30000])
+def test_large_map_matches_a_direct_quadrature(inside_size):
+    # Many tiny probabilities, a confident object and a soft band: the moments summed over all
+    # pixels, the few gathered higher ones and the exact per-pixel factors all contribute.
+    rng = np.random.default_rng(inside_size)
+    tiny = 10.0 ** rng.uniform(-7, -3, 60000)
+    band = rng.uniform(0.01, 0.6, inside_size // 4 + 5)
+    confident = rng.uniform(0.8, 1.0, inside_size)
+    p = np.concatenate([tiny, band, confident])
+    mask = p > 0.3
+    value = expected_dice(p[None, None], mask[None, None])[0, 0]
+    assert value == pytest.approx(direct_quadrature(p, mask), rel=1e-9)
