@@ -147,12 +147,10 @@ def expected_metric_of_masks(probs, mask, *, metric, ignore_mask=None, empty=1.0
         tau = torch.zeros((B, C), dtype=f64, device=device)
         mu = torch.zeros_like(tau)
         mu_in = torch.zeros_like(tau)
-        log_none = torch.zeros_like(tau)  # log P(no positive pixel)
         for p, inside in chunks():
             tau += inside.sum(-1, dtype=f64)
             mu += p.sum(-1)
             mu_in += torch.where(inside, p, 0).sum(-1)
-            log_none += torch.log1p(-p).sum(-1)
         # Pixels whose factor enters G: all pixels (Dice) or those outside the mask (IoU).
         rate = mu if metric == "dice" else mu - mu_in
         u_max = _solve_tail(tau, rate)
@@ -194,26 +192,28 @@ def expected_metric_of_masks(probs, mask, *, metric, ignore_mask=None, empty=1.0
             high = small & (p > dense_cut)
             rows = high.nonzero()
             if rows.numel():
+                at = rows.unbind(1)  # one nonzero() serves every gather below
                 row_bc = rows[:, 0] * C + rows[:, 1]
-                powers_high = p[high][:, None] ** high_exponents
-                g_rows = g_series[high]
+                powers_high = p[at][:, None] ** high_exponents
+                g_rows = g_series[at]
                 g_moments[:, _DENSE_TERMS:].index_add_(0, row_bc[g_rows], powers_high[g_rows])
                 if with_h:
-                    h_rows = h_series[high]
+                    h_rows = h_series[at]
                     h_moments[:, _DENSE_TERMS:].index_add_(0, row_bc[h_rows], powers_high[h_rows])
             # Exact part for the few pixels where the series would converge slowly.
             big = ~small & (p > 0)
             rows = big.nonzero()
             if rows.numel():
+                at = rows.unbind(1)
                 row_bc = rows[:, 0] * C + rows[:, 1]
-                pv = p[big]
+                pv = p[at]
                 tv = t_flat[row_bc]
-                g_rows = in_g[big]
+                g_rows = in_g[at]
                 remaining = (1.0 - pv)[:, None] + pv[:, None] * tv
                 factor = torch.log(remaining)
                 log_g.index_add_(0, row_bc[g_rows], factor[g_rows])
                 if metric == "dice":
-                    h_rows = inside[big]
+                    h_rows = inside[at]
                     term = 2.0 * pv[h_rows, None] / remaining[h_rows]
                     h.index_add_(0, row_bc[h_rows], term)
         log_g = log_g.reshape(B, C, K)
@@ -233,7 +233,13 @@ def expected_metric_of_masks(probs, mask, *, metric, ignore_mask=None, empty=1.0
         else:
             integrand = torch.exp(log_g - tau[..., None] * nodes)
             value = mu_in * (integrand * weights).sum(-1)
-        value = torch.where(tau > 0, value, float(empty) * torch.exp(log_none))
+        empty_masks = tau == 0
+        if bool(empty_masks.any()):
+            # P(no positive pixel) only matters for empty masks (usually none): a pass of its own.
+            log_none = torch.zeros_like(tau)
+            for p, _ in chunks():
+                log_none += torch.log1p(-p).sum(-1)
+            value = torch.where(empty_masks, float(empty) * torch.exp(log_none), value)
     if as_torch:
         return value
     return value.cpu().numpy() if info.as_numpy else value.cpu()
