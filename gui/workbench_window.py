@@ -62,9 +62,51 @@ HINT_NATURAL_DEMO = (
     "RankSEG-RMA in the results table; quantize the small model in the Quantization tab."
 )
 HINT_DEFAULT = (
-    "Open a model and Run segmentation; open a ground truth to see Dice/IoU; quantize the model "
-    "and compare variants."
+    "Open an image (Ctrl+O, or drop a file or DICOM folder here) and a model (Ctrl+M), then Run "
+    "segmentation (Ctrl+R); open a ground truth (Ctrl+G) to see Dice/IoU; quantize the model "
+    "and compare variants. File > Open CT demo shows every feature on a bundled CT."
 )
+
+
+def next_steps_hint(
+    image_name: str,
+    image: Image,
+    model: LoadedModel | None,
+    has_truth: bool,
+    n_results: int = 0,
+) -> str:
+    """The hint line for the user's own image: what is open and what to do next."""
+    parts = [f"{image_name} ({image.modality or 'image'}, {' x '.join(map(str, image.shape3))})."]
+    if image.warnings:
+        count = len(image.warnings)
+        parts.append(f"{count} warning{'s' if count > 1 else ''} about this file: see Data.")
+    if model is None:
+        parts.append("Open a model (Ctrl+M) to segment it.")
+    else:
+        channels = 3 if image.is_rgb else 1
+        if model.spec.in_channels != channels:
+            parts.append(
+                f"The model {model.name} takes {model.spec.in_channels} channel(s), this image "
+                f"has {channels}: open a model made for it (Ctrl+M)."
+            )
+        elif n_results == 0:
+            parts.append(f"Run segmentation (Ctrl+R) with {model.name};")
+            parts.append(
+                "ground truth loaded: Dice/IoU will be filled."
+                if has_truth
+                else "open a ground truth (Ctrl+G) to see Dice/IoU, or read E[Dice] without one."
+            )
+        else:
+            parts.append(
+                "Next: switch the decision rule (argmax vs RankSEG-RMA) and Run again; quantize "
+                "the model in the Quantization tab and segment with the variant; select two rows "
+                "of the results table and Compare."
+            )
+            if not has_truth:
+                parts.append("Open a ground truth (Ctrl+G) for Dice/IoU.")
+    return " ".join(parts)
+
+
 MASK_FILTER = "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MHA (*.mha);;PNG (*.png)"
 
 
@@ -93,6 +135,7 @@ class WorkbenchWindow(MainWindow):
         self.compare_viewer = CompareViewer(self)
         self.central.addWidget(self.viewer)
         self.central.addWidget(self.compare_viewer)
+        self._showing_demo = False  # a demo keeps its own hint line
         self.hint = QLabel(HINT_DEFAULT, self)
         self.hint.setObjectName("hintLine")
         self.hint.setWordWrap(True)
@@ -351,6 +394,7 @@ class WorkbenchWindow(MainWindow):
 
         def loaded(result):
             image, mask, model = result
+            self._showing_demo = True
             self._on_image_read(str(image_path), image, remember=False)
             if not natural:
                 self.viewer.apply_preset("1")  # soft tissue: the demo is a CT
@@ -377,6 +421,8 @@ class WorkbenchWindow(MainWindow):
         )
 
     def _on_image_read(self, path: str, image: Image, *, remember: bool = True) -> None:
+        if remember:  # the user's own file: the hint line follows what they have open
+            self._showing_demo = False
         self.session.set_image(image)
         self.viewer.set_image(image)
         self.compare_viewer.set_image(image)
@@ -393,6 +439,26 @@ class WorkbenchWindow(MainWindow):
         for warning in image.warnings:
             log.warning("%s: %s", Path(path).name, warning)
         self.setWindowTitle(f"segbench — {Path(path).name}")
+        self.statusBar().showMessage(
+            f"Opened {Path(path).name}: {' x '.join(map(str, image.shape3))} voxels of "
+            f"{' x '.join(f'{s:.3g}' for s in image.spacing)} mm",
+            6000,
+        )
+        self._update_hint()
+
+    def _update_hint(self) -> None:
+        """Say what to do next with the user's own files (the demos keep their own hint)."""
+        if self._showing_demo:
+            return
+        image = self.session.image
+        if image is None:
+            self.hint.setText(HINT_DEFAULT)
+            return
+        name = Path(image.path).name if image.path is not None else "image"
+        has_truth = self.session.ground_truth is not None
+        base = self.session.base_variant
+        model = base.model if base is not None else None
+        self.hint.setText(next_steps_hint(name, image, model, has_truth, len(self.session.results)))
 
     def _on_ground_truth_read(self, path: str, mask) -> None:
         array = np.asarray(mask.array)
@@ -403,6 +469,7 @@ class WorkbenchWindow(MainWindow):
         # With a ground truth, show the prediction filled and the truth outlined.
         self.viewer.set_overlay_mode("both")
         self.compare_viewer.set_overlay_mode("both")
+        self._update_hint()
 
     def _on_model_loaded(self, model: LoadedModel) -> None:
         self.session.set_model(model)
@@ -416,6 +483,7 @@ class WorkbenchWindow(MainWindow):
         for name in self.weight_panel.variant_names():
             self.weight_panel.remove_variant(name)
         self.quantization_panel.set_model(model)
+        self._update_hint()
 
     # --- segmentation ----------------------------------------------------------------------
     def run_segmentation(self, request) -> None:
@@ -480,6 +548,7 @@ class WorkbenchWindow(MainWindow):
 
     def _on_session_results_changed(self) -> None:
         self.results_table.set_entries(list(self.session.results.values()), self.current_key)
+        self._update_hint()
 
     def _on_session_variants_changed(self) -> None:
         self.segmentation_panel.set_variants(list(self.session.variants))

@@ -301,8 +301,10 @@ _SPECULATE_BELOW = 1.0
 
 def _expected_changes(slope: np.ndarray, t: torch.Tensor, t_used: np.ndarray) -> float:
     """Pixels expected to change sets when the thresholds move from ``t_used`` to ``t``."""
-    step = np.abs(t.numpy() - t_used)
-    # Pruned classes sit at an infinite threshold and never change.
+    # Pruned classes sit at an infinite threshold and never change: inf - inf is left out
+    # (without numpy's "invalid value" warning, which would reach a user's script).
+    with np.errstate(invalid="ignore"):
+        step = np.abs(t.numpy() - t_used)
     return float(np.sum(slope * step, where=np.isfinite(step)))
 
 

@@ -290,3 +290,33 @@ def test_help_lists_the_shortcuts_the_menus_use(window):
         if key:
             assert key in text, f"{action.text()} ({key}) missing from Help > Shortcuts"
     dialog.reject()
+
+
+def test_hint_line_follows_what_the_user_has_open(window, qtbot):
+    assert "Open an image" in window.hint.text()
+    window.open_image(str(NIBABEL_DATA / "anatomical.nii"))
+    qtbot.waitUntil(lambda: window.session.image is not None, timeout=30000)
+    wait_idle(qtbot, window)
+    assert window.hint.text().startswith("anatomical.nii (")
+    assert "Open a model (Ctrl+M)" in window.hint.text()
+    assert "anatomical.nii" in window.statusBar().currentMessage()
+    window.open_model(str(demo_paths().model))
+    qtbot.waitUntil(lambda: window.session.base_variant is not None, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    assert "Run segmentation (Ctrl+R)" in window.hint.text()
+    assert "open a ground truth (Ctrl+G)" in window.hint.text()
+    window.segmentation_panel._on_run_clicked()
+    qtbot.waitUntil(lambda: len(window.session.results) == 1, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    assert "Next: switch the decision rule" in window.hint.text()
+    assert not window.error_boxes
+
+
+def test_hint_says_when_the_model_does_not_fit_the_image(window, qtbot):
+    window.load_demo(segment=False, natural=True)  # an RGB model
+    qtbot.waitUntil(lambda: window.session.base_variant is not None, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    window.open_image(str(NIBABEL_DATA / "anatomical.nii"))  # one channel
+    qtbot.waitUntil(lambda: window.session.image.path.name == "anatomical.nii", timeout=30000)
+    wait_idle(qtbot, window)
+    assert "takes 3 channel(s), this image has 1" in window.hint.text()
