@@ -21,6 +21,7 @@ from core.seg import argmax_decision, expected_dice, rankseg_rma, threshold_deci
 
 __all__ = [
     "DECISIONS",
+    "DEFAULT_PRUNING_PROB",
     "ClassRow",
     "SegmentationResult",
     "decide",
@@ -31,6 +32,8 @@ __all__ = [
 
 #: Decision rules by their user-facing names.
 DECISIONS: tuple[str, ...] = ("argmax", "threshold", "rma-dice", "rma-iou")
+#: RankSEG-RMA's default pruning probability (the GUI's and the CLI's default too).
+DEFAULT_PRUNING_PROB = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class SegmentationResult:
         One per class, background included (label 0).
     timings : dict
         Seconds per stage ("inference", "decision", "metrics").
+    cutoff : float or None
+        The cut-off of the 'threshold' rule (None for the other rules).
     """
 
     model_name: str
@@ -85,6 +90,25 @@ class SegmentationResult:
     device: str
     spacing: tuple[float, float, float]
     timings: dict[str, float] = field(default_factory=dict)
+    cutoff: float | None = None
+
+    @property
+    def rule_label(self) -> str:
+        """The rule with every setting that changes its mask, e.g. ``"rma-dice, pruning 0.3"``.
+
+        Two results with the same model and label are the same decision; the GUI keys its
+        results table by it, so a run with other settings adds a row instead of replacing one.
+        """
+        if self.decision == "threshold":
+            return "threshold" if self.cutoff is None else f"threshold {self.cutoff:g}"
+        if not self.decision.startswith("rma"):
+            return self.decision
+        parts = [self.decision]
+        if self.pruning_prob != DEFAULT_PRUNING_PROB:
+            parts.append(f"pruning {self.pruning_prob:g}")
+        if self.per_slice:
+            parts.append("per slice")
+        return ", ".join(parts)
 
     @property
     def has_ground_truth(self) -> bool:
@@ -101,6 +125,8 @@ class SegmentationResult:
         return {
             "model": self.model_name,
             "decision": self.decision,
+            "rule": self.rule_label,
+            "threshold": self.cutoff,
             "pruning_prob": self.pruning_prob,
             "per_slice": self.per_slice,
             "device": self.device,
@@ -135,7 +161,7 @@ def decide(
     decision: str,
     *,
     multilabel: bool = False,
-    pruning_prob: float = 0.5,
+    pruning_prob: float = DEFAULT_PRUNING_PROB,
     threshold: float = 0.5,
     per_slice: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -300,7 +326,7 @@ def segment_image(
     image,
     *,
     decision: str = "rma-dice",
-    pruning_prob: float = 0.5,
+    pruning_prob: float = DEFAULT_PRUNING_PROB,
     per_slice: bool = False,
     threshold: float = 0.5,
     device: str = "auto",
@@ -378,6 +404,7 @@ def segment_image(
         pruning_prob=pruning_prob,
         per_slice=per_slice,
         device=choice.description,
+        cutoff=threshold if decision == "threshold" else None,
         spacing=tuple(float(s) for s in image.spacing),
         timings=timings,
     )
@@ -391,7 +418,7 @@ def result_table_row(variant: str, result: SegmentationResult) -> dict[str, Any]
     """
     row: dict[str, Any] = {
         "model": variant,
-        "decision": result.decision,
+        "decision": result.rule_label,
         "mean_dice": result.mean_foreground("dice"),
         "mean_iou": result.mean_foreground("iou"),
         "mean_expected_dice": result.mean_foreground("expected_dice"),

@@ -111,7 +111,7 @@ class Session(QObject):
     def add_result(self, variant: str, result: SegmentationResult) -> ResultEntry:
         """Store a result (replacing the same variant + rule) and cache its probabilities."""
         self._probs[variant] = result.probs
-        key = f"{variant} + {result.decision}"
+        key = f"{variant} + {result.rule_label}"
         entry = ResultEntry(key, variant, result)
         self.results[key] = entry
         self.results_changed.emit()

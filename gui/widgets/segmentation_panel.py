@@ -16,6 +16,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.pipeline import DEFAULT_PRUNING_PROB
+
 __all__ = ["SegmentationRequest", "SegmentationPanel", "DECISION_TITLES"]
 
 DECISION_TITLES = {
@@ -107,7 +109,9 @@ class SegmentationPanel(QWidget):
         decision = self.settings.value("segmentation/decision", "rma-dice")
         index = self.decision_combo.findData(decision)
         self.decision_combo.setCurrentIndex(max(0, index))
-        self.pruning_spin.setValue(float(self.settings.value("segmentation/pruning", 0.5)))
+        self.pruning_spin.setValue(
+            float(self.settings.value("segmentation/pruning", DEFAULT_PRUNING_PROB))
+        )
         self.threshold_spin.setValue(float(self.settings.value("segmentation/threshold", 0.5)))
         self.per_slice_check.setChecked(
             str(self.settings.value("segmentation/per_slice", "false")).lower() == "true"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core.pipeline import DECISIONS, decide, summarize_mask
+from core.pipeline import DECISIONS, SegmentationResult, decide, summarize_mask
 from core.seg import rankseg_rma
 
 
@@ -120,3 +120,26 @@ def test_intensity_statistics_stay_exact_across_chunks_and_far_from_the_image_me
         inside = image[mask == row.label].astype(np.float64)
         assert row.mean_intensity == pytest.approx(inside.mean(), abs=1e-6)
         assert row.sd_intensity == pytest.approx(inside.std(), abs=1e-4)
+
+
+def test_rule_label_names_every_setting_that_changes_the_mask():
+    def label(decision, **settings):
+        base = dict(pruning_prob=0.5, per_slice=False, cutoff=None)
+        base.update(settings)
+        return SegmentationResult(
+            model_name="m",
+            decision=decision,
+            mask=np.zeros((1, 1, 1), np.uint8),
+            probs=np.ones((1, 1, 1, 1), np.float32),
+            rows=[],
+            device="cpu",
+            spacing=(1.0, 1.0, 1.0),
+            **base,
+        ).rule_label
+
+    assert label("argmax") == "argmax"
+    assert label("argmax", pruning_prob=0.2, per_slice=True) == "argmax"  # no effect on argmax
+    assert label("threshold", cutoff=0.35) == "threshold 0.35"
+    assert label("rma-dice") == "rma-dice"
+    assert label("rma-iou", pruning_prob=0.3) == "rma-iou, pruning 0.3"
+    assert label("rma-dice", pruning_prob=0.0, per_slice=True) == "rma-dice, pruning 0, per slice"

@@ -320,3 +320,30 @@ def test_hint_says_when_the_model_does_not_fit_the_image(window, qtbot):
     qtbot.waitUntil(lambda: window.session.image.path.name == "anatomical.nii", timeout=30000)
     wait_idle(qtbot, window)
     assert "takes 3 channel(s), this image has 1" in window.hint.text()
+
+
+def test_rerun_with_other_settings_adds_a_row_instead_of_replacing(window, qtbot):
+    window.load_demo()
+    qtbot.waitUntil(lambda: len(window.session.results) == 2, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    base = window.session.base_variant.name
+    before = window.session.results[f"{base} + rma-dice"].result.mask.copy()
+    for options in ({"pruning_prob": 0.2}, {"pruning_prob": 0.2}, {"per_slice": True}):
+        window.run_segmentation_with(base, "rma-dice", **options)
+        wait_idle(qtbot, window)
+    window.run_segmentation_with(base, "threshold", threshold=0.4)
+    wait_idle(qtbot, window)
+    rules = [key.split(" + ")[1] for key in window.session.results]
+    assert rules == [
+        "argmax",
+        "rma-dice",
+        "rma-dice, pruning 0.2",  # the same settings twice: one row, the same mask
+        "rma-dice, per slice",
+        "threshold 0.4",
+    ]
+    # The first RMA result is still there, untouched.
+    np.testing.assert_array_equal(window.session.results[f"{base} + rma-dice"].result.mask, before)
+    table = window.results_table
+    assert table.table.rowCount() == 5
+    assert table.cell_text(4, "decision") == "threshold 0.4"
+    assert not window.error_boxes
