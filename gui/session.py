@@ -108,6 +108,21 @@ class Session(QObject):
         return self._probs.get(variant)
 
     # --- results ---------------------------------------------------------------------------
+    def remove_result(self, key: str) -> tuple[int, ResultEntry]:
+        """Take a result out of the table; returns its row and entry so it can be put back."""
+        index = list(self.results).index(key)
+        entry = self.results.pop(key)
+        self.results_changed.emit()
+        return index, entry
+
+    def restore_result(self, index: int, entry: ResultEntry) -> None:
+        """Put a removed result back at its row (undo of :meth:`remove_result`)."""
+        items = list(self.results.items())
+        items.insert(min(index, len(items)), (entry.key, entry))
+        self.results = dict(items)
+        self._probs.setdefault(entry.variant, entry.result.probs)
+        self.results_changed.emit()
+
     def add_result(self, variant: str, result: SegmentationResult) -> ResultEntry:
         """Store a result (replacing the same variant + rule) and cache its probabilities."""
         self._probs[variant] = result.probs

@@ -14,11 +14,19 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtGui import (
+    QAction,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+    QUndoCommand,
+    QUndoStack,
+)
 from PySide6.QtWidgets import (
     QFileDialog,
     QInputDialog,
     QLabel,
+    QMenu,
     QMessageBox,
     QVBoxLayout,
     QWidget,
@@ -36,7 +44,7 @@ from core.models import LoadedModel, load_model
 from core.pipeline import SegmentationResult, segment_image
 from core.report_files import write_csv_atomic, write_json_atomic
 from gui.main_window import MainWindow
-from gui.session import Session
+from gui.session import ResultEntry, Session
 from gui.widgets.compare_viewer import CompareViewer
 from gui.widgets.data_panel import DataPanel
 from gui.widgets.help_dialog import show_shortcuts
@@ -199,6 +207,10 @@ class WorkbenchWindow(MainWindow):
         self.results_table.compare_requested.connect(self.compare_results)
         self.results_table.export_requested.connect(self._on_export_requested)
         self.results_table.save_mask_requested.connect(self._on_save_mask_requested)
+        self.results_table.remove_requested.connect(self.remove_results)
+        # Removing results is undoable; a new image starts a new history (its results are new).
+        self.undo_stack = QUndoStack(self)
+        self.session.image_changed.connect(lambda _image: self.undo_stack.clear())
         self.quantization_panel.variant_created.connect(self._on_variant_created)
         self.session.variants_changed.connect(self._on_session_variants_changed)
         self.session.results_changed.connect(self._on_session_results_changed)
@@ -271,6 +283,15 @@ class WorkbenchWindow(MainWindow):
         self.run_action.setShortcut("Ctrl+R")
         self.run_action.triggered.connect(self.segmentation_panel._on_run_clicked)
         self.addAction(self.run_action)
+        edit_menu = QMenu("&Edit", self)
+        self.menuBar().insertMenu(self.view_menu.menuAction(), edit_menu)
+        undo = self.undo_stack.createUndoAction(self, "&Undo")
+        undo.setShortcut(QKeySequence.StandardKey.Undo)
+        redo = self.undo_stack.createRedoAction(self, "&Redo")
+        # Ctrl+Y or Ctrl+Shift+Z by platform: offer both.
+        redo.setShortcuts([QKeySequence("Ctrl+Y"), QKeySequence("Ctrl+Shift+Z")])
+        edit_menu.addActions([undo, redo])
+        self.edit_menu = edit_menu
         shortcuts = QAction("&Shortcuts", self)
         shortcuts.setShortcut(QKeySequence.StandardKey.HelpContents)
         shortcuts.triggered.connect(lambda: show_shortcuts(self))
@@ -539,6 +560,25 @@ class WorkbenchWindow(MainWindow):
         self.results_table.select(key)
         self.statusBar().showMessage(f"Showing {key}", 4000)
 
+    def remove_results(self, keys: list[str]) -> None:
+        """Remove results from the table, undoably (Edit > Undo puts them back)."""
+        keys = [key for key in keys if key in self.session.results]
+        if keys:
+            self.undo_stack.push(_RemoveResults(self, keys))
+
+    def _after_results_removed(self) -> None:
+        if self.central.currentWidget() is self.compare_viewer:
+            self.central.setCurrentWidget(self.viewer)
+            self.overlay_panel.bind(self.viewer)
+        if self.current_key in self.session.results:
+            return
+        remaining = list(self.session.results)
+        if remaining:
+            self.show_result(remaining[-1])
+        else:
+            self.current_key = None
+            self.viewer.set_prediction(None)
+
     def compare_results(self, left: str, right: str) -> None:
         a, b = self.session.results[left], self.session.results[right]
         self.compare_viewer.set_results(a.result.mask, a.key, b.result.mask, b.key)
@@ -643,3 +683,26 @@ class WorkbenchWindow(MainWindow):
             self.open_model(path)
         else:
             self.open_image(path)
+
+
+class _RemoveResults(QUndoCommand):
+    """Take results out of the table; undo puts each back at its row and shows the first."""
+
+    def __init__(self, window: WorkbenchWindow, keys: list[str]) -> None:
+        text = f"Remove {keys[0]}" if len(keys) == 1 else f"Remove {len(keys)} results"
+        super().__init__(text)
+        self._window = window
+        self._keys = keys
+        self._removed: list[tuple[int, ResultEntry]] = []
+
+    def redo(self) -> None:
+        session = self._window.session
+        self._removed = [session.remove_result(k) for k in self._keys if k in session.results]
+        self._window._after_results_removed()
+
+    def undo(self) -> None:
+        # Reverse order: each recorded row is where the entry sat when it was removed.
+        for index, entry in reversed(self._removed):
+            self._window.session.restore_result(index, entry)
+        if self._removed:
+            self._window.show_result(self._removed[0][1].key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -91,6 +92,7 @@ class ResultsTable(QWidget):
     compare_requested = Signal(str, str)
     export_requested = Signal()
     save_mask_requested = Signal()
+    remove_requested = Signal(list)  # entry keys; the window makes it undoable
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -115,10 +117,20 @@ class ResultsTable(QWidget):
         self.save_mask_button.clicked.connect(self.save_mask_requested)
         self.export_button = QPushButton("Export table…", self)
         self.export_button.clicked.connect(self.export_requested)
+        self.remove_button = QPushButton("Remove", self)
+        self.remove_button.setToolTip(
+            "Remove the selected results (Del); Edit > Undo brings them back"
+        )
+        self.remove_button.setEnabled(False)
+        self.remove_button.clicked.connect(self._on_remove_clicked)
+        remove_key = QShortcut(QKeySequence.StandardKey.Delete, self.table)
+        remove_key.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        remove_key.activated.connect(self._on_remove_clicked)
         buttons = QHBoxLayout()
         buttons.addWidget(self.compare_button)
         buttons.addWidget(self.save_mask_button)
         buttons.addWidget(self.export_button)
+        buttons.addWidget(self.remove_button)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -170,8 +182,14 @@ class ResultsTable(QWidget):
         keys = self.selected_keys()
         self.compare_button.setEnabled(len(keys) == 2)
         self.save_mask_button.setEnabled(len(keys) == 1)
+        self.remove_button.setEnabled(bool(keys))
         if len(keys) == 1:
             self.result_selected.emit(keys[0])
+
+    def _on_remove_clicked(self) -> None:
+        keys = self.selected_keys()
+        if keys:
+            self.remove_requested.emit(keys)
 
     def _on_compare_clicked(self) -> None:
         keys = self.selected_keys()

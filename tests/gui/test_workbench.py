@@ -285,9 +285,9 @@ def test_help_lists_the_shortcuts_the_menus_use(window):
     shortcuts.trigger()
     dialog = window.findChild(QDialog, "shortcutsDialog")
     text = " ".join(label.text() for label in dialog.findChildren(QLabel))
-    for action in window.file_menu.actions():
-        key = action.shortcut().toString()
-        if key:
+    for action in window.file_menu.actions() + window.edit_menu.actions():
+        for shortcut in action.shortcuts():
+            key = shortcut.toString()
             assert key in text, f"{action.text()} ({key}) missing from Help > Shortcuts"
     dialog.reject()
 
@@ -347,3 +347,39 @@ def test_rerun_with_other_settings_adds_a_row_instead_of_replacing(window, qtbot
     assert table.table.rowCount() == 5
     assert table.cell_text(4, "decision") == "threshold 0.4"
     assert not window.error_boxes
+
+
+def test_removing_results_is_undoable(window, qtbot):
+    window.load_demo()
+    qtbot.waitUntil(lambda: len(window.session.results) == 2, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    keys = list(window.session.results)
+    shown = window.current_key
+    assert shown == keys[1]
+    table = window.results_table
+    table.select(shown)
+    assert table.remove_button.isEnabled()
+    window.activateWindow()
+    table.table.setFocus()
+    qtbot.waitUntil(lambda: table.table.hasFocus())
+    qtbot.keyClick(table.table, Qt.Key.Key_Delete)  # the Del key on the table
+    assert list(window.session.results) == [keys[0]]
+    assert window.current_key == keys[0]  # the view falls back to what is left
+    np.testing.assert_array_equal(
+        window.viewer.prediction(), window.session.results[keys[0]].result.mask
+    )
+    window.results_table.select(keys[0])
+    table.remove_button.click()
+    assert not window.session.results and window.viewer.prediction() is None
+    undo = [a for a in window.edit_menu.actions() if a.text().startswith("&Undo")][0]
+    undo.trigger()
+    assert list(window.session.results) == [keys[0]]
+    undo.trigger()
+    assert list(window.session.results) == keys  # back at its row
+    assert window.current_key == keys[1] and table.table.rowCount() == 2
+    window.undo_stack.redo()
+    assert list(window.session.results) == [keys[0]]
+    # A new image starts a new history.
+    window.open_image(str(NIBABEL_DATA / "anatomical.nii"))
+    qtbot.waitUntil(lambda: window.session.image.path.name == "anatomical.nii", timeout=30000)
+    assert not window.undo_stack.canUndo()
