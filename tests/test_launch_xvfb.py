@@ -1,6 +1,8 @@
 """Launch main.py in a real X server as a user would: window appears, is not blank, quits with 0."""
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +89,29 @@ def test_demo_opens_with_coloured_overlays_in_a_real_window(tmp_path):
             if app.poll() is None:
                 app.kill()
         assert app.returncode == 0, output.decode(errors="replace")
+
+
+def test_real_mouse_drag_click_and_wheel_reach_the_views(tmp_path):
+    # xdotool sends X pointer events; they go through Qt's xcb platform and pyqtgraph's scene
+    # as a user's mouse would (offscreen Qt cannot turn synthetic moves into drags).
+    with xvfb() as display:
+        env = x_env(display)
+        env["SEGBENCH_DATA_DIR"] = str(tmp_path / "data")
+        probe = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "xmouse_probe.py"), str(tmp_path / "s.ini")],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    state = json.loads(probe.stdout.strip().splitlines()[-1])
+    center, width = state["window_before"]
+    center_after, width_after = state["window_after_drag"]
+    assert width_after > width * 1.2 and center_after == pytest.approx(center)  # right drag
+    assert state["picked"] == [state["expected_pick"]]  # the click lands where Qt maps it
+    before, after = state["cursor_before_click"], state["cursor_after_click"]
+    assert after[2] == before[2] and after[:2] != before[:2]  # in-plane move, same slice
+    first, last = state["slice_wheel"]
+    assert abs(last - first) == 3  # three wheel steps, three slices
