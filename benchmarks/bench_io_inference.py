@@ -14,7 +14,8 @@ Prints one table:
 * inference of the demo model (``predict``) on the demo image and on the 512x512x300 phantom:
   wall time and peak resident memory of a fresh subprocess per case (Linux ``VmHWM``, reset
   after loading so it is the inference's peak; the resident size after loading is shown too),
-  plus the peak CUDA memory when a GPU is present.
+  plus the peak CUDA memory when a GPU is present; and the demo inference once more with
+  predict's channels-last conversion turned off (the ratio is channels-last / default order).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ import torch
 torch.set_num_threads(int(sys.argv[4]))
 from core.io import read_image
 from core.models import load_model, predict
+if sys.argv[5] == "contiguous":  # the comparison run: weights and batches in the default order
+    import core.models.inference as inference
+    inference._channels_last = lambda module, mode: torch.contiguous_format
 
 def status_mb(field):
     # VmHWM/VmRSS of this process image; ru_maxrss would carry the parent's peak over exec.
@@ -91,11 +95,16 @@ def best_of(repeats: int, function) -> float:
     return min(times)
 
 
-def run_child(image: Path, model: Path, device: str, threads: int) -> dict:
-    """Run one inference case in a fresh interpreter so its memory peak is this case's alone."""
+def run_child(
+    image: Path, model: Path, device: str, threads: int, layout: str = "channels-last"
+) -> dict:
+    """Run one inference case in a fresh interpreter so its memory peak is this case's alone.
+
+    ``layout="contiguous"`` turns off predict's channels-last conversion, for the comparison.
+    """
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_WAIT_POLICY="PASSIVE")
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(image), str(model), device, str(threads)],
+        [sys.executable, "-c", _CHILD, str(image), str(model), device, str(threads), layout],
         capture_output=True,
         text=True,
         env=env,
@@ -207,6 +216,19 @@ def main(argv: list[str] | None = None) -> int:
                         f"out {result['dtype']} {result['out_mb']:.0f} MB{extra}",
                     )
                 )
+            # The same demo inference with weights and batches in the default memory order.
+            plain = run_child(demo.image, demo.model, device, args.threads, "contiguous")
+            fast = min(
+                run_child(demo.image, demo.model, device, args.threads)["seconds"] for _ in range(2)
+            )
+            rows.append(
+                (
+                    f"inference {device}: demo, default memory order",
+                    f"{plain['seconds']:.2f} s",
+                    f"channels-last {fast:.2f} s",
+                    f"ratio {fast / plain['seconds']:.2f}",
+                )
+            )
     print()
     width = max(len(r[0]) for r in rows)
     for row in rows:

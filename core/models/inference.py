@@ -94,16 +94,28 @@ def _pad_to(tensor: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
 
 
 class _Runner:
-    """Runs batches through the module on one device and returns CPU float32 probabilities."""
+    """Runs batches through the module on one device and returns CPU float32 probabilities.
 
-    def __init__(self, module: nn.Module, activation: str, device: torch.device) -> None:
+    Batches go in channels-last memory format when the module was converted to it (see
+    :func:`_channels_last`).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        activation: str,
+        device: torch.device,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> None:
         self.module = module
         self.activation = activation
         self.device = device
+        self.memory_format = memory_format
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
+        batch = batch.contiguous(memory_format=self.memory_format)
         if self.device.type == "cuda":
             # Mixed precision: convolutions in float16, activation in float32.
             with torch.autocast("cuda", dtype=torch.float16):
@@ -116,6 +128,21 @@ class _Runner:
         else:
             probs = torch.sigmoid(logits)
         return probs.cpu()
+
+
+def _channels_last(module: nn.Module, mode: str) -> torch.memory_format:
+    """Put the module's weights in channels-last order for inference; returns the format used.
+
+    oneDNN's (CPU) and cuDNN's convolutions run faster on channels-last tensors: on this
+    project's 2-D U-Net 1.6-1.9x on the CPU, same results up to float rounding (measured in
+    benchmarks/bench_io_inference.py). Modules that cannot convert keep the default order.
+    """
+    memory_format = torch.channels_last if mode == "2d" else torch.channels_last_3d
+    try:
+        module.to(memory_format=memory_format)
+    except (RuntimeError, TypeError):  # e.g. a TorchScript module with fixed layouts
+        return torch.contiguous_format
+    return memory_format
 
 
 def _sliding_window(
@@ -231,7 +258,7 @@ def predict(
     first_param = next(itertools.chain(module.parameters(), module.buffers()), None)
     home = first_param.device if first_param is not None else torch.device("cpu")
     module.to(target).eval()
-    run = _Runner(module, spec.activation, target)
+    run = _Runner(module, spec.activation, target, _channels_last(module, spec.mode))
 
     if spec.mode == "2d":
         num_slices = shape[2]
@@ -307,5 +334,8 @@ def predict(
             )
             out[...] = probs.numpy()
     finally:
+        # The caller's module comes back as it was: on its device, in the default order
+        # (quantization and saving expect contiguous weights).
         module.to(home)
+        module.to(memory_format=torch.contiguous_format)
     return out

@@ -125,6 +125,23 @@ def test_unet_slicewise_pads_odd_sizes_and_crops_back():
     np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_inference_matches_a_plain_forward_and_leaves_weights_contiguous(dims):
+    torch.manual_seed(1)
+    net = UNet(1, 3, dims=dims, base_channels=4, depth=2).eval()
+    array = np.random.default_rng(7).normal(size=(16, 16, 8)).astype(np.float32)
+    spec = _spec(classes=3, mode="2d" if dims == 2 else "3d")
+    probs = predict(LoadedModel(net, spec), _image(array), device="cpu")
+    assert all(p.is_contiguous() for p in net.parameters())  # given back as it came
+    with torch.no_grad():
+        if dims == 2:  # slices are the batch
+            batch = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)[:, None]))
+            expected = torch.softmax(net(batch), 1).numpy().transpose(1, 2, 3, 0)
+        else:  # one patch: the whole volume
+            expected = torch.softmax(net(torch.from_numpy(array)[None, None]), 1)[0].numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
 class _PatchMean(nn.Module):
     """Logits depend on the whole patch (its mean), so blending weights show in the output."""
 
