@@ -66,37 +66,15 @@ class DicomSeries:
         )
 
 
-#: Elements larger than this (the pixel data) are read from the file only when used.
-_DEFER_BYTES = 64 * 1024
-
-
 def _read_header(path: Path) -> pydicom.Dataset | None:
-    """An image file's dataset with its pixel data left on disk until used, or None.
-
-    None for non-DICOM files and for DICOMDIR indexes, reports and other files without pixels.
-    The pixel data is deferred rather than skipped, so the series listing's datasets can be
-    assembled into the volume without parsing every file a second time.
-    """
+    """The header of an image file, or None for non-DICOM files and DICOMDIR indexes."""
     try:
-        dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError):
         return None
     if "Rows" not in dataset or "Columns" not in dataset:
         return None  # DICOMDIR, structured reports, presentation states: no pixels
     return dataset
-
-
-def _scan(root: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
-    """Image files under ``root`` grouped by SeriesInstanceUID, in a stable order."""
-    groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
-    for directory, _subdirs, names in sorted(os.walk(root)):
-        for name in sorted(names):
-            path = Path(directory) / name
-            header = _read_header(path)
-            if header is not None:
-                uid = str(header.get("SeriesInstanceUID", "")) or f"(no series UID) {directory}"
-                groups[uid].append((path, header))
-    return groups
 
 
 def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
@@ -121,10 +99,14 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     root = Path(folder)
     if not root.is_dir():
         raise ImageReadError(f"{root}: not a folder")
-    return _describe_series(_scan(root))
-
-
-def _describe_series(groups: dict[str, list[tuple[Path, pydicom.Dataset]]]) -> list[DicomSeries]:
+    groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
+    for directory, _subdirs, names in sorted(os.walk(root)):
+        for name in sorted(names):
+            path = Path(directory) / name
+            header = _read_header(path)
+            if header is not None:
+                uid = str(header.get("SeriesInstanceUID", "")) or f"(no series UID) {directory}"
+                groups[uid].append((path, header))
     series = []
     for uid, members in groups.items():
         first = members[0][1]
@@ -180,8 +162,7 @@ def read_dicom(
     source = Path(path)
     warnings: list[str] = []
     if source.is_dir():
-        groups = _scan(source)
-        found = _describe_series(groups)
+        found = list_dicom_series(source)
         if not found:
             raise ImageReadError(f"{source}: no DICOM images in this folder")
         if series is None:
@@ -199,17 +180,19 @@ def read_dicom(
                 available = ", ".join(s.uid for s in found)
                 raise ImageReadError(f"{source}: series {uid} not found; available: {available}")
             chosen = matches[0]
-        # The listing's datasets, pixel data still on disk: each file is parsed once.
-        members = groups[chosen.uid]
+        files = list(chosen.files)
     elif source.is_file():
-        dataset = _read_header(source)
-        if dataset is None:
+        if _read_header(source) is None:
             raise ImageReadError(f"{source}: not a DICOM image file")
-        members = [(source, dataset)]
+        files = [source]
     else:
         raise ImageReadError(f"{source}: no such file or folder")
-    files = [file for file, _ in members]
-    datasets = [dataset for _, dataset in members]
+    datasets = []
+    for file in files:
+        try:
+            datasets.append(pydicom.dcmread(file))
+        except Exception as exc:
+            raise ImageReadError(f"{file}: cannot read DICOM ({exc})") from exc
     return _assemble(source, datasets, files, warnings, volume)
 
 
