@@ -78,6 +78,8 @@ class SegmentationResult:
         Seconds per stage ("inference", "decision", "metrics").
     cutoff : float or None
         The cut-off of the 'threshold' rule (None for the other rules).
+    natural : bool
+        Made on a natural image (a photograph): sizes are pixel counts, not millilitres.
     """
 
     model_name: str
@@ -91,6 +93,7 @@ class SegmentationResult:
     spacing: tuple[float, float, float]
     timings: dict[str, float] = field(default_factory=dict)
     cutoff: float | None = None
+    natural: bool = False
 
     @property
     def rule_label(self) -> str:
@@ -405,6 +408,7 @@ def segment_image(
         per_slice=per_slice,
         device=choice.description,
         cutoff=threshold if decision == "threshold" else None,
+        natural=bool(image.is_natural),
         spacing=tuple(float(s) for s in image.spacing),
         timings=timings,
     )
@@ -413,8 +417,9 @@ def segment_image(
 def result_table_row(variant: str, result: SegmentationResult) -> dict[str, Any]:
     """One flat row (for a table or a CSV) of a result: means, then per-class columns.
 
-    Per foreground class: Dice, IoU, expected Dice, volume (mL), and the mean and standard
-    deviation of the image inside the class's mask (None for an empty class or an RGB image).
+    Per foreground class: Dice, IoU, expected Dice, volume (mL; the pixel count instead for a
+    natural image, which has no physical size), and the mean and standard deviation of the
+    image inside the class's mask (None for an empty class or an RGB image).
     """
     row: dict[str, Any] = {
         "model": variant,
@@ -429,7 +434,10 @@ def result_table_row(variant: str, result: SegmentationResult) -> dict[str, Any]
         row[f"{cls.name} dice"] = cls.dice
         row[f"{cls.name} iou"] = cls.iou
         row[f"{cls.name} expected_dice"] = cls.expected_dice
-        row[f"{cls.name} ml"] = cls.volume_ml
+        if result.natural:
+            row[f"{cls.name} px"] = cls.voxels
+        else:
+            row[f"{cls.name} ml"] = cls.volume_ml
         row[f"{cls.name} mean_intensity"] = cls.mean_intensity
         row[f"{cls.name} sd_intensity"] = cls.sd_intensity
     return row

@@ -38,6 +38,7 @@ _KIND_TITLES = {
     "iou": "IoU",
     "expected_dice": "E[Dice]",
     "ml": "mL",
+    "px": "pixels",
     "mean_intensity": "mean",
     "sd_intensity": "SD",
 }
@@ -58,6 +59,7 @@ _TOOLTIPS = {
     "independent), no ground truth needed. Only as good as the model's calibration: a long "
     "tail of small probabilities drags it down.",
     "ml": "Volume of the class in the mask, in millilitres (voxels x voxel volume).",
+    "px": "Pixels of the class in the mask (a photograph has no physical size).",
     "mean_intensity": "Mean image value inside the class's mask (Hounsfield units for CT).",
     "sd_intensity": "Standard deviation of the image values inside the class's mask.",
 }
@@ -139,15 +141,24 @@ class ResultsTable(QWidget):
         layout.addLayout(buttons)
         self._keys: list[str] = []
         self.rows: list[dict] = []
-        self.columns: list[str] = []
+        self.columns: list[str] = []  # every column, as exported
+        self.shown_columns: list[str] = []  # those with a value in some row, as on screen
 
     def set_entries(self, entries: list[ResultEntry], selected: str | None = None) -> None:
         """Show ``entries`` (in order); keep ``selected`` selected when given."""
         self.rows = [result_table_row(e.variant, e.result) for e in entries]
         self._keys = [e.key for e in entries]
-        columns: list[str] = []
+        self.columns = []
         for row in self.rows:
-            columns.extend(k for k in row if k not in columns)
+            self.columns.extend(k for k in row if k not in self.columns)
+        # A column with no value in any row (intensity statistics of an RGB image, Dice
+        # without a ground truth) only takes room on screen; the export keeps it.
+        columns = [
+            key
+            for key in self.columns
+            if key in _HEADER_TITLES or any(row.get(key) is not None for row in self.rows)
+        ]
+        self.shown_columns = columns
         self.table.blockSignals(True)
         self.table.clear()
         self.table.setColumnCount(len(columns))
@@ -164,7 +175,6 @@ class ResultsTable(QWidget):
                     )
                 self.table.setItem(r, c, item)
         self.table.blockSignals(False)
-        self.columns = columns
         if selected in self._keys:
             self.select(selected)
 
@@ -176,7 +186,7 @@ class ResultsTable(QWidget):
         return [self._keys[r] for r in rows]
 
     def cell_text(self, row: int, column_key: str) -> str:
-        return self.table.item(row, self.columns.index(column_key)).text()
+        return self.table.item(row, self.shown_columns.index(column_key)).text()
 
     def _on_table_selection_changed(self) -> None:
         keys = self.selected_keys()

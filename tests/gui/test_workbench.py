@@ -59,7 +59,7 @@ def test_demo_flow_segment_quantize_compare_save_export(window, qtbot, tmp_path)
         for row in result.rows:  # table numbers equal an independent Dice of the masks
             assert row.dice == pytest.approx(dice(result.mask == row.label, gt == row.label))
     assert win.results_table.table.rowCount() == 2
-    column = win.results_table.columns.index("lesion expected_dice")
+    column = win.results_table.shown_columns.index("lesion expected_dice")
     assert "calibration" in win.results_table.table.horizontalHeaderItem(column).toolTip()
     # Each class's mean intensity inside its mask, as the table shows it (one decimal).
     shown = win.session.results[keys[1]].result.mask
@@ -67,7 +67,7 @@ def test_demo_flow_segment_quantize_compare_save_export(window, qtbot, tmp_path)
     row = 1  # table rows follow the results' order
     assert win.results_table.cell_text(row, "liver mean_intensity") == f"{liver.mean():.1f}"
     assert win.results_table.cell_text(row, "liver sd_intensity") == f"{liver.std():.1f}"
-    column = win.results_table.columns.index("liver mean_intensity")
+    column = win.results_table.shown_columns.index("liver mean_intensity")
     assert "Hounsfield" in win.results_table.table.horizontalHeaderItem(column).toolTip()
     np.testing.assert_array_equal(win.viewer.prediction(), win.session.results[keys[1]].result.mask)
     assert "quantize" in win.hint.text().lower()
@@ -252,6 +252,16 @@ def test_natural_image_demo_opens_in_one_view_and_segments(window, qtbot):
         for row in entry.result.rows:
             assert row.dice == pytest.approx(dice(entry.result.mask == row.label, gt == row.label))
     assert "natural" in window.hint.text().lower()
+    # A photograph has no physical size: pixel counts, no mL; no intensity statistics for RGB,
+    # so those columns stay off the screen (the export keeps every column).
+    table = window.results_table
+    result = window.session.results[window.current_key].result
+    disc = next(row for row in result.rows if row.name == "disc")
+    row = list(window.session.results).index(window.current_key)
+    assert table.cell_text(row, "disc px") == str(int((result.mask == disc.label).sum()))
+    assert not any(key.endswith(" ml") for key in table.columns)
+    assert "disc mean_intensity" in table.columns
+    assert "disc mean_intensity" not in table.shown_columns
 
 
 def test_weight_tab_gets_room_and_results_tab_gives_it_back(window, qtbot):
