@@ -167,6 +167,7 @@ def decide(
     pruning_prob: float = DEFAULT_PRUNING_PROB,
     threshold: float = 0.5,
     per_slice: bool = False,
+    cancel: CancelToken | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Apply a decision rule to probabilities (C, *spatial).
 
@@ -184,6 +185,8 @@ def decide(
         The cut-off of the 'threshold' rule.
     per_slice : bool
         Optimise RankSEG-RMA per slice along the last axis (k) instead of over the volume.
+    cancel : CancelToken, optional
+        Checked by RankSEG-RMA between chunks of its passes.
 
     Returns
     -------
@@ -206,6 +209,7 @@ def decide(
             pruning_prob=pruning_prob,
             return_info=True,
             info_expected=False,  # summarize_mask scores the final label map once
+            cancel=cancel,
         )
         t = np.asarray(info.threshold, dtype=np.float64)  # (B, C)
         with np.errstate(all="ignore"):
@@ -240,6 +244,7 @@ def summarize_mask(
     ground_truth: np.ndarray | None = None,
     thresholds: np.ndarray | None = None,
     intensities: np.ndarray | None = None,
+    cancel: CancelToken | None = None,
 ) -> list[ClassRow]:
     """Per-class readouts of a label map: voxels, mL, expected Dice, Dice/IoU vs ground truth.
 
@@ -254,6 +259,8 @@ def summarize_mask(
     thresholds : RMA thresholds per class, optional
     intensities : array (I, J, K), optional
         The image values, for each class's mean and standard deviation inside its mask.
+    cancel : CancelToken, optional
+        Checked between chunks of the expected-Dice passes (the slow part on a volume).
     """
     n_classes = probs.shape[0]
     if mask.shape != probs.shape[1:]:
@@ -262,7 +269,7 @@ def summarize_mask(
     volumes = volume_ml(mask.astype(np.int64), spacing, num_classes=n_classes)
     p = probs[None]
     m = mask[None].astype(np.int64)
-    exp_dice = np.asarray(expected_dice(p, m))[0]
+    exp_dice = np.asarray(expected_dice(p, m, cancel=cancel))[0]
     mean = sd = None
     if intensities is not None:
         mean, sd = _class_intensity_stats(mask, intensities, n_classes, counts)
@@ -380,6 +387,7 @@ def segment_image(
         pruning_prob=pruning_prob,
         threshold=threshold,
         per_slice=per_slice,
+        cancel=cancel,
     )
     mask = labels.astype(_smallest_label_dtype(probs.shape[0]))
     timings["decision"] = time.perf_counter() - start
@@ -395,6 +403,7 @@ def segment_image(
         ground_truth=ground_truth,
         thresholds=thresholds,
         intensities=None if image.is_rgb else np.asarray(image.array),
+        cancel=cancel,
     )
     timings["metrics"] = time.perf_counter() - start
     report(on_progress, Progress(2, 2, "done", stage="metrics"))

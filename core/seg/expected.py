@@ -38,7 +38,7 @@ _GL_NODES = 8
 _CHUNK_ELEMENTS = 1 << 21
 
 
-def expected_dice(probs, mask, *, ignore_mask=None, empty: float = 1.0):
+def expected_dice(probs, mask, *, ignore_mask=None, empty: float = 1.0, cancel=None):
     """Exact expected Dice of ``mask`` per (b, c) under the independence model.
 
     Parameters
@@ -52,19 +52,23 @@ def expected_dice(probs, mask, *, ignore_mask=None, empty: float = 1.0):
         Pixels left out of both the mask and the random ground truth.
     empty : float
         Score of an empty mask against an empty ground truth (0/0); default 1.
+    cancel : core.jobs.CancelToken, optional
+        Checked before every chunk of every pass; cancelling raises ``JobCancelled``.
 
     Returns
     -------
     float64 array (B, C), numpy if probs is numpy, else a CPU torch tensor.
     """
     return expected_metric_of_masks(
-        probs, mask, metric="dice", ignore_mask=ignore_mask, empty=empty
+        probs, mask, metric="dice", ignore_mask=ignore_mask, empty=empty, cancel=cancel
     )
 
 
-def expected_iou(probs, mask, *, ignore_mask=None, empty: float = 1.0):
+def expected_iou(probs, mask, *, ignore_mask=None, empty: float = 1.0, cancel=None):
     """Exact expected IoU of ``mask`` per (b, c); same conventions as :func:`expected_dice`."""
-    return expected_metric_of_masks(probs, mask, metric="iou", ignore_mask=ignore_mask, empty=empty)
+    return expected_metric_of_masks(
+        probs, mask, metric="iou", ignore_mask=ignore_mask, empty=empty, cancel=cancel
+    )
 
 
 def _mask_tensor(mask, B, C, spatial, device):
@@ -113,7 +117,9 @@ def _solve_tail(tau, rate):
     return hi
 
 
-def expected_metric_of_masks(probs, mask, *, metric, ignore_mask=None, empty=1.0, as_torch=None):
+def expected_metric_of_masks(
+    probs, mask, *, metric, ignore_mask=None, empty=1.0, as_torch=None, cancel=None
+):
     """Shared implementation of :func:`expected_dice` and :func:`expected_iou`.
 
     ``metric`` picks the score; ``as_torch=True`` returns the (B, C) result as a tensor on the
@@ -132,6 +138,8 @@ def expected_metric_of_masks(probs, mask, *, metric, ignore_mask=None, empty=1.0
 
     def chunks():
         for start in range(0, d, step):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
             stop = min(d, start + step)
             p = info.chunk(start, stop).to(device=device, dtype=f64)
             inside = (

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from core.pipeline import DECISIONS, SegmentationResult, decide, summarize_mask
-from core.seg import rankseg_rma
+from core.jobs import CancelToken, JobCancelled
+from core.pipeline import DECISIONS, SegmentationResult, decide, segment_image, summarize_mask
+from core.seg import expected_dice, rankseg_rma
 
 
 def softmax_probs(seed=0, shape=(3, 10, 9, 4)):
@@ -143,3 +144,65 @@ def test_rule_label_names_every_setting_that_changes_the_mask():
     assert label("rma-dice") == "rma-dice"
     assert label("rma-iou", pruning_prob=0.3) == "rma-iou, pruning 0.3"
     assert label("rma-dice", pruning_prob=0.0, per_slice=True) == "rma-dice, pruning 0, per slice"
+
+
+class _CancelAfter(CancelToken):
+    """A token that cancels itself at its ``n``-th check and counts the checks after that."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.checks = 0
+        self.after = 0
+        self._n = n
+
+    def raise_if_cancelled(self):
+        self.checks += 1
+        if self.checks == self._n:
+            self.cancel()
+        if self.cancelled:
+            self.after += 1
+        super().raise_if_cancelled()
+
+
+@pytest.mark.parametrize("n", [1, 2])  # expected_dice: one chunk per pass here
+def test_rma_and_expected_dice_stop_at_the_next_chunk_once_cancelled(n):
+    probs = softmax_probs(1, shape=(3, 64, 64, 16))[None]  # 196 608 elements
+    token = _CancelAfter(n)
+    with pytest.raises(JobCancelled):
+        rankseg_rma(probs, chunk_elements=4096, cancel=token)
+    assert token.checks == n and token.after == 1  # stopped at the check that saw it
+    token = _CancelAfter(n)
+    with pytest.raises(JobCancelled):
+        expected_dice(probs, probs.argmax(1), cancel=token)
+    assert token.checks == n and token.after == 1
+    # Uncancelled, the token changes nothing.
+    np.testing.assert_array_equal(
+        rankseg_rma(probs, chunk_elements=4096, cancel=CancelToken()),
+        rankseg_rma(probs, chunk_elements=4096),
+    )
+
+
+def test_segment_image_cancels_during_the_decision_and_the_readouts():
+    from core.demo import demo_paths
+    from core.io import read_image
+    from core.models import load_model, predict
+
+    model = load_model(demo_paths().model)
+    image = read_image(demo_paths().image)
+    probs = predict(model, image, device="cpu")
+    for stage in ("decision", "metrics"):
+        token = CancelToken()
+
+        def on_progress(progress, stage=stage, token=token):
+            if progress.stage == stage:
+                token.cancel()
+
+        with pytest.raises(JobCancelled):
+            segment_image(
+                model,
+                image,
+                decision="rma-dice",
+                probs=probs,
+                on_progress=on_progress,
+                cancel=token,
+            )
