@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from timing import best_of  # noqa: E402  (benchmarks/timing.py, beside this script)
 
 from tests.dicom_series import write_dicom_series  # noqa: E402
 
@@ -83,16 +84,6 @@ print(json.dumps({"seconds": seconds, "peak_mb": status_mb("VmHWM"), "loaded_mb"
                   "reset": reset, "cuda_mb": cuda_mb, "dtype": str(probs.dtype),
                   "out_mb": probs.nbytes / 2**20}))
 """
-
-
-def best_of(repeats: int, function) -> float:
-    """Smallest wall time of ``repeats`` calls (the least disturbed by other processes)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def run_child(

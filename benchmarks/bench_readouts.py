@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from timing import best_of  # noqa: E402  (benchmarks/timing.py, beside this script)
 
 from core.metrics import confusion_counts, volume_ml  # noqa: E402
 from core.phantom import PHANTOM_CLASSES, make_phantom  # noqa: E402
@@ -37,15 +37,6 @@ def soft_probabilities(labels: np.ndarray, n_classes: int, seed: int = 0) -> np.
     generator = torch.Generator().manual_seed(seed)
     logits += torch.randn(logits.shape, generator=generator)
     return torch.softmax(logits, 1)[0].numpy()
-
-
-def best_of(repeats: int, run) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
