@@ -116,7 +116,13 @@ class Session(QObject):
         return index, entry
 
     def restore_result(self, index: int, entry: ResultEntry) -> None:
-        """Put a removed result back at its row (undo of :meth:`remove_result`)."""
+        """Put a removed result back at its row (undo of :meth:`remove_result`).
+
+        If the same (variant, rule and settings) was run again since, the newer row stays: it is
+        the same decision, and replacing it would drop what the user did last.
+        """
+        if entry.key in self.results:
+            return
         items = list(self.results.items())
         items.insert(min(index, len(items)), (entry.key, entry))
         self.results = dict(items)

@@ -409,9 +409,13 @@ _VOLUME_KEYS = (
 
 
 def _volume_value(frame: _Frame, keyword: str) -> object:
-    """A frame's value of ``keyword``, or None; frames of a multi-frame file use their index."""
+    """A frame's value of ``keyword`` (float when numeric), or None.
+
+    None for every frame of a multi-frame file: its per-file attributes cannot tell its frames
+    apart, so such volumes fall back to frame order.
+    """
     if frame.frame is not None:
-        return None  # per-file attributes do not separate the frames of one file
+        return None
     value = frame.dataset.get(keyword)
     if value in (None, ""):
         return None

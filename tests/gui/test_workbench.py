@@ -393,3 +393,17 @@ def test_removing_results_is_undoable(window, qtbot):
     window.open_image(str(NIBABEL_DATA / "anatomical.nii"))
     qtbot.waitUntil(lambda: window.session.image.path.name == "anatomical.nii", timeout=30000)
     assert not window.undo_stack.canUndo()
+
+
+def test_undo_after_a_rerun_keeps_the_newer_result(window, qtbot):
+    window.load_demo()
+    qtbot.waitUntil(lambda: len(window.session.results) == 2, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    key = window.current_key
+    window.remove_results([key])
+    base = window.session.base_variant.name
+    window.run_segmentation_with(base, "rma-dice")
+    wait_idle(qtbot, window)
+    newer = window.session.results[key]
+    window.undo_stack.undo()
+    assert window.session.results[key] is newer and len(window.session.results) == 2
