@@ -279,7 +279,8 @@ def summarize_mask(
             raise ValueError(
                 f"ground truth shape {ground_truth.shape} does not match the mask {mask.shape}"
             )
-        counts_vs_gt = confusion_counts(mask[None], ground_truth[None], num_classes=n_classes)
+        truth = ground_truth if ground_truth.dtype.kind in "iu" else ground_truth.astype(np.int64)
+        counts_vs_gt = confusion_counts(mask[None], truth[None], num_classes=n_classes)
         dice = np.asarray(scores_from_counts(counts_vs_gt, metric="dice"))[0]
         iou = np.asarray(scores_from_counts(counts_vs_gt, metric="iou"))[0]
     rows = []

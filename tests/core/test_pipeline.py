@@ -206,3 +206,21 @@ def test_segment_image_cancels_during_the_decision_and_the_readouts():
                 on_progress=on_progress,
                 cancel=token,
             )
+
+
+def test_summary_accepts_a_float_ground_truth_like_an_integer_one():
+    probs = softmax_probs(4)
+    mask = probs.argmax(0)
+    truth = np.roll(mask, 1, axis=0)
+    as_int = summarize_mask(
+        mask, probs, spacing=(1, 1, 1), class_names=["a", "b", "c"], ground_truth=truth
+    )
+    as_float = summarize_mask(
+        mask,
+        probs,
+        spacing=(1, 1, 1),
+        class_names=["a", "b", "c"],
+        ground_truth=truth.astype(np.float32),  # labels stored as floats, as many NIfTIs are
+    )
+    assert [r.dice for r in as_float] == [r.dice for r in as_int]
+    assert [r.iou for r in as_float] == [r.iou for r in as_int]
