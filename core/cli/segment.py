@@ -93,7 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="REPORT.json", help="write a JSON report here")
     parser.add_argument("--series", metavar="UID", help="series to read from a DICOM folder")
     parser.add_argument(
-        "--volume", type=non_negative_int, metavar="N", help="volume of a 4-D image to segment"
+        "--volume",
+        type=non_negative_int,
+        metavar="N",
+        help="volume to segment when the image holds several (4-D NIfTI/NRRD/MHA, multi-page "
+        "TIFF, multi-echo or dynamic DICOM series; `info IMAGE` shows how many)",
     )
     add_device_option(parser)
     add_trust_option(parser)
