@@ -7,8 +7,10 @@ importance weights, so patch borders, where a network sees least context, count 
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -96,8 +98,8 @@ def _pad_to(tensor: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
 class _Runner:
     """Runs batches through the module on one device and returns CPU float32 probabilities.
 
-    Batches go in channels-last memory format when the module was converted to it (see
-    :func:`_channels_last`).
+    Batches go in channels-last memory format when the module runs in it (see
+    :func:`_inference_module`).
     """
 
     def __init__(
@@ -130,19 +132,28 @@ class _Runner:
         return probs.cpu()
 
 
-def _channels_last(module: nn.Module, mode: str) -> torch.memory_format:
-    """Put the module's weights in channels-last order for inference; returns the format used.
+def _inference_module(
+    module: nn.Module, mode: str, device: torch.device
+) -> tuple[nn.Module, torch.memory_format]:
+    """A copy of ``module`` on ``device`` with its weights in channels-last order, for one call.
 
-    oneDNN's (CPU) and cuDNN's convolutions run faster on channels-last tensors: on this
-    project's 2-D U-Net 1.6-1.9x on the CPU, same results up to float rounding (measured in
-    benchmarks/bench_io_inference.py). Modules that cannot convert keep the default order.
+    oneDNN's (CPU) and cuDNN's convolutions run faster on channels-last weights: on this
+    project's 2-D U-Net 1.6-2x on the CPU, same results up to float rounding (measured side by
+    side in benchmarks/bench_io_inference.py). A copy, because the caller's module may be in use
+    on another thread (the GUI quantizes while it segments) and must keep its device and
+    contiguous weights (saving and quantization read them). A module that cannot be copied or
+    converted runs as it is, moved to the device, in the default order.
     """
     memory_format = torch.channels_last if mode == "2d" else torch.channels_last_3d
     try:
-        module.to(memory_format=memory_format)
-    except (RuntimeError, TypeError):  # e.g. a TorchScript module with fixed layouts
-        return torch.contiguous_format
-    return memory_format
+        fast = copy.deepcopy(module).to(device)
+        with warnings.catch_warnings():
+            # TorchScript modules warn about .grad of non-leaf tensors while converting.
+            warnings.simplefilter("ignore", UserWarning)
+            fast.to(memory_format=memory_format)
+    except (RuntimeError, TypeError, copy.Error):  # e.g. TorchScript with fixed layouts
+        return module.to(device), torch.contiguous_format
+    return fast.eval(), memory_format
 
 
 def _sliding_window(
@@ -257,8 +268,9 @@ def predict(
     module = model.module
     first_param = next(itertools.chain(module.parameters(), module.buffers()), None)
     home = first_param.device if first_param is not None else torch.device("cpu")
-    module.to(target).eval()
-    run = _Runner(module, spec.activation, target, _channels_last(module, spec.mode))
+    module.eval()
+    fast, memory_format = _inference_module(module, spec.mode, target)
+    run = _Runner(fast, spec.activation, target, memory_format)
 
     if spec.mode == "2d":
         num_slices = shape[2]
@@ -334,8 +346,6 @@ def predict(
             )
             out[...] = probs.numpy()
     finally:
-        # The caller's module comes back as it was: on its device, in the default order
-        # (quantization and saving expect contiguous weights).
-        module.to(home)
-        module.to(memory_format=torch.contiguous_format)
+        if fast is module:  # the fall-back ran the caller's module itself: move it back
+            module.to(home)
     return out

@@ -126,13 +126,16 @@ def test_unet_slicewise_pads_odd_sizes_and_crops_back():
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_channels_last_inference_matches_a_plain_forward_and_leaves_weights_contiguous(dims):
+def test_channels_last_inference_matches_a_plain_forward_and_leaves_the_module_alone(dims):
     torch.manual_seed(1)
     net = UNet(1, 3, dims=dims, base_channels=4, depth=2).eval()
+    before = [(id(p), p.data_ptr()) for p in net.parameters()]
     array = np.random.default_rng(7).normal(size=(16, 16, 8)).astype(np.float32)
     spec = _spec(classes=3, mode="2d" if dims == 2 else "3d")
     probs = predict(LoadedModel(net, spec), _image(array), device="cpu")
-    assert all(p.is_contiguous() for p in net.parameters())  # given back as it came
+    # The caller's module is not touched: same tensors, same memory, default order (a copy ran).
+    assert [(id(p), p.data_ptr()) for p in net.parameters()] == before
+    assert all(p.is_contiguous() for p in net.parameters())
     with torch.no_grad():
         if dims == 2:  # slices are the batch
             batch = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)[:, None]))
