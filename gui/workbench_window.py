@@ -313,8 +313,9 @@ class WorkbenchWindow(MainWindow):
 
     def ask_series(self, folder: str, series: list) -> str | None:
         items = [
-            f"{s.description or '(no description)'} — {s.modality}, {s.n_slices} slices, "
-            f"{s.rows}x{s.columns}"
+            f"{s.description or '(no description)'} — {s.modality}, {s.n_slices} slices"
+            + (f" in {s.volumes} volumes" if s.volumes > 1 else "")
+            + f", {s.rows}x{s.columns}"
             for s in series
         ]
         item, ok = QInputDialog.getItem(

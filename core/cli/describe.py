@@ -119,12 +119,13 @@ def describe_model(model: LoadedModel) -> dict[str, Any]:
 
 
 def describe_series(series: DicomSeries) -> dict[str, Any]:
-    """One DICOM series of a folder: uid, description, modality, slices and slice size."""
+    """One DICOM series of a folder: uid, description, modality, slices, volumes, slice size."""
     return {
         "uid": series.uid,
         "description": series.description,
         "modality": series.modality,
         "slices": series.n_slices,
+        "volumes": series.volumes,
         "rows": series.rows,
         "columns": series.columns,
     }

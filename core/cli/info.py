@@ -176,6 +176,7 @@ def format_description(info: dict[str, Any]) -> str:
             ("modality", "modality", ""),
             ("description", "description", ""),
             ("slices", "slices", "d"),
+            ("volumes", "volumes", "d"),
             ("size", "size", ""),
             ("uid", "series UID", ""),
         ],

@@ -48,6 +48,10 @@ class DicomSeries:
         Slice size in pixels (of the first file).
     files : tuple of pathlib.Path
         The image files, in the order found (not yet sorted spatially).
+    volumes : int
+        Volumes the series holds (echoes, phases, time points): the files divided by the
+        distinct slice positions when every position repeats equally, else 1. Reading such a
+        series needs ``volume=``.
     """
 
     uid: str
@@ -57,11 +61,13 @@ class DicomSeries:
     rows: int
     columns: int
     files: tuple[Path, ...]
+    volumes: int = 1
 
     def label(self) -> str:
         """Short human description, e.g. ``'CT "Routine Brain": 4 slices 16x16'``."""
+        several = f" in {self.volumes} volumes" if self.volumes > 1 else ""
         return (
-            f'{self.modality or "?"} "{self.description}": {self.n_slices} slices '
+            f'{self.modality or "?"} "{self.description}": {self.n_slices} slices{several} '
             f"{self.rows}x{self.columns} ({self.uid})"
         )
 
@@ -119,10 +125,27 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
                 rows=int(first.Rows),
                 columns=int(first.Columns),
                 files=tuple(path for path, _ in members),
+                volumes=_volumes_in(header for _, header in members),
             )
         )
     series.sort(key=lambda s: (-s.n_slices, -s.rows * s.columns, s.description, s.uid))
     return series
+
+
+def _volumes_in(headers) -> int:
+    """Files per slice position when every position repeats equally (multi-volume), else 1.
+
+    Single-frame files only (a multi-frame file counts as one); positions are compared to
+    1/1000 mm, as when the series is read.
+    """
+    per_position: Counter = Counter()
+    for header in headers:
+        position = header.get("ImagePositionPatient")
+        if position is None or len(position) != 3 or int(header.get("NumberOfFrames", 1) or 1) > 1:
+            return 1
+        per_position[tuple(round(float(v), 3) for v in position)] += 1
+    counts = set(per_position.values())
+    return counts.pop() if len(counts) == 1 else 1
 
 
 def read_dicom(

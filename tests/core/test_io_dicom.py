@@ -144,6 +144,9 @@ def test_duplicate_positions_are_refused(tmp_path):
 def test_multi_echo_series_asks_for_a_volume_and_reads_each_echo(tmp_path):
     folder = tmp_path / "echoes"
     write_multi_echo_copy(CT5N, folder)
+    (listed,) = list_dicom_series(folder)
+    assert listed.n_slices == 15 and listed.volumes == 3 and "in 3 volumes" in listed.label()
+    assert list_dicom_series(CT5N)[0].volumes == 1
     with pytest.raises(ImageReadError, match=r"4-D image with 3 volumes \(by EchoNumbers: 1, 2, 3"):
         read_image(folder)
     reference = read_image(CT5N)
