@@ -16,6 +16,7 @@ __all__ = [
     "DEVICE_HELP",
     "GRANULARITY_CHOICES",
     "METHOD_CHOICES",
+    "add_decision_options",
     "add_device_option",
     "add_trust_option",
     "bits",
@@ -114,6 +115,30 @@ def decision_list(text: str) -> list[str]:
             f"unknown decision rule(s) {', '.join(unknown)}: use {', '.join(DECISION_CHOICES)}"
         )
     return list(dict.fromkeys(names))
+
+
+def add_decision_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--pruning P``, ``--per-slice`` and ``--threshold T``: the decision rules' settings."""
+    parser.add_argument(
+        "--pruning",
+        type=probability_below_one,
+        default=0.5,
+        metavar="P",
+        help="RankSEG-RMA pruning probability in [0, 1): classes whose largest probability is "
+        "at or below P stay empty (default 0.5)",
+    )
+    parser.add_argument(
+        "--per-slice",
+        action="store_true",
+        help="optimise RankSEG-RMA per slice (axis k), not per volume",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=unit_interval,
+        default=0.5,
+        metavar="T",
+        help="cut-off of the 'threshold' decision (default 0.5)",
+    )
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

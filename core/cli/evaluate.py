@@ -10,11 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from core.cli.arguments import (
+    add_decision_options,
     add_device_option,
     add_trust_option,
     decision_list,
-    probability_below_one,
-    unit_interval,
 )
 from core.cli.errors import EXIT_OK, handle_errors
 from core.cli.outputs import check_outputs
@@ -105,23 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--report", required=True, metavar="REPORT.json", help="JSON report")
     parser.add_argument("--csv", metavar="CASES.csv", help="also write the per-case rows as CSV")
-    parser.add_argument(
-        "--pruning",
-        type=probability_below_one,
-        default=0.5,
-        metavar="P",
-        help="RankSEG-RMA pruning probability in [0, 1) (default 0.5)",
-    )
-    parser.add_argument(
-        "--per-slice", action="store_true", help="optimise RankSEG-RMA per slice (axis k)"
-    )
-    parser.add_argument(
-        "--threshold",
-        type=unit_interval,
-        default=0.5,
-        metavar="T",
-        help="cut-off of the 'threshold' decision (default 0.5)",
-    )
+    add_decision_options(parser)
     add_device_option(parser)
     add_trust_option(parser)
 

@@ -10,11 +10,10 @@ from typing import Any
 
 from core.cli.arguments import (
     DECISION_CHOICES,
+    add_decision_options,
     add_device_option,
     add_trust_option,
     non_negative_int,
-    probability_below_one,
-    unit_interval,
 )
 from core.cli.errors import EXIT_OK, UsageError, handle_errors
 from core.cli.outputs import check_outputs
@@ -64,26 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="rma-dice",
         help="how probabilities become labels (default rma-dice: RankSEG-RMA for Dice)",
     )
-    parser.add_argument(
-        "--pruning",
-        type=probability_below_one,
-        default=0.5,
-        metavar="P",
-        help="RankSEG-RMA pruning probability in [0, 1): classes whose largest probability is "
-        "at or below P stay empty (default 0.5)",
-    )
-    parser.add_argument(
-        "--per-slice",
-        action="store_true",
-        help="optimise RankSEG-RMA per slice (axis k), not per volume",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=unit_interval,
-        default=0.5,
-        metavar="T",
-        help="cut-off of the 'threshold' decision (default 0.5)",
-    )
+    add_decision_options(parser)
     parser.add_argument(
         "--out", metavar="MASK", help="write the mask here (.nii, .nii.gz, .nrrd, .mha, .png)"
     )
