@@ -265,11 +265,11 @@ def summarize_mask(
     n_classes = probs.shape[0]
     if mask.shape != probs.shape[1:]:
         raise ValueError(f"mask shape {mask.shape} does not match probabilities {probs.shape[1:]}")
-    counts = np.bincount(mask.reshape(-1).astype(np.int64), minlength=n_classes)[:n_classes]
-    volumes = volume_ml(mask.astype(np.int64), spacing, num_classes=n_classes)
-    p = probs[None]
-    m = mask[None].astype(np.int64)
-    exp_dice = np.asarray(expected_dice(p, m, cancel=cancel))[0]
+    # The label map goes to each readout as it is (uint8 for up to 256 classes): an int64 copy
+    # per readout cost 8 bytes a voxel each, about 600 MB apiece on a 512x512x300 CT.
+    counts = np.bincount(mask.reshape(-1), minlength=n_classes)[:n_classes]
+    volumes = volume_ml(mask, spacing, num_classes=n_classes)
+    exp_dice = np.asarray(expected_dice(probs[None], mask[None], cancel=cancel))[0]
     mean = sd = None
     if intensities is not None:
         mean, sd = _class_intensity_stats(mask, intensities, n_classes, counts)

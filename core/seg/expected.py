@@ -72,7 +72,13 @@ def expected_iou(probs, mask, *, ignore_mask=None, empty: float = 1.0, cancel=No
 
 
 def _mask_tensor(mask, B, C, spatial, device):
-    m = torch.from_numpy(np.asarray(mask)) if isinstance(mask, np.ndarray) else mask
+    if isinstance(mask, np.ndarray):
+        if mask.dtype.kind == "u" and mask.dtype.itemsize > 1:
+            # torch compares uint16/32/64 with nothing else; uint8 and signed labels pass as is.
+            mask = mask.astype(np.int64)
+        m = torch.from_numpy(mask)
+    else:
+        m = mask
     if not isinstance(m, torch.Tensor):
         raise ValueError(f"mask must be a bool or integer array, got {type(mask).__name__}")
     m = m.to(device)

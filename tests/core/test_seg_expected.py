@@ -110,3 +110,13 @@ def test_large_map_matches_a_direct_quadrature(inside_size):
     mask = p > 0.3
     value = expected_dice(p[None, None], mask[None, None])[0, 0]
     assert value == pytest.approx(direct_quadrature(p, mask), rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int16, np.int64])
+def test_label_maps_of_every_integer_dtype_give_the_same_expectation(dtype):
+    # summarize_mask passes its uint8/uint16 label map as it is (no int64 copy of a volume).
+    rng = np.random.default_rng(9)
+    probs = rng.dirichlet(np.ones(3), size=(1, 6, 5)).transpose(0, 3, 1, 2)
+    labels = probs.argmax(1)
+    expected = expected_dice(probs, labels.astype(np.int64))
+    np.testing.assert_array_equal(expected_dice(probs, labels.astype(dtype)), expected)
