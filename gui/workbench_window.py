@@ -91,13 +91,12 @@ def next_steps_hint(
     if model is None:
         parts.append("Open a model (Ctrl+M) to segment it.")
     else:
-        channels = 3 if image.is_rgb else 1
-        if model.spec.in_channels != channels:
-            parts.append(
-                f"The model {model.name} takes {model.spec.in_channels} channel(s), this image "
-                f"has {channels}: open a model made for it (Ctrl+M)."
-            )
-        elif n_results == 0:
+        # The model still runs (core.models.model_input converts), but the user should know.
+        if model.spec.in_channels == 3 and not image.is_rgb:
+            parts.append(f"{model.name} takes RGB: this grey image is repeated on its channels.")
+        elif model.spec.in_channels == 1 and image.is_rgb:
+            parts.append(f"{model.name} takes one channel: this RGB image is turned into grey.")
+        if n_results == 0:
             parts.append(f"Run segmentation (Ctrl+R) with {model.name};")
             parts.append(
                 "ground truth loaded: Dice/IoU will be filled."

@@ -322,14 +322,16 @@ def test_hint_line_follows_what_the_user_has_open(window, qtbot):
     assert not window.error_boxes
 
 
-def test_hint_says_when_the_model_does_not_fit_the_image(window, qtbot):
+def test_hint_says_how_a_grey_image_feeds_an_rgb_model(window, qtbot):
     window.load_demo(segment=False, natural=True)  # an RGB model
     qtbot.waitUntil(lambda: window.session.base_variant is not None, timeout=JOB_TIMEOUT)
     wait_idle(qtbot, window)
     window.open_image(str(NIBABEL_DATA / "anatomical.nii"))  # one channel
     qtbot.waitUntil(lambda: window.session.image.path.name == "anatomical.nii", timeout=30000)
     wait_idle(qtbot, window)
-    assert "takes 3 channel(s), this image has 1" in window.hint.text()
+    hint = window.hint.text()
+    assert "takes RGB: this grey image is repeated on its channels" in hint
+    assert "Run segmentation (Ctrl+R)" in hint  # it still runs: predict repeats the grey
 
 
 def test_rerun_with_other_settings_adds_a_row_instead_of_replacing(window, qtbot):
