@@ -13,7 +13,7 @@ from core.io import Image, read_image
 from core.io.reader import IMAGE_SUFFIXES, suffix_of
 from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.models import LoadedModel, calibration_inputs
-from core.quant import QuantConfig, QuantResult, quantize_model
+from core.quant import QuantConfig, QuantResult, quantize_loaded_model
 
 __all__ = ["CALIBRATION_SUFFIXES", "images_in_folder", "quantize_from_images"]
 
@@ -99,4 +99,4 @@ def quantize_from_images(
     calib = calibration_inputs(model, images, n=n_samples, seed=config.seed, crop=crop)
     if cancel is not None:
         cancel.raise_if_cancelled()
-    return quantize_model(model, calib, config, on_progress=on_progress, cancel=cancel)
+    return quantize_loaded_model(model, calib, config, on_progress=on_progress, cancel=cancel)

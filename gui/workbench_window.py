@@ -40,7 +40,7 @@ from core.io import (
     read_mask,
     write_mask,
 )
-from core.models import LoadedModel, load_model
+from core.models import LoadedModel, UntrustedCodeError, load_model
 from core.pipeline import SegmentationResult, segment_image
 from core.report_files import write_csv_atomic, write_json_atomic
 from gui.main_window import MainWindow
@@ -381,7 +381,7 @@ class WorkbenchWindow(MainWindow):
 
     def open_model(self, path: str, *, trust: bool = False):
         def on_failed(failure):
-            if "pickled Python module" in failure.message and not trust:
+            if isinstance(failure.exception, UntrustedCodeError) and not trust:
                 if self.ask_trust(failure.message):
                     self.open_model(path, trust=True)
                 return

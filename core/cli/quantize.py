@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from core.cli.model_loading import load_cli_model
     from core.io import read_image
     from core.models import calibration_inputs, save_quantized_model
-    from core.quant import QuantConfig, quantize_model
+    from core.quant import QuantConfig, quantize_loaded_model
     from core.quant.diagnostics import layer_summary
 
     quiet = bool(getattr(args, "quiet", False))
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     )
     timings["calibration_inputs"] = time.perf_counter() - clock
     with ProgressPrinter.for_command(quiet) as printer:
-        result = quantize_model(model, calib, config, on_progress=printer)
+        result = quantize_loaded_model(model, calib, config, on_progress=printer)
     clock = time.perf_counter()
     save_quantized_model(result, model, args.out, overwrite=True)
     timings["save"] = time.perf_counter() - clock

@@ -51,6 +51,10 @@ class Image:
         Problems found while reading that did not stop it, in words.
     is_natural : bool
         True for photographs / natural 2-D images (PNG, JPEG, TIFF, BMP).
+    extra_channels : list of Image
+        Further input channels of a multi-channel case on the same grid (an nnU-Net case's
+        ``case_0001``, ``case_0002``, ... beside ``case_0000``, which is this image and the one
+        shown).
     """
 
     array: np.ndarray
@@ -63,6 +67,7 @@ class Image:
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
     is_natural: bool = False
+    extra_channels: list[Image] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         affine = np.asarray(self.affine, dtype=np.float64)
@@ -91,6 +96,12 @@ class Image:
             self.orientation = "".join(nib.aff2axcodes(affine))
         if self.path is not None and not isinstance(self.path, Path):
             self.path = Path(self.path)
+        for channel in self.extra_channels:
+            if channel.array.shape != array.shape:
+                raise ValueError(
+                    f"{channel.path}: channel shape {channel.array.shape} differs from "
+                    f"{self.path}'s {array.shape}"
+                )
 
     @property
     def shape3(self) -> tuple[int, int, int]:

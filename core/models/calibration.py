@@ -9,14 +9,31 @@ import torch
 
 from core.io.image import Image
 from core.models.inference import window_starts
-from core.models.inputs import model_input
+from core.models.inputs import image_channels, model_input
 from core.models.loaded import LoadedModel
 
-__all__ = ["calibration_inputs"]
+__all__ = ["calibration_inputs", "choose_foreground_samples"]
 
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+def choose_foreground_samples(
+    candidates: Sequence[np.ndarray], n: int, rng: np.random.Generator
+) -> list[int]:
+    """Indices of ``n`` candidates, drawn first among those with more foreground than the median.
+
+    The foreground share of a candidate is its share of values above the 10th percentile of
+    all candidates pooled, so calibration sees anatomy, not air.
+    """
+    pooled = np.concatenate([c.ravel()[:: max(1, c.size // 4096)] for c in candidates])
+    threshold = np.percentile(pooled, 10)
+    share = np.array([float((c > threshold).mean()) for c in candidates])
+    preferred = np.flatnonzero(share >= np.median(share))
+    rest = np.setdiff1d(np.arange(len(candidates)), preferred)
+    order = np.concatenate([rng.permutation(preferred), rng.permutation(rest)])
+    return sorted(order[: min(n, len(candidates))].tolist())
 
 
 def calibration_inputs(
@@ -63,6 +80,10 @@ def calibration_inputs(
         images = [images]
     if not images:
         raise ValueError("calibration_inputs needs at least one image")
+    if model.framework is not None:
+        # In the network's own input space: the framework preprocesses each case.
+        cases = [image_channels(image) for image in images]
+        return model.framework.calibration_inputs(cases, n=n, seed=seed, crop=crop)
     spec = model.spec
     divisor = max(spec.size_divisor, int(getattr(model.module, "size_divisor", 1)))
     rng = np.random.default_rng(seed)
@@ -92,14 +113,7 @@ def calibration_inputs(
                             volume[:, a : a + patch[0], b : b + patch[1], c : c + patch[2]]
                         )
 
-    # Foreground share of each candidate, against one threshold pooled over all candidates.
-    pooled = np.concatenate([c.ravel()[:: max(1, c.size // 4096)] for c in candidates])
-    threshold = np.percentile(pooled, 10)
-    share = np.array([float((c > threshold).mean()) for c in candidates])
-    preferred = np.flatnonzero(share >= np.median(share))
-    rest = np.setdiff1d(np.arange(len(candidates)), preferred)
-    order = np.concatenate([rng.permutation(preferred), rng.permutation(rest)])
-    chosen = sorted(order[: min(n, len(candidates))].tolist())
+    chosen = choose_foreground_samples(candidates, n, rng)
 
     shapes = {candidates[i].shape for i in chosen}
     target = tuple(

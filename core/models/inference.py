@@ -21,7 +21,7 @@ from torch import nn
 from core.device import resolve_device
 from core.io.image import Image
 from core.jobs import CancelToken, Progress, ProgressCallback, report
-from core.models.inputs import model_input
+from core.models.inputs import image_channels, model_input
 from core.models.loaded import LoadedModel
 
 __all__ = ["FLOAT16_OUTPUT_BYTES", "gaussian_importance", "predict", "window_starts"]
@@ -245,6 +245,14 @@ def predict(
     spec = model.spec
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if model.framework is not None:
+        # The framework's own pipeline (preprocessing, sliding window, ensemble, export).
+        probs = model.framework.predict(
+            image_channels(image), device=device, on_progress=on_progress, cancel=cancel
+        )
+        if probs.nbytes > FLOAT16_OUTPUT_BYTES:
+            probs = probs.astype(np.float16)
+        return probs
     if spec.mode == "3d" and image.ndim_spatial == 2:
         where = f"{image.path}: " if image.path is not None else ""
         raise ValueError(f"{where}model {model.name!r} is 3-D but the image is a single slice")

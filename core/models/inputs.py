@@ -8,10 +8,19 @@ from core.io.image import Image
 from core.models.loaded import LoadedModel
 from core.models.preprocessing import apply_preprocessing
 
-__all__ = ["model_input"]
+__all__ = ["image_channels", "model_input"]
 
 # ITU-R BT.601 luma weights: the usual grey value of an RGB pixel.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def image_channels(image: Image) -> list[Image]:
+    """The images holding each input channel of ``image``: itself, then its extra channels.
+
+    A multi-channel case (``case_0000``, ``case_0001``, ... of an nnU-Net dataset) is one
+    :class:`Image` carrying the further channels in ``extra_channels``.
+    """
+    return [image, *image.extra_channels]
 
 
 def model_input(model: LoadedModel, image: Image) -> np.ndarray:
@@ -39,6 +48,8 @@ def model_input(model: LoadedModel, image: Image) -> np.ndarray:
         channels = np.moveaxis(array, -1, 0).astype(np.float32)
         if spec.in_channels == 1:
             channels = np.tensordot(_LUMA, channels, axes=1)[np.newaxis]
+    elif image.extra_channels:
+        channels = np.stack([np.asarray(c.array, dtype=np.float32) for c in image_channels(image)])
     else:
         channels = array.astype(np.float32)[np.newaxis]
         if spec.in_channels == 3:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -50,12 +51,16 @@ class LoadedModel:
         The folder or file it was loaded from (None for a model built in memory).
     name : str
         Display name, for example ``"demo-ct-unet (FP32)"``.
+    framework : FrameworkModel or None
+        For a model another framework runs (nnU-Net v2, ...): that framework's model, whose
+        ``predict`` replaces segbench's own inference; ``module`` is then its (first) network.
     """
 
     module: nn.Module
     spec: ModelSpec
     path: Path | None = None
     name: str = ""
+    framework: Any = None
 
     def __post_init__(self) -> None:
         if self.path is not None:

@@ -20,6 +20,7 @@ import dataclasses
 import enum
 import pickle
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from torch import nn
 from core.models.architectures import build_architecture, known_architectures
 from core.models.loaded import LoadedModel, display_name
 from core.models.spec import ModelSpec
+from core.models.trust import UntrustedCodeError
 
 __all__ = [
     "QUANTIZED_WEIGHTS_FILE",
@@ -128,7 +130,7 @@ def _load_torch_file(
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         if not trust:
-            raise ValueError(
+            raise UntrustedCodeError(
                 f"{path.name} is a pickled Python module: loading it runs code from the file; "
                 "pass trust=True only if you trust where the file came from"
             ) from None
@@ -160,16 +162,29 @@ def _load_quantized(folder: Path, spec: ModelSpec) -> nn.Module:
     return quant.load_quantized(quantized, base)
 
 
-def load_model(path: str | Path, *, trust: bool = False) -> LoadedModel:
+def load_model(
+    path: str | Path,
+    *,
+    trust: bool = False,
+    folds: Sequence[str | int] | None = None,
+    checkpoint: str | None = None,
+    mirroring: bool = True,
+) -> LoadedModel:
     """Load a model folder or file for inference.
 
     Parameters
     ----------
     path : str or Path
-        A model folder, or a ``.safetensors`` / ``.pt`` file (see the module docstring).
+        A model folder, a ``.safetensors`` / ``.pt`` file (see the module docstring), or a
+        framework's model folder (an nnU-Net v2 trained model folder; see
+        :mod:`core.models.frameworks`).
     trust : bool
-        Allow unpickling a full Python module, which runs code from the file. Only for files
-        from a trusted source; the GUI asks the user first.
+        Allow unpickling a full Python module, which runs code from the file, and framework
+        files or configs that run code. Only for files from a trusted source; the GUI asks the
+        user first.
+    folds, checkpoint, mirroring
+        nnU-Net options: the folds to ensemble (all present when omitted), the checkpoint file
+        (``checkpoint_final.pth`` or ``checkpoint_best.pth``) and test-time mirroring.
 
     Returns
     -------
@@ -185,10 +200,21 @@ def load_model(path: str | Path, *, trust: bool = False) -> LoadedModel:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such model file or folder")
+    if path.is_dir() and not (path / SPEC_FILE).exists():
+        from core.models.frameworks import open_framework_model  # lazy: frameworks are heavy
+
+        framework_model = open_framework_model(
+            path, trust=trust, folds=folds, checkpoint=checkpoint, mirroring=mirroring
+        )
+        if framework_model is not None:
+            return framework_model
     if path.is_dir():
         spec_path = path / SPEC_FILE
         if not spec_path.exists():
-            raise ValueError(f"{path}: not a model folder (no {SPEC_FILE} inside)")
+            raise ValueError(
+                f"{path}: not a model folder (no {SPEC_FILE} inside, and not an nnU-Net v2 "
+                "trained model folder with plans.json, dataset.json and fold_K/)"
+            )
         spec = ModelSpec.read(spec_path)
         if spec.quantization is not None:
             module = _load_quantized(path, spec)
@@ -337,9 +363,51 @@ def quantized_variant(result: Any, base: LoadedModel, name: str | None = None) -
     """
     metadata = _quantization_metadata(result, base, label=name)
     spec = base.spec.with_changes(quantization=metadata)
+    framework = None
+    if base.framework is not None:
+        # The framework keeps running its own inference, now on the quantized networks.
+        framework = base.framework.with_members(
+            [result.model, *(member.model for member in result.members)]
+        )
     return LoadedModel(
-        module=result.model, spec=spec, path=None, name=name or display_name(spec, None)
+        module=result.model,
+        spec=spec,
+        path=None,
+        name=name or display_name(spec, None),
+        framework=framework,
     )
+
+
+def _save_quantized_framework_model(
+    result: Any, base: LoadedModel, folder: Path, metadata: dict[str, Any], overwrite: bool
+) -> Path:
+    """Write a quantized framework model in the framework's own layout.
+
+    The folder is one the framework itself opens (for nnU-Net, a trained model folder that
+    ``nnUNetPredictor`` runs) holding the fake-quantized weights, with each member's integer
+    codes and scales beside its weights (``quantized.safetensors``) and the quantization
+    metadata in :data:`core.models.frameworks.QUANTIZATION_FILE`.
+    """
+    import json
+
+    from core import quant
+    from core.models.frameworks import QUANTIZATION_FILE, detect_framework
+
+    if folder.exists() and any(folder.iterdir()):
+        if detect_framework(folder) is None or not (folder / QUANTIZATION_FILE).exists():
+            raise ValueError(
+                f"{folder}: exists and does not hold a quantized model; refusing to replace it"
+            )
+        if not overwrite:
+            raise ValueError(f"{folder}: a model is already saved there (pass overwrite=True)")
+    results = [result, *result.members]
+    variant = base.framework.with_members([r.model for r in results])
+    folder.mkdir(parents=True, exist_ok=True)
+    member_folders = variant.save_members(folder)
+    for member_result, member_folder in zip(results, member_folders, strict=True):
+        quant.save_quantized(member_result, member_folder / QUANTIZED_WEIGHTS_FILE)
+    (folder / QUANTIZATION_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    return folder
 
 
 def save_quantized_model(
@@ -379,6 +447,9 @@ def save_quantized_model(
     folder = Path(path)
     if folder.suffix == ".safetensors":
         raise ValueError(f"{folder}: a quantized model is saved as a folder")
+    if base.framework is not None:
+        metadata = _quantization_metadata(result, base, label)
+        return _save_quantized_framework_model(result, base, folder, metadata, overwrite)
     spec_path = folder / SPEC_FILE
     if spec_path.exists() and not overwrite:
         raise ValueError(f"{spec_path}: a model is already saved there (pass overwrite=True)")

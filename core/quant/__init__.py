@@ -12,6 +12,7 @@ See docs/FLEXROUND_IMPL.md for the design.
 
 from core.quant.config import METHODS, QuantConfig
 from core.quant.diagnostics import LayerReport
+from core.quant.ensemble import quantize_loaded_model
 from core.quant.export import load_quantized, read_metadata, save_quantized
 from core.quant.pipeline import QuantizedWeight, QuantResult, quantize_model
 
@@ -22,6 +23,7 @@ __all__ = [
     "QuantResult",
     "QuantizedWeight",
     "load_quantized",
+    "quantize_loaded_model",
     "quantize_model",
     "read_metadata",
     "save_quantized",

@@ -116,6 +116,9 @@ class QuantResult:
         round-to-nearest and after learning.
     device : str
         Where the reconstruction ran, in words.
+    members : list of QuantResult
+        For an ensemble (an nnU-Net model's folds): the results of the other members, in order
+        (see :func:`core.quant.ensemble.quantize_loaded_model`); empty otherwise.
     """
 
     model: nn.Module
@@ -130,6 +133,7 @@ class QuantResult:
     block_losses: dict[str, tuple[float, float]] = field(default_factory=dict)
     activations: dict[str, ActivationGrid] = field(default_factory=dict)
     device: str = ""
+    members: list[QuantResult] = field(default_factory=list)
 
 
 def prepare_calibration(calib: Any) -> torch.Tensor:

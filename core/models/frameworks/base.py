@@ -1,0 +1,68 @@
+"""What segbench asks of a model that another framework runs (nnU-Net v2, a MONAI bundle).
+
+Such a model keeps its framework's own inference (preprocessing, sliding window, ensembling,
+export to the image grid); segbench only needs the operations below. Quantization works on
+:meth:`FrameworkModel.members` (one network per ensemble member, e.g. per nnU-Net fold) and puts
+the quantized networks back with :meth:`FrameworkModel.with_members`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.io.image import Image
+from core.jobs import CancelToken, ProgressCallback
+
+__all__ = ["FrameworkModel"]
+
+
+class FrameworkModel(Protocol):
+    """A network with its framework's inference pipeline."""
+
+    #: The framework in words, e.g. "nnU-Net v2".
+    framework: str
+    #: The (first member's) network, for descriptions and layer tables.
+    network: nn.Module
+    folder: Path
+
+    def describe(self) -> dict[str, Any]:
+        """Framework facts (configuration, folds, channels, patch size, spacing, ...)."""
+
+    def class_names(self) -> list[str]:
+        """One name per probability channel, background first."""
+
+    def predict(
+        self,
+        images: Sequence[Image],
+        *,
+        device: str | torch.device = "auto",
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> np.ndarray:
+        """Probabilities ``(C, I, J, K)`` on the grid of ``images`` (one image per channel)."""
+
+    def calibration_inputs(
+        self, cases: Sequence[Sequence[Image]], *, n: int, seed: int, crop: int | None = None
+    ) -> torch.Tensor:
+        """Network inputs cut from the framework-preprocessed cases."""
+
+    def member_names(self) -> list[str]:
+        """What each member is called in progress and reports (``"fold 0"``, ...)."""
+
+    def members(self) -> list[nn.Module]:
+        """One network per ensemble member, each with its own weights."""
+
+    def with_members(self, modules: Sequence[nn.Module]) -> FrameworkModel:
+        """The same model running ``modules`` instead of its members' networks."""
+
+    def save_members(self, folder: Path) -> list[Path]:
+        """Write the model in the framework's own layout into the empty ``folder``.
+
+        Returns each member's folder (where segbench puts that member's integer codes).
+        """

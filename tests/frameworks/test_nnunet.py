@@ -1,0 +1,189 @@
+"""nnU-Net v2 model folders: opened safely, run by nnU-Net's own predictor, quantized, saved.
+
+Parity is checked against nnU-Net's own entry point on the same files: ``nnUNetPredictor``
+initialised from the model folder, fed by nnU-Net's ``SimpleITKIO`` reader.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from core.io import read_image, write_mask
+from core.models import UntrustedCodeError, load_model, predict
+from core.pipeline import segment_image
+from tests.frameworks.conftest import raw_case
+from tests.frameworks.nnunet_models import rotated_affine
+
+
+def nnunet_reference(
+    folder: Path, files: list[Path], folds=None, mirroring: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """nnU-Net's own prediction: (segmentation, probabilities) in nnU-Net's (z, y, x) order."""
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(
+        tile_step_size=0.5,
+        use_gaussian=True,
+        use_mirroring=mirroring,
+        perform_everything_on_device=False,
+        device=torch.device("cpu"),
+        allow_tqdm=False,
+    )
+    predictor.initialize_from_trained_model_folder(str(folder), use_folds=folds)
+    data, properties = SimpleITKIO().read_images([str(f) for f in files])
+    seg, probs = predictor.predict_single_npy_array(data, properties, None, None, True)
+    return seg, probs
+
+
+def to_ijk(array: np.ndarray) -> np.ndarray:
+    """nnU-Net (SimpleITK) order back to nibabel's voxel order (a leading channel axis kept)."""
+    return array.transpose(0, 3, 2, 1) if array.ndim == 4 else array.transpose(2, 1, 0)
+
+
+def test_opens_with_framework_facts(nnunet_3d: Path) -> None:
+    model = load_model(nnunet_3d)
+    facts = model.framework.describe()
+    assert facts["framework"] == "nnU-Net v2"
+    assert facts["configuration"] == "3d_fullres"
+    assert facts["folds"] == ["0", "1"]
+    assert facts["input_channels"] == 1
+    assert facts["mirroring"] == [0, 1, 2]
+    plans = json.loads((nnunet_3d / "plans.json").read_text())
+    assert facts["patch_size"] == plans["configurations"]["3d_fullres"]["patch_size"]
+    assert model.spec.class_names == ("background", "organ", "lesion")
+    assert model.spec.activation == "softmax" and model.spec.mode == "3d"
+
+
+def test_probabilities_equal_nnunet_predictor(nnunet_3d: Path) -> None:
+    files = raw_case(nnunet_3d)
+    model = load_model(nnunet_3d)
+    ours = predict(model, read_image(files[0]), device="cpu")
+    seg, reference = nnunet_reference(nnunet_3d, files)
+    reference = to_ijk(reference)
+    assert ours.shape == reference.shape
+    assert np.abs(ours - reference).max() <= 1e-4
+    assert np.array_equal(ours.argmax(0), to_ijk(seg)), "argmax masks differ from nnU-Net's"
+
+
+def test_other_grid_and_orientation_round_trip(nnunet_3d: Path, tmp_path: Path) -> None:
+    """An image whose spacing, size and orientation differ from the plan's: parity, and the
+    written mask carries the image's own geometry."""
+    rng = np.random.default_rng(5)
+    array = rng.normal(0, 20, size=(37, 29, 11)).astype(np.float32)
+    array[10:25, 8:20, 3:8] += 150
+    affine = rotated_affine((1.3, 0.7, 3.1), angle_deg=-35.0) @ np.diag([1.0, -1.0, 1.0, 1.0])
+    path = tmp_path / "other_0000.nii.gz"
+    nib.save(nib.Nifti1Image(array, affine), path)
+    image = read_image(path)
+    model = load_model(nnunet_3d, folds=[0])
+    result = segment_image(model, image, decision="argmax", device="cpu")
+    seg, reference = nnunet_reference(nnunet_3d, [path], folds=(0,))
+    assert np.abs(result.probs - to_ijk(reference)).max() <= 1e-4
+    assert np.array_equal(result.mask, to_ijk(seg))
+    out = tmp_path / "mask.nii.gz"
+    write_mask(result.mask, out, reference=image)
+    written = nib.load(out)
+    np.testing.assert_allclose(written.affine, nib.load(path).affine, atol=1e-5)
+    assert np.array_equal(np.asarray(written.dataobj), result.mask)
+
+
+def test_2d_model_on_a_volume(nnunet_2d: Path) -> None:
+    files = raw_case(nnunet_2d)
+    model = load_model(nnunet_2d)
+    assert model.spec.mode == "2d" and len(model.spec.patch_size) == 2
+    ours = predict(model, read_image(files[0]), device="cpu")
+    seg, reference = nnunet_reference(nnunet_2d, files)
+    assert np.abs(ours - to_ijk(reference)).max() <= 1e-4
+    assert np.array_equal(ours.argmax(0), to_ijk(seg))
+
+
+def test_region_based_model_is_multilabel(nnunet_regions: Path) -> None:
+    files = raw_case(nnunet_regions)
+    assert len(files) == 2
+    model = load_model(nnunet_regions)
+    assert model.spec.activation == "sigmoid"
+    assert model.spec.class_names == ("background", "whole", "core")
+    image = read_image(files[0])
+    image.extra_channels.append(read_image(files[1]))
+    result = segment_image(model, image, decision="threshold", threshold=0.5, device="cpu")
+    seg, reference = nnunet_reference(nnunet_regions, files)
+    # Channel 0 is our background (1 - the largest region); the regions follow in order.
+    assert np.abs(result.probs[1:] - to_ijk(reference)).max() <= 1e-4
+    assert np.array_equal(result.mask, to_ijk(seg)), "region painting differs from nnU-Net's"
+    rma = segment_image(model, image, decision="rma-dice", probs=result.probs, device="cpu")
+    assert rma.mask.shape == image.shape3
+
+
+def test_wrong_channel_count_is_an_error_in_words(nnunet_regions: Path) -> None:
+    files = raw_case(nnunet_regions)
+    model = load_model(nnunet_regions)
+    with pytest.raises(ValueError, match=r"1 channel\(s\) but the nnU-Net model .* expects 2"):
+        predict(model, read_image(files[0]), device="cpu")
+
+
+def test_fold_and_checkpoint_choice(nnunet_3d: Path) -> None:
+    files = raw_case(nnunet_3d)
+    model = load_model(nnunet_3d, folds=["1"], mirroring=False)
+    assert model.framework.folds == ["1"]
+    ours = predict(model, read_image(files[0]), device="cpu")
+    _, reference = nnunet_reference(nnunet_3d, files, folds=(1,), mirroring=False)
+    assert np.abs(ours - to_ijk(reference)).max() <= 1e-4
+    with pytest.raises(ValueError, match="no checkpoint_final.pth for fold.*7"):
+        load_model(nnunet_3d, folds=[7])
+    with pytest.raises(ValueError, match="no fold_K/checkpoint_best.pth"):
+        load_model(nnunet_3d, checkpoint="checkpoint_best.pth")
+
+
+class _Marker:
+    """Unpickling this creates a file: the proof that code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def hostile_checkpoint_folder(source: Path, root: Path, marker: Path) -> Path:
+    folder = root / source.name
+    shutil.copytree(source, folder)
+    checkpoint = folder / "fold_0" / "checkpoint_final.pth"
+    state = torch.load(checkpoint, weights_only=True)
+    state["logging"] = _Marker(marker)
+    torch.save(state, checkpoint)
+    return folder
+
+
+def hostile_plans_folder(source: Path, root: Path) -> Path:
+    folder = root / ("plans_" + source.name)
+    shutil.copytree(source, folder)
+    plans = json.loads((folder / "plans.json").read_text())
+    for configuration in plans["configurations"].values():
+        if "architecture" in configuration:
+            configuration["architecture"]["network_class_name"] = "subprocess.Popen"
+    (folder / "plans.json").write_text(json.dumps(plans))
+    return folder
+
+
+def test_hostile_checkpoint_runs_nothing_without_trust(nnunet_3d: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    folder = hostile_checkpoint_folder(nnunet_3d, tmp_path, marker)
+    with pytest.raises(UntrustedCodeError, match="checkpoint_final.pth.*would run code"):
+        load_model(folder)
+    assert not marker.exists()
+    load_model(folder, trust=True)  # the user's choice: now it runs
+    assert marker.exists()
+
+
+def test_plans_naming_code_need_trust(nnunet_3d: Path, tmp_path: Path) -> None:
+    folder = hostile_plans_folder(nnunet_3d, tmp_path)
+    with pytest.raises(UntrustedCodeError, match="subprocess.Popen"):
+        load_model(folder)
