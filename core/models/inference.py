@@ -248,7 +248,10 @@ def predict(
     if model.framework is not None:
         # The framework's own pipeline (preprocessing, sliding window, ensemble, export).
         probs = model.framework.predict(
-            image_channels(image), device=device, on_progress=on_progress, cancel=cancel
+            image_channels(image, spec.in_channels),
+            device=device,
+            on_progress=on_progress,
+            cancel=cancel,
         )
         if probs.nbytes > FLOAT16_OUTPUT_BYTES:
             probs = probs.astype(np.float16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.io.channels import with_channel_files
 from core.io.image import Image
 from core.models.loaded import LoadedModel
 from core.models.preprocessing import apply_preprocessing
@@ -14,13 +15,14 @@ __all__ = ["image_channels", "model_input"]
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def image_channels(image: Image) -> list[Image]:
-    """The images holding each input channel of ``image``: itself, then its extra channels.
+def image_channels(image: Image, count: int = 1) -> list[Image]:
+    """The images holding each input channel of ``image``, for a model of ``count`` channels.
 
     A multi-channel case (``case_0000``, ``case_0001``, ... of an nnU-Net dataset) is one
-    :class:`Image` carrying the further channels in ``extra_channels``.
+    :class:`Image` carrying the further channels in ``extra_channels``, or read from the files
+    beside ``case_0000`` (:func:`core.io.channels.with_channel_files`).
     """
-    return [image, *image.extra_channels]
+    return with_channel_files(image, count)
 
 
 def model_input(model: LoadedModel, image: Image) -> np.ndarray:

@@ -271,6 +271,7 @@ class NnUNetModel:
             "checkpoint": self.checkpoint,
             "input_channels": self.input_channels,
             "channel_names": list((self.dataset_json.get("channel_names") or {}).values()),
+            "normalization": [str(n) for n in self.configuration_manager.normalization_schemes],
             "patch_size": list(self.patch_size),
             "spacing_mm": list(self.spacing),
             "region_based": self.has_regions,
