@@ -41,6 +41,7 @@ from core.io import (
     write_mask,
 )
 from core.models import LoadedModel, UntrustedCodeError, load_model
+from core.models.frameworks import locate_framework_folder
 from core.pipeline import SegmentationResult, segment_image
 from core.report_files import write_csv_atomic, write_json_atomic
 from gui.main_window import MainWindow
@@ -672,10 +673,11 @@ class WorkbenchWindow(MainWindow):
             self.open_dropped(url.toLocalFile())
 
     def open_dropped(self, path: str) -> None:
-        """A dropped folder is a DICOM series (or a model folder); files go by their suffix."""
+        """A dropped folder is a DICOM series (or a model folder, ours or a framework's, such as
+        an nnU-Net trained model folder); files go by their suffix."""
         p = Path(path)
         if p.is_dir():
-            if (p / "model.json").exists():
+            if (p / "model.json").exists() or locate_framework_folder(p) is not None:
                 self.open_model(path)
             else:
                 self.open_dicom_folder(path)

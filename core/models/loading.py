@@ -200,14 +200,19 @@ def load_model(
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such model file or folder")
-    if path.is_dir() and not (path / SPEC_FILE).exists():
-        from core.models.frameworks import open_framework_model  # lazy: frameworks are heavy
+    if not (path.is_dir() and (path / SPEC_FILE).exists()):
+        # lazy: the frameworks are heavy imports
+        from core.models.frameworks import locate_framework_folder, open_framework_model
 
-        framework_model = open_framework_model(
-            path, trust=trust, folds=folds, checkpoint=checkpoint, mirroring=mirroring
-        )
-        if framework_model is not None:
-            return framework_model
+        located = locate_framework_folder(path)
+        if located is not None:
+            folder, named_fold = located
+            if named_fold is not None and folds is None:
+                folds = named_fold
+                checkpoint = checkpoint or path.name
+            return open_framework_model(
+                folder, trust=trust, folds=folds, checkpoint=checkpoint, mirroring=mirroring
+            )
     if path.is_dir():
         spec_path = path / SPEC_FILE
         if not spec_path.exists():

@@ -26,7 +26,10 @@ IMAGE_FILTER = (
     "*.png *.jpg *.jpeg *.tif *.tiff *.bmp);;"
     "All files (*)"
 )
-MODEL_FILTER = "Models (*.json *.safetensors *.pt *.pth *.ts);;All files (*)"
+MODEL_FILTER = (
+    "Models (*.json *.safetensors *.pt *.pth *.ts);;nnU-Net model folder (plans.json);;"
+    "All files (*)"
+)
 MAX_RECENT = 8
 
 
@@ -47,10 +50,18 @@ def describe_image(image: Image) -> str:
 def describe_model(model: LoadedModel) -> str:
     spec = model.spec
     classes = ", ".join(spec.class_names)
-    return (
-        f"<b>{model.name}</b><br>{spec.architecture}, {spec.mode}, {spec.activation}<br>"
-        f"classes: {classes}"
-    )
+    text = f"<b>{model.name}</b><br>{spec.architecture}, {spec.mode}, {spec.activation}<br>"
+    if model.framework is not None:
+        facts = model.framework.describe()
+        channels = ", ".join(facts.get("channel_names") or []) or str(spec.in_channels)
+        text += (
+            f"{facts['framework']} {facts.get('configuration', '')}, "
+            f"fold(s) {', '.join(facts.get('folds', []))}; input: {channels}; "
+            f"patch {' x '.join(map(str, facts.get('patch_size', [])))}, "
+            f"spacing {' x '.join(f'{s:g}' for s in facts.get('spacing_mm', []))} mm; "
+            f"mirroring {'on' if facts.get('mirroring') else 'off'}<br>"
+        )
+    return text + f"classes: {classes}"
 
 
 class DataPanel(QWidget):
@@ -88,7 +99,8 @@ class DataPanel(QWidget):
         self.open_model_button = QPushButton("Model…", self)
         self.open_model_button.setToolTip(
             "Open a model folder (model.json + weights), a .safetensors with its .json, "
-            "or a TorchScript file"
+            "a TorchScript file, or an nnU-Net v2 trained model folder (pick its plans.json, or "
+            "a fold's checkpoint for that fold alone; or drop the folder on the window)"
         )
         self.open_model_button.clicked.connect(self._on_open_model_clicked)
         row.addWidget(self.open_gt_button)

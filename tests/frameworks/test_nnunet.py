@@ -247,3 +247,17 @@ def test_activation_quantization_is_refused_in_words(nnunet_2d: Path) -> None:
     config = QuantConfig(method="rtn", bits=8, act_bits=8, device="cpu")
     with pytest.raises(ValueError, match="weights only"):
         quantize_loaded_model(model, torch.zeros(1, 1, 8, 8), config)
+
+
+def test_flexround_learns_on_aliased_convs(nnunet_2d: Path) -> None:
+    """dynamic_network_architectures registers each conv twice (``.conv`` and inside an
+    ``nn.Sequential``); the quantizer must wrap both names or reconstruction learns nothing."""
+    from core.models import calibration_inputs
+    from core.quant import QuantConfig, quantize_loaded_model
+
+    model = load_model(nnunet_2d)
+    calib = calibration_inputs(model, [read_image(raw_case(nnunet_2d)[0])], n=4, seed=0)
+    config = QuantConfig(method="flexround", bits=4, iters=15, batch_size=4, device="cpu")
+    result = quantize_loaded_model(model, calib, config)
+    before, after = result.block_losses["encoder"]
+    assert after < before
