@@ -261,3 +261,28 @@ def test_flexround_learns_on_aliased_convs(nnunet_2d: Path) -> None:
     result = quantize_loaded_model(model, calib, config)
     before, after = result.block_losses["encoder"]
     assert after < before
+
+
+def test_progress_names_stages_and_folds_and_cancel_stops_between_tiles(nnunet_3d: Path) -> None:
+    from core.jobs import CancelToken, JobCancelled
+
+    model = load_model(nnunet_3d, mirroring=False)
+    image = read_image(raw_case(nnunet_3d)[0])
+    seen = []
+    predict(model, image, device="cpu", on_progress=seen.append)
+    stages = [p.stage for p in seen]
+    assert stages[0] == "preprocessing" and stages[-1] == "export"
+    tiles = [p for p in seen if p.stage == "inference"]
+    assert {p.message.split(":")[0] for p in tiles} == {"nnU-Net fold 0", "nnU-Net fold 1"}
+    assert tiles[-1].step == tiles[-1].total
+    token = CancelToken()
+    calls = []
+
+    def cancel_after_first_tile(progress) -> None:
+        calls.append(progress)
+        if progress.stage == "inference":
+            token.cancel()
+
+    with pytest.raises(JobCancelled):
+        predict(model, image, device="cpu", on_progress=cancel_after_first_tile, cancel=token)
+    assert sum(p.stage == "inference" for p in calls) == 1
