@@ -48,7 +48,7 @@ from gui.session import ResultEntry, Session
 from gui.widgets.compare_viewer import CompareViewer
 from gui.widgets.data_panel import DataPanel
 from gui.widgets.help_dialog import show_shortcuts
-from gui.widgets.ortho_viewer import OrthoViewer
+from gui.widgets.ortho_viewer import OrthoViewer, save_pixmap
 from gui.widgets.overlay_panel import OverlayPanel
 from gui.widgets.quantization_panel import QuantizationPanel
 from gui.widgets.results_table import ResultsTable
@@ -656,7 +656,10 @@ class WorkbenchWindow(MainWindow):
     def _on_screenshot_requested(self) -> None:
         path = self.ask_save_path("Save screenshot", "views.png", "PNG (*.png)")
         if path:
-            self.central.currentWidget().grab().save(path)
+            try:
+                save_pixmap(self.central.currentWidget().grab(), path)
+            except (ValueError, OSError) as error:
+                self.show_error("Save screenshot", str(error))
 
     # --- viewer glue -----------------------------------------------------------------------
     def _on_viewer_cursor_moved(self, info) -> None:

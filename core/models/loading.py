@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from core.atomic_files import atomic_write, atomic_write_folder
 from core.models.architectures import build_architecture, known_architectures
 from core.models.loaded import LoadedModel, display_name
 from core.models.spec import ModelSpec
@@ -47,6 +48,10 @@ SPEC_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
 QUANTIZED_WEIGHTS_FILE = "quantized.safetensors"
 TORCH_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
+#: Files a save may replace in an existing model folder (anything else there is the user's).
+MODEL_FILES = frozenset(
+    {SPEC_FILE, WEIGHTS_FILE, QUANTIZED_WEIGHTS_FILE, *(f"model{s}" for s in TORCH_SUFFIXES)}
+)
 
 
 def _build(spec: ModelSpec, source: Path) -> nn.Module:
@@ -273,15 +278,27 @@ def save_model(
             f"{path}: cannot save architecture {spec.architecture!r} as weights only; save a "
             "registered architecture or a TorchScript module"
         )
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    if scripted:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(module, str(weights_path), _extra_files={SPEC_FILE: spec.to_json()})
+
+    def write_weights(weights: Path) -> None:
+        if scripted:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.save(module, str(weights), _extra_files={SPEC_FILE: spec.to_json()})
+        else:
+            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            save_file(state, str(weights), metadata={"format": "pt", "segbench": "1"})
+
+    def write_folder(temp: Path) -> None:
+        write_weights(temp / weights_path.name)
+        spec.write(temp / SPEC_FILE)
+
+    if path.suffix == ".safetensors":
+        # Two files cannot be swapped in as one; each is atomic, the weights first.
+        atomic_write(weights_path, write_weights)
+        atomic_write(spec_path, spec.write)
     else:
-        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        save_file(state, str(weights_path), metadata={"format": "pt", "segbench": "1"})
-    spec.write(spec_path)
+        # Built beside the target and swapped in whole, so a kill leaves the old model or the new.
+        atomic_write_folder(path, write_folder, replaceable=MODEL_FILES)
     return path
 
 
@@ -387,10 +404,15 @@ def save_quantized_model(
             f"{folder}: only registered architectures can be saved quantized "
             f"(base is {base.spec.architecture!r})"
         )
-    folder.mkdir(parents=True, exist_ok=True)
     spec = base.spec.with_changes(quantization=_quantization_metadata(result, base, label))
     base_state = {k: v.detach().cpu().contiguous() for k, v in base.module.state_dict().items()}
-    save_file(base_state, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "segbench": "1"})
-    quant.save_quantized(result, folder / QUANTIZED_WEIGHTS_FILE)
-    spec.write(spec_path)
+
+    def write(temp: Path) -> None:
+        save_file(base_state, str(temp / WEIGHTS_FILE), metadata={"format": "pt", "segbench": "1"})
+        quant.save_quantized(result, temp / QUANTIZED_WEIGHTS_FILE)
+        spec.write(temp / SPEC_FILE)
+
+    # Built beside the target and swapped in whole: a kill never leaves an earlier spec beside
+    # new weights (which would load under the wrong name).
+    atomic_write_folder(folder, write, replaceable=MODEL_FILES)
     return folder
