@@ -108,11 +108,36 @@ class _Runner:
         activation: str,
         device: torch.device,
         memory_format: torch.memory_format = torch.contiguous_format,
+        *,
+        num_classes: int | None = None,
+        name: str = "the model",
     ) -> None:
         self.module = module
         self.activation = activation
         self.device = device
         self.memory_format = memory_format
+        self.num_classes = num_classes
+        self.name = name
+
+    def _check(self, batch: torch.Tensor, logits: torch.Tensor) -> None:
+        """Refuse an output that does not map one probability per class onto each input voxel.
+
+        A 1x1 map would broadcast over the whole window and a map twice the input's size would
+        be cropped, both giving a mask without an error.
+        """
+        classes = self.num_classes if self.num_classes is not None else logits.shape[1]
+        expected = (batch.shape[0], classes, *batch.shape[2:])
+        if logits.ndim != batch.ndim or tuple(logits.shape) != expected:
+            raise ValueError(
+                f"{self.name}: output has shape {tuple(logits.shape)} for an input of shape "
+                f"{tuple(batch.shape)}; expected {expected} (one channel per class, the "
+                "input's spatial size)"
+            )
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError(
+                f"{self.name}: output holds NaN or infinite values for a finite input "
+                "(broken weights or an overflow)"
+            )
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -124,7 +149,12 @@ class _Runner:
                 logits = self.module(batch)
         else:
             logits = self.module(batch)
+        if not isinstance(logits, torch.Tensor):
+            raise ValueError(
+                f"{self.name}: returns a {type(logits).__name__}, not one tensor of class scores"
+            )
         logits = logits.float()
+        self._check(batch, logits)
         if self.activation == "softmax":
             probs = torch.softmax(logits, dim=1)
         else:
@@ -270,7 +300,8 @@ def predict(
     home = first_param.device if first_param is not None else torch.device("cpu")
     module.eval()
     fast, memory_format = _inference_module(module, spec.mode, target)
-    run = _Runner(fast, spec.activation, target, memory_format)
+    name = f"{model.path}" if model.path is not None else f"model {model.name!r}"
+    run = _Runner(fast, spec.activation, target, memory_format, num_classes=num_classes, name=name)
 
     if spec.mode == "2d":
         num_slices = shape[2]

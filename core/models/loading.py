@@ -88,7 +88,21 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], source: Path)
                 f"{source}: weight {key!r} has shape {tuple(tensor.shape)} but the architecture "
                 f"in the spec needs {tuple(expected[key].shape)}"
             )
+        if tensor.dtype.is_floating_point != expected[key].dtype.is_floating_point:
+            # load_state_dict would cast int32 codes into float weights without a word.
+            raise ValueError(
+                f"{source}: weight {key!r} is {tensor.dtype} but the architecture needs "
+                f"{expected[key].dtype}"
+            )
     module.load_state_dict(state)
+
+
+def _check_finite(module: nn.Module, source: Path) -> None:
+    """Refuse NaN or infinite weights: every output of such a network is meaningless."""
+    for key, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{source}: weight {key!r} holds {bad} NaN or infinite values")
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -220,6 +234,7 @@ def load_model(path: str | Path, *, trust: bool = False) -> LoadedModel:
             f"{path}: unknown model format {path.suffix!r} "
             f"(use a model folder, .safetensors or one of {', '.join(TORCH_SUFFIXES)})"
         )
+    _check_finite(module, path)
     module.eval()
     return LoadedModel(module=module, spec=spec, path=path)
 

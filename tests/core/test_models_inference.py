@@ -288,3 +288,60 @@ def test_calibration_inputs_3d_patches_padded_to_divisor():
     spec = _spec(classes=2, mode="3d", patch_size=(6, 6, 6), size_divisor=4)
     batch = calibration_inputs(LoadedModel(_pointwise(1, 2, 3), spec), _image(array), n=3)
     assert batch.shape == (3, 1, 8, 8, 8)
+
+
+class _Fixed(nn.Module):
+    """Returns logits of a chosen shape whatever the input (a broken or mismatched network)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def forward(self, x):
+        return self.make(x)
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda x: torch.zeros(x.shape[0], 3, 1, 1), "1x1 map"),
+        (lambda x: torch.zeros(x.shape[0], 3, x.shape[2] * 2, x.shape[3] * 2), "twice the size"),
+        (lambda x: torch.zeros(x.shape[0], 2, *x.shape[2:]), "wrong class count"),
+    ],
+)
+@pytest.mark.parametrize("patch", [None, (8, 8)])
+def test_outputs_of_the_wrong_shape_are_refused(make, problem, patch):
+    model = LoadedModel(_Fixed(make), _spec(3, patch_size=patch))
+    image = _image(np.zeros((12, 10, 2), np.float32))
+    with pytest.raises(ValueError, match=r"output has shape .* expected \(\d+, 3, ") as error:
+        predict(model, image, device="cpu")
+    assert "one channel per class" in str(error.value), problem
+
+
+def test_non_finite_outputs_and_inputs_are_refused(tmp_path):
+    nan_model = LoadedModel(
+        _Fixed(lambda x: x.new_full((x.shape[0], 3, *x.shape[2:]), np.nan)), _spec(3)
+    )
+    with pytest.raises(ValueError, match="NaN or infinite values"):
+        predict(nan_model, _image(np.zeros((8, 8, 1), np.float32)), device="cpu")
+    volume = np.zeros((8, 8, 2), np.float32)
+    volume[1, 2, 0], volume[3, 3, 1] = np.nan, np.inf
+    image = Image(array=volume, affine=np.eye(4), path=tmp_path / "ct.nii")
+    model = LoadedModel(_pointwise(1, 3, 2), _spec(3))
+    with pytest.raises(ValueError, match=r"ct.nii: 2 of 128 voxels are NaN or infinite"):
+        predict(model, image, device="cpu")
+
+
+def test_16_bit_pictures_are_scaled_to_the_8_bit_range_the_model_expects():
+    spec = _spec(3, in_channels=3, preprocessing=({"name": "rgb_meanstd"},))
+    model = LoadedModel(_pointwise(3, 3, 2), spec)
+    rng = np.random.default_rng(0)
+    eight = rng.integers(0, 256, (6, 7, 1, 3)).astype(np.uint8)
+    sixteen = eight.astype(np.uint16) * 257  # the same picture, 16 bits deep
+    from core.models.inputs import model_input
+
+    np.testing.assert_allclose(
+        model_input(model, _image(sixteen, natural=True)),
+        model_input(model, _image(eight, natural=True)),
+        atol=1e-5,
+    )

@@ -188,3 +188,22 @@ def test_quantized_model_round_trip(tmp_path):
         # The quantized network really differs from the float one.
         assert not torch.allclose(base.module(x), expected, atol=1e-4)
     np.testing.assert_equal(loaded.spec.class_names, base.spec.class_names)
+
+
+@pytest.mark.parametrize("problem", ["int32", "nan", "inf"])
+def test_weights_of_the_wrong_type_or_not_finite_are_refused(tmp_path, problem):
+    from safetensors.torch import save_file
+
+    folder = save_model(_net(), _spec(), tmp_path / "m")
+    state = load_file(str(folder / "model.safetensors"))
+    key = next(k for k in state if k.endswith("weight"))
+    if problem == "int32":
+        state[key] = state[key].round().to(torch.int32)
+        match = rf"{key}' is torch.int32 but the architecture needs torch.float32"
+    else:
+        state[key] = state[key].clone()
+        state[key].view(-1)[0] = float(problem)
+        match = rf"{key}' holds 1 NaN or infinite values"
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=match):
+        load_model(folder)
