@@ -85,18 +85,18 @@ def require_memory(nbytes: float, what: str, *, available: int | None = None) ->
         What the allocation needs.
     what : str
         Start of the message, naming the file and the allocation
-        (``"ct.nii.gz: its 2048x2048x2048 int16 voxels"``).
+        (``"ct.nii.gz: reading its 2048x2048x2048 int16 voxels"``).
     available : int, optional
         Bytes available (measured with :func:`available_bytes` when omitted).
 
     Raises
     ------
     MemoryLimitError
-        ``"WHAT need 16.0 GiB, 9.1 GiB available"``.
+        ``"WHAT needs 16.0 GiB, 9.1 GiB available"``.
     """
     free = available_bytes() if available is None else available
     if nbytes > free:
-        raise MemoryLimitError(f"{what} need {format_gib(nbytes)}, {format_gib(free)} available")
+        raise MemoryLimitError(f"{what} needs {format_gib(nbytes)}, {format_gib(free)} available")
 
 
 def array_bytes(shape: Iterable[int], itemsize: int) -> int:

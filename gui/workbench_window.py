@@ -442,11 +442,17 @@ class WorkbenchWindow(MainWindow):
         )
 
     def _on_image_read(self, path: str, image: Image, *, remember: bool = True) -> None:
+        previous = self.session.image
+        try:
+            # The views first: an image they cannot show must leave the session as it was.
+            self.viewer.set_image(image)
+            self.compare_viewer.set_image(image)
+        except Exception:
+            self._restore_views(previous)
+            raise  # run_job's guard turns it into the error dialog
         if remember:  # the user's own file: the hint line follows what they have open
             self._showing_demo = False
         self.session.set_image(image)
-        self.viewer.set_image(image)
-        self.compare_viewer.set_image(image)
         self.viewer.set_prediction(None)
         self.viewer.set_ground_truth(None)
         self.current_key = None
@@ -466,6 +472,18 @@ class WorkbenchWindow(MainWindow):
             6000,
         )
         self._update_hint()
+
+    def _restore_views(self, image: Image | None) -> None:
+        """Show the session's image, ground truth and current result again after a failed open."""
+        if image is None:
+            self.viewer.clear()
+            self.compare_viewer.clear()
+            return
+        self.viewer.set_image(image)
+        self.compare_viewer.set_image(image)
+        self.viewer.set_ground_truth(self.session.ground_truth)
+        if self.current_key in self.session.results:
+            self.viewer.set_prediction(self.session.results[self.current_key].result.mask)
 
     def _update_hint(self) -> None:
         """Say what to do next with the user's own files (the demos keep their own hint)."""
@@ -533,6 +551,9 @@ class WorkbenchWindow(MainWindow):
         def done(result: SegmentationResult) -> None:
             entry = self.session.add_result(variant_name, result)
             self.show_result(entry.key)
+            for warning in result.warnings:  # e.g. ground-truth labels the model lacks
+                log.warning("%s: %s", entry.key, warning)
+                self.statusBar().showMessage(f"Warning: {warning}", 15000)
             if then is not None:
                 then()
 

@@ -636,7 +636,7 @@ def _check_pixel_memory(frames: list[_Frame]) -> None:
     source = frames[0].file if len(datasets) == 1 else frames[0].file.parent
     require_memory(
         decoded + 2 * plane * len(frames),
-        f"{source}: the pixel data of {len(frames)} slice(s) of "
+        f"{source}: reading the pixel data of {len(frames)} slice(s) of "
         f"{_header_int(first, 'Rows', 0)}x{_header_int(first, 'Columns', 0)}",
     )
 

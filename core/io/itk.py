@@ -48,7 +48,7 @@ def read_itk(path: Path, *, volume: int | None = None) -> Image:
     component_bytes = sitk.Image([1, 1], reader.GetPixelID(), components).GetSizeOfPixelComponent()
     voxels = array_bytes((*size, components), component_bytes)
     # SimpleITK's buffer plus the numpy copy made from it.
-    require_memory(2 * voxels, f"{path}: its {'x'.join(map(str, size))} voxels")
+    require_memory(2 * voxels, f"{path}: reading its {'x'.join(map(str, size))} voxels")
     try:
         itk_image = reader.Execute()
     except RuntimeError as exc:

@@ -84,7 +84,10 @@ def _read_pillow_frame(path: Path, volume: int | None, warnings: list[str]) -> n
     try:
         picture = PIL.Image.open(path)
     except PIL.Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{path}: {' '.join(str(exc).split())}") from exc
+        raise ImageReadError(
+            f"{path}: the header claims more pixels than Pillow's decompression-bomb limit "
+            f"({PIL.Image.MAX_IMAGE_PIXELS} pixels); refusing to decode it"
+        ) from exc
     except Exception as exc:  # Pillow raises many types for damaged or unknown files
         raise _decode_failure(path, exc) from exc
     with picture:
@@ -93,7 +96,7 @@ def _read_pillow_frame(path: Path, volume: int | None, warnings: list[str]) -> n
         bands = len(picture.getbands())
         require_memory(
             array_bytes((height, width, max(bands, 3)), 4),
-            f"{path}: its {width}x{height} pixels (page {index})",
+            f"{path}: decoding its {width}x{height} pixels (page {index})",
         )
         try:
             picture.seek(index)
@@ -128,7 +131,7 @@ def _read_tiff_page(path: Path, volume: int | None, warnings: list[str]) -> np.n
             raise ImageReadError(f"{path}: page {index} has a sample format segbench cannot read")
         require_memory(
             array_bytes(shape, max(dtype.itemsize, 4)),
-            f"{path}: page {index} of {'x'.join(map(str, shape))} {dtype} samples",
+            f"{path}: decoding page {index} of {'x'.join(map(str, shape))} {dtype} samples",
         )
         try:
             pixels = page.asarray()

@@ -68,7 +68,7 @@ def read_nifti(path: Path, *, volume: int | None = None) -> Image:
     volume_shape = _as_3d(shape)
     require_memory(
         array_bytes(volume_shape, itemsize),
-        f"{path}: its {'x'.join(map(str, volume_shape))} {stored} voxels",
+        f"{path}: reading its {'x'.join(map(str, volume_shape))} {stored} voxels",
     )
     try:
         if len(shape) >= 4 and shape[3] > 1:

@@ -91,9 +91,11 @@ def _voxel_warnings(image: Image) -> list[str]:
     if finite == array.size:
         return []
     nan = int(np.count_nonzero(np.isnan(array)))
+    kinds = [f"{nan} NaN"] if nan else []
+    kinds += [f"{array.size - finite - nan} infinite"] if array.size - finite - nan else []
     return [
-        f"{nan} NaN and {array.size - finite - nan} infinite voxels (of {array.size}): they are "
-        "shown as the lowest value and a model refuses them"
+        f"{' and '.join(kinds)} voxels (of {array.size}): they are shown as the lowest value "
+        "and a model refuses them"
     ]
 
 

@@ -135,7 +135,9 @@ def _header_only_nifti(path, shape, compressed=False):
 @pytest.mark.parametrize("name", ["bomb.nii", "bomb.nii.gz"])
 def test_a_header_asking_for_more_memory_than_there_is_is_refused(tmp_path, name):
     path = _header_only_nifti(tmp_path / name, (4096, 4096, 2048), compressed=name.endswith("gz"))
-    with pytest.raises(MemoryLimitError, match=rf"{name}: its 4096x4096x2048 int16 voxels need"):
+    with pytest.raises(
+        MemoryLimitError, match=rf"{name}: reading its 4096x4096x2048 int16 voxels needs"
+    ):
         read_image(path)
     assert path.stat().st_size < 10_000  # nothing of the claimed 64 GiB was ever there
 
@@ -154,14 +156,14 @@ def test_every_reader_checks_the_memory_before_decoding(tmp_path, monkeypatch, c
     (tmp_path / "ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
     files.append("ct.dcm")
     for name in files:
-        with pytest.raises(MemoryLimitError, match=rf"{name}: .* need .* MiB, 0.0 MiB available"):
+        with pytest.raises(MemoryLimitError, match=rf"{name}: .* needs .* MiB, 0.0 MiB available"):
             read_image(tmp_path / name)
 
 
 def test_memory_message_has_both_figures():
     with pytest.raises(MemoryLimitError) as error:
-        memory.require_memory(16 * 2**30, "x.nii: its voxels", available=int(9.1 * 2**30))
-    assert str(error.value) == "x.nii: its voxels need 16.0 GiB, 9.1 GiB available"
+        memory.require_memory(16 * 2**30, "x.nii: reading its voxels", available=int(9.1 * 2**30))
+    assert str(error.value) == "x.nii: reading its voxels needs 16.0 GiB, 9.1 GiB available"
 
 
 def test_metaimage_data_files_that_are_devices_fifos_or_short(tmp_path):
