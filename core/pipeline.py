@@ -259,7 +259,9 @@ def foreign_labels_warning(ground_truth: np.ndarray, class_names: list[str]) -> 
 
 
 def _smallest_label_dtype(n_classes: int) -> np.dtype:
-    return np.dtype(np.uint8) if n_classes <= 256 else np.dtype(np.uint16)
+    # Up to 255 classes the void label (255) fits uint8 too; from 256 on it is C (see
+    # core.seg.inputs.void_label_for), which needs uint16.
+    return np.dtype(np.uint8) if n_classes <= 255 else np.dtype(np.uint16)
 
 
 def summarize_mask(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -97,7 +98,19 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], source: Path)
     module.load_state_dict(state)
 
 
-def _check_finite(module: nn.Module, source: Path) -> None:
+def _check_quantized_finite(result: Any, source: Path | str) -> None:
+    """Refuse a quantization run with NaN/Inf losses or weights (NaN calibration or weights)."""
+    losses = getattr(result, "block_losses", None) or {}
+    bad = [name for name, pair in losses.items() if not all(math.isfinite(v) for v in pair)]
+    if bad:
+        raise ValueError(
+            f"{source}: quantization gave NaN or infinite losses in block(s) {', '.join(bad)}; "
+            "nothing was kept (check the calibration images and the model's weights)"
+        )
+    _check_finite(result.model, source)
+
+
+def _check_finite(module: nn.Module, source: Path | str) -> None:
     """Refuse NaN or infinite weights: every output of such a network is meaningless."""
     for key, tensor in module.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
@@ -367,6 +380,7 @@ def quantized_variant(result: Any, base: LoadedModel, name: str | None = None) -
     its folder describe themselves alike. ``name`` (e.g. "W4 FlexRound (tensor, block)")
     becomes its label and display name.
     """
+    _check_quantized_finite(result, name or base.name)
     metadata = _quantization_metadata(result, base, label=name)
     spec = base.spec.with_changes(quantization=metadata)
     return LoadedModel(
@@ -419,6 +433,7 @@ def save_quantized_model(
             f"{folder}: only registered architectures can be saved quantized "
             f"(base is {base.spec.architecture!r})"
         )
+    _check_quantized_finite(result, folder)  # before anything is written
     spec = base.spec.with_changes(quantization=_quantization_metadata(result, base, label))
     base_state = {k: v.detach().cpu().contiguous() for k, v in base.module.state_dict().items()}
 

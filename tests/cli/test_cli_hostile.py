@@ -107,3 +107,16 @@ def test_ground_truth_labels_the_model_lacks_are_warned_with_counts(tmp_path, cl
     assert err.count(said) == 1  # once per model and case, not once per decision rule
     warnings = json.loads(report.read_text())["warnings"]
     assert [w["case"] for w in warnings] == ["case"] and said in warnings[0]["warning"]
+
+
+def test_quantize_on_nan_calibration_stops_and_writes_nothing(tmp_path, cli_data, capfd):
+    volume = np.asarray(nib.load(cli_data.image).dataobj).astype(np.float32)
+    volume[10, 10, 1] = np.nan
+    calib = tmp_path / "nan.nii.gz"
+    nib.Nifti1Image(volume, np.eye(4)).to_filename(calib)
+    out, report = tmp_path / "q", tmp_path / "q.json"
+    argv = ["quantize", "--model", str(cli_data.model), "--calib", str(calib), "--out", str(out)]
+    assert main(["--quiet", *argv, "--method", "rtn", "--report", str(report)]) == 1
+    err = capfd.readouterr().err
+    assert f"{calib}: 1 of" in err and "NaN or infinite" in err
+    assert not out.exists() and not report.exists()

@@ -207,3 +207,25 @@ def test_weights_of_the_wrong_type_or_not_finite_are_refused(tmp_path, problem):
     save_file(state, str(folder / "model.safetensors"))
     with pytest.raises(ValueError, match=match):
         load_model(folder)
+
+
+def test_quantization_with_nan_losses_or_weights_is_never_kept(tmp_path):
+    quant = pytest.importorskip("core.quant")
+    from core.models import quantized_variant, save_quantized_model
+
+    base = LoadedModel(_net(6), _spec(size_divisor=4), path=None)
+    calib = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    result = quant.quantize_model(base.module, calib, quant.QuantConfig(method="rtn", bits=4))
+    name = next(iter(result.block_losses))
+    result.block_losses[name] = (float("nan"), float("nan"))
+    with pytest.raises(ValueError, match=rf"q: quantization gave NaN .* block\(s\) {name}"):
+        save_quantized_model(result, base, tmp_path / "q")
+    with pytest.raises(ValueError, match="NaN or infinite losses"):
+        quantized_variant(result, base, "W4")
+    result.block_losses[name] = (1.0, 0.5)
+    weight = next(p for p in result.model.parameters() if p.ndim > 1)
+    with torch.no_grad():
+        weight.view(-1)[0] = float("inf")
+    with pytest.raises(ValueError, match="holds 1 NaN or infinite values"):
+        save_quantized_model(result, base, tmp_path / "q")
+    assert list(tmp_path.iterdir()) == []
