@@ -21,6 +21,7 @@ from torch import nn
 from core.device import resolve_device
 from core.io.image import Image
 from core.jobs import CancelToken, Progress, ProgressCallback, report
+from core.memory import require_memory
 from core.models.inputs import model_input
 from core.models.loaded import LoadedModel
 
@@ -143,12 +144,18 @@ class _Runner:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
         batch = batch.contiguous(memory_format=self.memory_format)
-        if self.device.type == "cuda":
-            # Mixed precision: convolutions in float16, activation in float32.
-            with torch.autocast("cuda", dtype=torch.float16):
+        try:
+            if self.device.type == "cuda":
+                # Mixed precision: convolutions in float16, activation in float32.
+                with torch.autocast("cuda", dtype=torch.float16):
+                    logits = self.module(batch)
+            else:
                 logits = self.module(batch)
-        else:
-            logits = self.module(batch)
+        except RuntimeError as error:  # torch.jit.Error too: a TorchScript traceback
+            raise ValueError(
+                f"{self.name}: the model failed on an input of shape {tuple(batch.shape)} "
+                f"({_torch_reason(error)})"
+            ) from error
         if not isinstance(logits, torch.Tensor):
             raise ValueError(
                 f"{self.name}: returns a {type(logits).__name__}, not one tensor of class scores"
@@ -160,6 +167,17 @@ class _Runner:
         else:
             probs = torch.sigmoid(logits)
         return probs.cpu()
+
+
+def _torch_reason(error: RuntimeError) -> str:
+    """The line of a torch error that says what went wrong.
+
+    TorchScript errors carry both tracebacks (serialized and original code) before the actual
+    reason on the last line; eager errors are usually one line already.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(error).__name__
+    return reason.removeprefix("RuntimeError: ")[:300]
 
 
 def _inference_module(
@@ -275,8 +293,8 @@ def predict(
     spec = model.spec
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    where = f"{image.path}: " if image.path is not None else ""
     if spec.mode == "3d" and image.ndim_spatial == 2:
-        where = f"{image.path}: " if image.path is not None else ""
         raise ValueError(f"{where}model {model.name!r} is 3-D but the image is a single slice")
     target = resolve_device(device)
     if batch_size is None:
@@ -288,11 +306,20 @@ def predict(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
 
-    volume = torch.from_numpy(model_input(model, image))
     num_classes = spec.num_classes
     shape = image.shape3
     out_bytes = num_classes * math.prod(shape) * 4
     out_dtype = np.float16 if out_bytes > FLOAT16_OUTPUT_BYTES else np.float32
+    # The probabilities and the float32 model input (built in a second copy) before any work.
+    need = (
+        out_bytes * np.dtype(out_dtype).itemsize // 4
+        + 2 * spec.in_channels * out_bytes // num_classes
+    )
+    require_memory(
+        need,
+        f"{where}segmenting {'x'.join(map(str, shape))} voxels into {num_classes} classes",
+    )
+    volume = torch.from_numpy(model_input(model, image))
     divisor = max(spec.size_divisor, int(getattr(model.module, "size_divisor", 1)))
 
     module = model.module

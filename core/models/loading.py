@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.atomic_files import atomic_write, atomic_write_folder
+from core.memory import MemoryLimitError, require_memory
 from core.models.architectures import build_architecture, known_architectures
 from core.models.loaded import LoadedModel, display_name
 from core.models.spec import ModelSpec
@@ -61,14 +62,32 @@ def _build(spec: ModelSpec, source: Path) -> nn.Module:
             f"{source}: architecture {spec.architecture!r} needs its code in the weights file "
             f"(TorchScript); safetensors weights need one of: {', '.join(known_architectures())}"
         )
-    try:
+
+    def build() -> nn.Module:
         return build_architecture(
             spec.architecture,
             in_channels=spec.in_channels,
             out_channels=spec.num_classes,
             arguments=spec.arguments,
         )
+
+    try:
+        # On the meta device first: sizes only, so a spec asking for a billion input
+        # channels is measured, not allocated.
+        with torch.device("meta"):
+            probe = build()
+        tensors = [*probe.parameters(), *probe.buffers()]
+        need = sum(t.numel() * t.element_size() for t in tensors)
+        # The weights, the file's copy of them, and room for the activations of a forward pass.
+        require_memory(
+            3 * need,
+            f"{source}: building {spec.architecture!r} with "
+            f"{sum(t.numel() for t in tensors):,} weights",
+        )
+        return build()
     except ValueError as error:
+        if isinstance(error, MemoryLimitError):
+            raise
         raise ValueError(f"{source}: {error}") from None
 
 
@@ -158,15 +177,23 @@ def _load_torch_file(
         raise ValueError(f"{path}: no model spec found: put {path.stem}.json beside it")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
+        if "unsupported global" not in str(error).lower():
+            # Not Python objects the safe loader refused, but bytes it cannot parse at all
+            # (random data, another format): calling it a pickled module would mislead.
+            raise ValueError(
+                f"{path}: not a PyTorch file (neither TorchScript, a checkpoint nor a pickle)"
+            ) from None
         if not trust:
             raise ValueError(
                 f"{path.name} is a pickled Python module: loading it runs code from the file; "
                 "pass trust=True only if you trust where the file came from"
             ) from None
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
-    except (RuntimeError, OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable PyTorch file ({error})") from None
+    except Exception as error:  # noqa: BLE001 - torch raises any type on random or cut bytes
+        raise ValueError(
+            f"{path}: not a readable PyTorch file ({_first_sentence(error)})"
+        ) from None
     if isinstance(obj, nn.Module):
         return obj, spec
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -176,6 +203,14 @@ def _load_torch_file(
     raise ValueError(
         f"{path}: holds a {type(obj).__name__}, neither a module, TorchScript nor a state dict"
     )
+
+
+def _first_sentence(error: BaseException) -> str:
+    """The first sentence of a library's message (torch appends paragraphs of advice)."""
+    text = " ".join(str(error).split())
+    if not text:
+        return "the file is empty" if isinstance(error, EOFError) else type(error).__name__
+    return text.split(". ")[0].rstrip(".")[:200]
 
 
 def _load_quantized(folder: Path, spec: ModelSpec) -> nn.Module:

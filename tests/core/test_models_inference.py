@@ -345,3 +345,29 @@ def test_16_bit_pictures_are_scaled_to_the_8_bit_range_the_model_expects():
         model_input(model, _image(eight, natural=True)),
         atol=1e-5,
     )
+
+
+def test_a_segmentation_that_cannot_fit_in_memory_is_refused_before_any_work(monkeypatch):
+    from core import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 10_000)
+    model = LoadedModel(_pointwise(1, 3, 2), _spec(3))
+    with pytest.raises(memory.MemoryLimitError, match=r"segmenting 40x30x2 voxels into 3 classes"):
+        predict(model, _image(np.zeros((40, 30, 2), np.float32)), device="cpu")
+
+
+class _ReshapesWrongly(nn.Module):
+    def forward(self, x):
+        return x.view(-1, 7, 3)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TorchScript is what users bring
+def test_a_torchscript_failure_is_one_line_naming_the_model():
+    scripted = torch.jit.script(_ReshapesWrongly())
+    model = LoadedModel(scripted, _spec(3))
+    with pytest.raises(ValueError) as error:
+        predict(model, _image(np.zeros((8, 8, 1), np.float32)), device="cpu")
+    text = str(error.value)
+    assert "\n" not in text and "Traceback" not in text
+    assert "the model failed on an input of shape (1, 1, 8, 8)" in text
+    assert "is invalid for input of size 64" in text

@@ -229,3 +229,30 @@ def test_quantization_with_nan_losses_or_weights_is_never_kept(tmp_path):
     with pytest.raises(ValueError, match="holds 1 NaN or infinite values"):
         save_quantized_model(result, base, tmp_path / "q")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_spec_whose_weights_cannot_fit_in_memory_is_refused_before_building(tmp_path):
+    folder = save_model(_net(), _spec(), tmp_path / "m")
+    spec = json.loads((folder / "model.json").read_text())
+    spec["in_channels"] = 10**9
+    (folder / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match=r"building 'unet' with [\d,]+ weights needs [\d.]+ GiB"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bytes(range(256)) * 16, "not a PyTorch file (neither TorchScript, a checkpoint nor"),
+        (b"", "not a readable PyTorch file (the file is empty)"),
+        (b"PK\x03\x04" + bytes(400), "not a readable PyTorch file (PytorchStreamReader"),
+    ],
+)
+def test_unreadable_torch_files_say_so_in_one_line(tmp_path, content, message):
+    (tmp_path / "m.pt").write_bytes(content)
+    (tmp_path / "m.json").write_text(_spec().to_json())
+    with pytest.raises(ValueError) as error:
+        load_model(tmp_path / "m.pt")
+    text = str(error.value)
+    assert text.startswith(f"{tmp_path / 'm.pt'}: ") and "\n" not in text
+    assert "pickled" not in text and message in text
