@@ -120,3 +120,26 @@ def test_quantize_on_nan_calibration_stops_and_writes_nothing(tmp_path, cli_data
     err = capfd.readouterr().err
     assert f"{calib}: 1 of" in err and "NaN or infinite" in err
     assert not out.exists() and not report.exists()
+
+
+def test_library_warnings_become_the_commands_own_lines(capsys):
+    import argparse
+    import warnings
+
+    from core.cli.errors import handle_errors
+
+    @handle_errors("probe")
+    def succeeds(args):
+        warnings.warn("overflow encountered\nin cast", RuntimeWarning, stacklevel=1)
+        warnings.warn("overflow encountered\nin cast", RuntimeWarning, stacklevel=1)
+        return 0
+
+    @handle_errors("probe")
+    def fails(args):
+        warnings.warn("overflow encountered in cast", RuntimeWarning, stacklevel=1)
+        raise ValueError("x.nii: broken")
+
+    assert succeeds(argparse.Namespace()) == 0
+    assert capsys.readouterr().err == "main.py probe: warning: overflow encountered in cast\n"
+    assert fails(argparse.Namespace()) == 1
+    assert capsys.readouterr().err == "main.py probe: error: x.nii: broken\n"
