@@ -109,7 +109,7 @@ def _read_pillow_frame(path: Path, volume: int | None, warnings: list[str]) -> n
                 warnings.append(f"{mode} colours converted to RGB")
             elif mode not in _DIRECT:
                 picture = picture.convert("RGBA" if "A" in mode else "RGB")
-            return np.asarray(picture)
+            return np.array(picture)  # writable (asarray of a Pillow image is read-only)
         except Exception as exc:
             raise _decode_failure(path, exc) from exc
 

@@ -194,3 +194,8 @@ def test_library_messages_do_not_reach_the_terminal(tmp_path, capfd):
     read_image(tmp_path / "qfac.nii")
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_decoded_pictures_are_writable_arrays(tmp_path, camera):
+    PIL.Image.fromarray(camera).save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.png").array.flags.writeable
