@@ -70,3 +70,63 @@ def test_a_view_that_cannot_show_an_image_leaves_session_and_views_as_they_were(
     assert escaped == []
     assert "cannot lay out this image" in window.error_boxes[-1].text()
     assert window.session.image is demo and window.viewer._image is demo
+
+
+def test_bad_models_and_ground_truths_end_in_a_dialog(window, qtbot, tmp_path, escaped):  # noqa: F811
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from core.models import save_model
+    from tests.tiny_models import tiny_unet
+
+    model = tiny_unet()
+    good = save_model(model.module, model.spec, tmp_path / "good")
+    bad_spec = tmp_path / "bad_spec"
+    save_model(model.module, model.spec, bad_spec)
+    spec = json.loads((bad_spec / "model.json").read_text())
+    spec["class_names"] = "abcd"
+    (bad_spec / "model.json").write_text(json.dumps(spec))
+    (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "noise.json").write_text(model.spec.to_json())
+    window.load_demo(segment=False)
+    wait_idle(qtbot, window)
+    shape = window.session.image.shape3
+    nib.Nifti1Image(np.zeros((shape[0], shape[1], shape[2] + 1), np.uint8), np.eye(4)).to_filename(
+        tmp_path / "wrong_shape.nii.gz"
+    )
+    attempts = [
+        (window.open_model, bad_spec, "class_names must be a list"),
+        (window.open_model, tmp_path / "noise.pt", "not a PyTorch file"),
+        (window.open_ground_truth, tmp_path / "wrong_shape.nii.gz", "does not match image shape"),
+    ]
+    for open_file, path, words in attempts:
+        boxes = len(window.error_boxes)
+        open_file(str(path))
+        wait_idle(qtbot, window)
+        qtbot.wait(1)
+        assert escaped == [], path
+        assert len(window.error_boxes) == boxes + 1 and words in window.error_boxes[-1].text()
+    window.open_model(str(good))
+    wait_idle(qtbot, window)
+    assert escaped == [] and len(window.error_boxes) == 3
+
+
+def test_saving_or_exporting_onto_a_fifo_is_refused_and_leaves_it(window, qtbot, tmp_path, escaped):  # noqa: F811
+    import os
+    import stat
+
+    fifo = tmp_path / "results.json"
+    os.mkfifo(fifo)
+    window.export_table(str(fifo))
+    wait_idle(qtbot, window)
+    qtbot.wait(1)
+    assert escaped == []
+    assert "FIFO" in window.error_boxes[-1].text()
+    shot = tmp_path / "views.png"
+    os.mkfifo(shot)
+    window.ask_save_path = lambda *args: str(shot)
+    window._on_screenshot_requested()  # would block for ever if it opened the FIFO
+    assert "FIFO" in window.error_boxes[-1].text()
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISFIFO(os.stat(shot).st_mode)
