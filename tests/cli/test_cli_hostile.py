@@ -143,3 +143,17 @@ def test_library_warnings_become_the_commands_own_lines(capsys):
     assert capsys.readouterr().err == "main.py probe: warning: overflow encountered in cast\n"
     assert fails(argparse.Namespace()) == 1
     assert capsys.readouterr().err == "main.py probe: error: x.nii: broken\n"
+
+
+def test_quantize_out_holding_other_files_or_special_is_refused_first(tmp_path, cli_data, capfd):
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "notes.txt").write_text("mine")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for out, words in ((own, "holds other files (notes.txt)"), (fifo, "FIFO")):
+        argv = ["quantize", "--model", str(cli_data.model), "--calib", str(cli_data.image)]
+        assert main(["--quiet", *argv, "--out", str(out), "--method", "rtn"]) == 2
+        assert words in capfd.readouterr().err
+    assert sorted(p.name for p in own.iterdir()) == ["notes.txt"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
