@@ -22,6 +22,7 @@ from core.device import resolve_device
 from core.io.image import Image
 from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.memory import require_memory
+from core.models.footprint import activation_bytes_per_voxel, inference_bytes
 from core.models.inputs import model_input
 from core.models.loaded import LoadedModel
 
@@ -204,6 +205,46 @@ def _inference_module(
     return fast.eval(), memory_format
 
 
+def _check_memory(
+    model: LoadedModel,
+    image: Image,
+    target: torch.device,
+    batch_size: int,
+    divisor: int,
+    output_itemsize: int,
+    where: str,
+) -> None:
+    """Refuse, before any work, a prediction whose probabilities, input and activations
+    cannot fit in the memory available (activations only counted on the CPU)."""
+    spec = model.spec
+    shape = image.shape3
+    if spec.mode == "2d":
+        window = spec.patch_size or shape[:2]
+        window = [min(p, s) for p, s in zip(window, shape[:2], strict=True)]
+        batch = batch_size if spec.patch_size is not None else min(batch_size, shape[2])
+    else:
+        window = [min(p, s) for p, s in zip(spec.patch_size or shape, shape, strict=True)]
+        batch = batch_size
+    window_voxels = batch * math.prod(_round_up(n, divisor) for n in window)
+    per_voxel = None
+    if target.type == "cpu":
+        dims = 2 if spec.mode == "2d" else 3
+        per_voxel = activation_bytes_per_voxel(model.module, spec.in_channels, dims, divisor)
+    need = inference_bytes(
+        shape=shape,
+        in_channels=spec.in_channels,
+        num_classes=spec.num_classes,
+        output_itemsize=output_itemsize,
+        window_voxels=window_voxels,
+        per_voxel_activations=per_voxel,
+    )
+    require_memory(
+        need,
+        f"{where}segmenting {'x'.join(map(str, shape))} voxels into {spec.num_classes} classes "
+        "(probabilities, input and the network's activations)",
+    )
+
+
 def _sliding_window(
     run: _Runner,
     volume: torch.Tensor,
@@ -310,22 +351,14 @@ def predict(
     shape = image.shape3
     out_bytes = num_classes * math.prod(shape) * 4
     out_dtype = np.float16 if out_bytes > FLOAT16_OUTPUT_BYTES else np.float32
-    # The probabilities and the float32 model input (built in a second copy) before any work.
-    need = (
-        out_bytes * np.dtype(out_dtype).itemsize // 4
-        + 2 * spec.in_channels * out_bytes // num_classes
-    )
-    require_memory(
-        need,
-        f"{where}segmenting {'x'.join(map(str, shape))} voxels into {num_classes} classes",
-    )
-    volume = torch.from_numpy(model_input(model, image))
     divisor = max(spec.size_divisor, int(getattr(model.module, "size_divisor", 1)))
+    model.module.eval()
+    _check_memory(model, image, target, batch_size, divisor, np.dtype(out_dtype).itemsize, where)
+    volume = torch.from_numpy(model_input(model, image))
 
     module = model.module
     first_param = next(itertools.chain(module.parameters(), module.buffers()), None)
     home = first_param.device if first_param is not None else torch.device("cpu")
-    module.eval()
     fast, memory_format = _inference_module(module, spec.mode, target)
     name = f"{model.path}" if model.path is not None else f"model {model.name!r}"
     run = _Runner(fast, spec.activation, target, memory_format, num_classes=num_classes, name=name)

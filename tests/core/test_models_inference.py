@@ -215,7 +215,8 @@ def test_progress_reports_every_batch_and_cancel_stops_between_batches():
     predict(model, _image(array), device="cpu", batch_size=3, on_progress=reports.append)
     assert [r.step for r in reports] == [1, 2, 3, 4]
     assert {r.total for r in reports} == {4} and reports[0].stage == "inference"
-    assert forwards == [3, 3, 3, 1]
+    # First the memory check's probe (one small input on a copy), then the batches.
+    assert forwards == [1, 3, 3, 3, 1]
 
     forwards.clear()
     token = CancelToken()
@@ -233,7 +234,7 @@ def test_progress_reports_every_batch_and_cancel_stops_between_batches():
             on_progress=cancel_after_two,
             cancel=token,
         )
-    assert forwards == [3, 3]
+    assert forwards == [1, 3, 3]
 
 
 def test_natural_rgb_image_runs_once_and_grey_image_feeds_three_channels():
@@ -371,3 +372,28 @@ def test_a_torchscript_failure_is_one_line_naming_the_model():
     assert "\n" not in text and "Traceback" not in text
     assert "the model failed on an input of shape (1, 1, 8, 8)" in text
     assert "is invalid for input of size 64" in text
+
+
+def test_the_networks_activations_count_in_the_memory_check(monkeypatch):
+    from core import memory
+    from core.models.footprint import activation_bytes_per_voxel, inference_bytes
+
+    net = UNet(1, 3, dims=2, base_channels=8, depth=2).eval()
+    model = LoadedModel(net, _spec(3, size_divisor=4))
+    image = _image(np.zeros((64, 64, 1), np.float32))
+    per_voxel = activation_bytes_per_voxel(net, 1, 2, 4)
+    # Every layer's output per voxel: at least the 8 full-resolution float32 channels.
+    assert per_voxel is not None and per_voxel >= 8 * 4
+    plain = inference_bytes(
+        shape=(64, 64, 1),
+        in_channels=1,
+        num_classes=3,
+        output_itemsize=4,
+        window_voxels=64 * 64,
+        per_voxel_activations=None,
+    )
+    monkeypatch.setattr(memory, "available_bytes", lambda: plain + 1000)
+    with pytest.raises(memory.MemoryLimitError, match="and the network's activations"):
+        predict(model, image, device="cpu")
+    monkeypatch.setattr(memory, "available_bytes", lambda: plain + int(per_voxel * 64 * 64) + 1)
+    assert predict(model, image, device="cpu").shape == (3, 64, 64, 1)
