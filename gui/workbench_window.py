@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -443,13 +444,12 @@ class WorkbenchWindow(MainWindow):
 
     def _on_image_read(self, path: str, image: Image, *, remember: bool = True) -> None:
         previous = self.session.image
-        try:
-            # The views first: an image they cannot show must leave the session as it was.
+
+        def show() -> None:
             self.viewer.set_image(image)
             self.compare_viewer.set_image(image)
-        except Exception:
-            self._restore_views(previous)
-            raise  # run_job's guard turns it into the error dialog
+
+        self._views_first(show, lambda: self._restore_views(previous))
         if remember:  # the user's own file: the hint line follows what they have open
             self._showing_demo = False
         self.session.set_image(image)
@@ -472,6 +472,19 @@ class WorkbenchWindow(MainWindow):
             6000,
         )
         self._update_hint()
+
+    @staticmethod
+    def _views_first(show: Callable[[], None], restore: Callable[[], None]) -> None:
+        """Update the views before the session: what they cannot show leaves both as they were.
+
+        On failure the views are restored and the error goes on to run_job's guard, which turns
+        it into the error dialog.
+        """
+        try:
+            show()
+        except Exception:
+            restore()
+            raise
 
     def _restore_views(self, image: Image | None) -> None:
         """Show the session's image, ground truth and current result again after a failed open."""
@@ -501,9 +514,14 @@ class WorkbenchWindow(MainWindow):
 
     def _on_ground_truth_read(self, path: str, mask) -> None:
         array = np.asarray(mask.array)
+        previous = self.session.ground_truth
+
+        def show(truth: np.ndarray | None) -> None:
+            self.viewer.set_ground_truth(truth)
+            self.compare_viewer.set_ground_truth(truth)
+
+        self._views_first(lambda: show(array), lambda: show(previous))
         self.session.set_ground_truth(array, path)
-        self.viewer.set_ground_truth(array)
-        self.compare_viewer.set_ground_truth(array)
         self.data_panel.show_ground_truth(path, list(mask.warnings))
         # With a ground truth, show the prediction filled and the truth outlined.
         self.viewer.set_overlay_mode("both")
@@ -511,11 +529,16 @@ class WorkbenchWindow(MainWindow):
         self._update_hint()
 
     def _on_model_loaded(self, model: LoadedModel) -> None:
+        base = self.session.base_variant
+        old_spec = base.model.spec if base is not None else None
+
+        def show(spec) -> None:
+            colors = [tuple(int(v) for v in c) for c in spec.class_colors]
+            self.viewer.set_labels(spec.class_names, colors)
+            self.compare_viewer.set_labels(spec.class_names, colors)
+
+        self._views_first(lambda: show(model.spec), lambda: old_spec is not None and show(old_spec))
         self.session.set_model(model)
-        spec = model.spec
-        colors = [tuple(int(v) for v in c) for c in spec.class_colors]
-        self.viewer.set_labels(spec.class_names, colors)
-        self.compare_viewer.set_labels(spec.class_names, colors)
         self.data_panel.show_model(model)
         # Quantized variants belong to the model they came from: a new model starts afresh.
         self.quantization_panel.clear_variants()

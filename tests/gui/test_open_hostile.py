@@ -130,3 +130,25 @@ def test_saving_or_exporting_onto_a_fifo_is_refused_and_leaves_it(window, qtbot,
     window._on_screenshot_requested()  # would block for ever if it opened the FIFO
     assert "FIFO" in window.error_boxes[-1].text()
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISFIFO(os.stat(shot).st_mode)
+
+
+def test_a_ground_truth_the_views_cannot_show_is_not_kept(window, qtbot, escaped, monkeypatch):  # noqa: F811
+    from core.demo import demo_paths
+
+    window.load_demo(segment=False)
+    wait_idle(qtbot, window)
+    assert window.session.ground_truth is not None
+    kept = window.session.ground_truth
+    original = window.compare_viewer.set_ground_truth
+
+    def broken(mask):
+        if mask is not kept:
+            raise ValueError("cannot outline this mask")
+        original(mask)
+
+    monkeypatch.setattr(window.compare_viewer, "set_ground_truth", broken)
+    window.open_ground_truth(str(demo_paths().label))
+    wait_idle(qtbot, window)
+    qtbot.wait(1)
+    assert escaped == [] and "cannot outline this mask" in window.error_boxes[-1].text()
+    assert window.session.ground_truth is kept and window.viewer.ground_truth() is kept
