@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import re
 import shutil
@@ -257,10 +258,10 @@ def _exchange(first: Path, second: Path) -> bool:
     result = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange)
     if result == 0:
         return True
-    errno = ctypes.get_errno()
-    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the filesystem cannot exchange
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # the filesystem cannot exchange
         return False
-    raise OSError(errno, os.strerror(errno), str(second))
+    raise OSError(code, os.strerror(code), str(second))
 
 
 def _swap_in(temp: Path, target: Path) -> None:
@@ -290,7 +291,7 @@ def output_folder(path: str | os.PathLike[str], *, replaceable: Collection[str] 
         The folder to write (a link to a folder is written through).
     replaceable : collection of str
         Names an existing folder may hold; anything else (the user's own files) would be lost
-        when the new folder is swapped in, so it is refused. Hidden names are ignored.
+        when the new folder is swapped in, so it is refused (hidden files included).
 
     Returns
     -------
@@ -304,10 +305,9 @@ def output_folder(path: str | os.PathLike[str], *, replaceable: Collection[str] 
     """
     folder = output_target(path, folder=True)
     if folder.is_dir():
+        # Hidden files count too: the swap would drop them with the rest of the old folder.
         foreign = sorted(
-            entry.name
-            for entry in os.scandir(folder)
-            if entry.name not in replaceable and not entry.name.startswith(".")
+            entry.name for entry in os.scandir(folder) if entry.name not in replaceable
         )
         if foreign:
             listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
