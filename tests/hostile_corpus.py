@@ -101,8 +101,10 @@ def make_corpus(folder: Path) -> list[CorpusFile]:
     whole = gzip.compress(_nifti(folder / "whole.tmp.nii", volume).read_bytes())
     (folder / "whole.tmp.nii").unlink()
     add("truncated.nii.gz", REFUSE, "gzip stream cut in half").write_bytes(whole[: len(whole) // 2])
-    _header_only_nifti(add("bomb.nii", REFUSE, "header claims 64 GiB"), (4096, 4096, 2048))
-    _header_only_nifti(add("bomb.nii.gz", REFUSE, "gz header claims 64 GiB"), (4096, 4096, 2048))
+    # Claims no machine can meet (64 TiB), so the corpus means the same on any machine.
+    huge = (32767, 32767, 32767)
+    _header_only_nifti(add("bomb.nii", REFUSE, "header claims 64 TiB"), huge)
+    _header_only_nifti(add("bomb.nii.gz", REFUSE, "gz header claims 64 TiB"), huge)
     _nifti(add("complex.nii", REFUSE, "complex voxels"), volume.astype(np.complex64))
     _nifti(add("all_inf.nii", REFUSE, "every voxel infinite"), np.full((8, 8, 3), np.inf, "f4"))
     nan = volume.astype(np.float32)
@@ -127,8 +129,8 @@ def make_corpus(folder: Path) -> list[CorpusFile]:
     whole_mha = (folder / "whole.tmp.mha").read_bytes()
     (folder / "whole.tmp.mha").unlink()
     add("truncated.mha", REFUSE, "voxel data cut short").write_bytes(whole_mha[:-100])
-    add("bomb.nrrd", REFUSE, "header claims 128 GiB").write_bytes(
-        b"NRRD0004\ntype: short\ndimension: 3\nsizes: 8192 8192 1024\nendian: little\n"
+    add("bomb.nrrd", REFUSE, "header claims 512 TiB").write_bytes(
+        b"NRRD0004\ntype: short\ndimension: 3\nsizes: 65536 65536 65536\nendian: little\n"
         b"encoding: raw\n\n" + b"\0" * 64
     )
     add("noise.mha", REFUSE, "random bytes").write_bytes(os.urandom(512))
