@@ -6,8 +6,29 @@ import sys
 
 import pytest
 
+from core.demo import demo_paths
 from tests.gui.test_workbench import wait_idle, window  # noqa: F401 - the fixture
 from tests.hostile_corpus import CHOOSE, REFUSE, make_corpus
+
+
+def _fail_unless(monkeypatch, viewer, method: str, kept, message: str) -> None:
+    """Make ``viewer.method`` raise for anything but ``kept``: the second view fails after the
+    first one took the new value, the case where views and session could disagree."""
+    original = getattr(viewer, method)
+
+    def broken(value):
+        if value is not kept:
+            raise ValueError(message)
+        original(value)
+
+    monkeypatch.setattr(viewer, method, broken)
+
+
+def _open_and_settle(qtbot, win, open_file, path) -> None:
+    """Open ``path`` through the window and let the job and its queued slots finish."""
+    open_file(str(path))
+    wait_idle(qtbot, win)
+    qtbot.wait(1)
 
 
 @pytest.fixture
@@ -27,9 +48,7 @@ def test_opening_every_corpus_file_shows_it_or_an_error(window, qtbot, tmp_path,
     for item in make_corpus(tmp_path / "corpus"):
         boxes = len(window.error_boxes)
         shown_before = window.session.image
-        window.open_image(str(item.path))
-        wait_idle(qtbot, window)
-        qtbot.wait(1)  # let queued slots run
+        _open_and_settle(qtbot, window, window.open_image, item.path)
         what = f"{item.path.name} ({item.why})"
         assert escaped == [], what
         if item.expect == REFUSE:
@@ -54,21 +73,10 @@ def test_a_view_that_cannot_show_an_image_leaves_session_and_views_as_they_were(
     window.load_demo(segment=False)
     wait_idle(qtbot, window)
     demo = window.session.image
-    original = window.compare_viewer.set_image
-
-    def broken(image):
-        if image is not demo:  # the second view fails after the first one took the image
-            raise ValueError("cannot lay out this image")
-        original(image)
-
-    monkeypatch.setattr(window.compare_viewer, "set_image", broken)
-    from core.demo import demo_paths
-
-    window.open_image(str(demo_paths().label))
-    wait_idle(qtbot, window)
-    qtbot.wait(1)
+    _fail_unless(monkeypatch, window.compare_viewer, "set_image", demo, "cannot lay out this")
+    _open_and_settle(qtbot, window, window.open_image, demo_paths().label)
     assert escaped == []
-    assert "cannot lay out this image" in window.error_boxes[-1].text()
+    assert "cannot lay out this" in window.error_boxes[-1].text()
     assert window.session.image is demo and window.viewer._image is demo
 
 
@@ -103,9 +111,7 @@ def test_bad_models_and_ground_truths_end_in_a_dialog(window, qtbot, tmp_path, e
     ]
     for open_file, path, words in attempts:
         boxes = len(window.error_boxes)
-        open_file(str(path))
-        wait_idle(qtbot, window)
-        qtbot.wait(1)
+        _open_and_settle(qtbot, window, open_file, path)
         assert escaped == [], path
         assert len(window.error_boxes) == boxes + 1 and words in window.error_boxes[-1].text()
     window.open_model(str(good))
@@ -133,22 +139,11 @@ def test_saving_or_exporting_onto_a_fifo_is_refused_and_leaves_it(window, qtbot,
 
 
 def test_a_ground_truth_the_views_cannot_show_is_not_kept(window, qtbot, escaped, monkeypatch):  # noqa: F811
-    from core.demo import demo_paths
-
     window.load_demo(segment=False)
     wait_idle(qtbot, window)
     assert window.session.ground_truth is not None
     kept = window.session.ground_truth
-    original = window.compare_viewer.set_ground_truth
-
-    def broken(mask):
-        if mask is not kept:
-            raise ValueError("cannot outline this mask")
-        original(mask)
-
-    monkeypatch.setattr(window.compare_viewer, "set_ground_truth", broken)
-    window.open_ground_truth(str(demo_paths().label))
-    wait_idle(qtbot, window)
-    qtbot.wait(1)
-    assert escaped == [] and "cannot outline this mask" in window.error_boxes[-1].text()
+    _fail_unless(monkeypatch, window.compare_viewer, "set_ground_truth", kept, "cannot outline")
+    _open_and_settle(qtbot, window, window.open_ground_truth, demo_paths().label)
+    assert escaped == [] and "cannot outline" in window.error_boxes[-1].text()
     assert window.session.ground_truth is kept and window.viewer.ground_truth() is kept
