@@ -188,6 +188,7 @@ class _Collected:
     per_case: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     inference: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    warnings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _score_model_on_case(
@@ -222,6 +223,9 @@ def _score_model_on_case(
             on_progress=on_progress(f"{case}, {model_id}, {decision}"),
         )
         if probs is None:
+            for warning in result.warnings:  # the same for every rule: said once per model
+                _warn(f"{case}: {model_id}: {warning}")
+                collected.warnings.append({"model": model_id, "case": case, "warning": warning})
             collected.inference.append(
                 {
                     "model": model_id,
@@ -340,6 +344,7 @@ def run(args: argparse.Namespace) -> int:
             "images": [str(p) for p in pairing.unmatched_images],
             "labels": [str(p) for p in pairing.unmatched_labels],
         },
+        "warnings": collected.warnings,
         "means": means,
         "per_case": per_case,
         "timings": {

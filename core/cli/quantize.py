@@ -148,6 +148,13 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--report {args.report}: folder {Path(args.report).parent} does not exist"
         )
+    from core.atomic_files import output_folder
+    from core.models.loading import MODEL_FILES
+
+    try:
+        output_folder(out, replaceable=MODEL_FILES)  # the user's own files there would be lost
+    except ValueError as error:
+        raise UsageError(f"--out {error}") from None
     spec_file = out / "model.json"
     if spec_file.exists():
         # Replacing an earlier quantized result is fine; replacing a float model is not.

@@ -208,7 +208,9 @@ def run(args: argparse.Namespace) -> int:
         write_mask(result.mask, args.out, reference=image)
         timings["write_mask"] = time.perf_counter() - clock
     timings["total"] = time.perf_counter() - start
-    for warning in [*image.warnings, *(f"{args.gt}: {w}" for w in gt_warnings)]:
+    gt_warnings = [*gt_warnings, *result.warnings]
+    image_warnings = [f"{args.image}: {w}" for w in image.warnings]
+    for warning in [*image_warnings, *(f"{args.gt}: {w}" for w in gt_warnings)]:
         print(f"main.py {NAME}: warning: {warning}", file=sys.stderr)
     report = segmentation_report(result, image=image, model=model, args=args, timings=timings)
     report["ground_truth_warnings"] = gt_warnings

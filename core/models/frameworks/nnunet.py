@@ -306,6 +306,10 @@ class NnUNetModel:
         network.load_state_dict(parameters[0])
         return replace(self, parameters=parameters, network=network.eval())
 
+    def layout_names(self, names: set[str]) -> set[str]:
+        """``plans.json``, ``dataset.json`` and the ``fold_*`` folders among ``names``."""
+        return {n for n in names if n in ("plans.json", "dataset.json") or n.startswith("fold_")}
+
     def save_members(self, folder: Path) -> list[Path]:
         """Write the model as an nnU-Net trained model folder that ``nnUNetPredictor`` opens.
 
