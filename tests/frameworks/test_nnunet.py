@@ -286,3 +286,17 @@ def test_progress_names_stages_and_folds_and_cancel_stops_between_tiles(nnunet_3
     with pytest.raises(JobCancelled):
         predict(model, image, device="cpu", on_progress=cancel_after_first_tile, cancel=token)
     assert sum(p.stage == "inference" for p in calls) == 1
+
+
+def test_calibration_crops_fit_the_network_strides(nnunet_3d: Path) -> None:
+    from core.models import calibration_inputs
+
+    model = load_model(nnunet_3d)
+    calib = calibration_inputs(model, [read_image(raw_case(nnunet_3d)[0])], n=3, crop=10)
+    multiple = model.framework.size_multiple()
+    assert all(size % m == 0 for size, m in zip(calib.shape[2:], multiple, strict=True))
+    assert all(
+        size <= p for size, p in zip(calib.shape[2:], model.framework.patch_size, strict=True)
+    )
+    with torch.no_grad():
+        assert model.module(calib).shape[2:] == calib.shape[2:]

@@ -246,6 +246,15 @@ class NnUNetModel:
     def spacing(self) -> tuple[float, ...]:
         return tuple(float(s) for s in self.configuration_manager.spacing)
 
+    def size_multiple(self) -> tuple[int, ...]:
+        """Per axis, the product of the network's strides: input sizes must be multiples."""
+        strides = self.configuration_manager.network_arch_init_kwargs.get("strides") or []
+        multiple = [1] * len(self.patch_size)
+        for stride in strides:
+            stride = [stride] * len(multiple) if isinstance(stride, int) else stride
+            multiple = [m * int(s) for m, s in zip(multiple, stride, strict=True)]
+        return tuple(multiple)
+
     def class_names(self) -> list[str]:
         """Background first, then the labels (or regions) in output-channel order."""
         labels = self.dataset_json["labels"]
@@ -484,7 +493,12 @@ class NnUNetModel:
         rng = np.random.default_rng(seed)
         patch = tuple(self.patch_size)
         if crop is not None:
-            patch = tuple(min(crop, p) for p in patch)
+            # Rounded up to what the network's downsampling needs (nnU-Net plans its patch
+            # sizes as multiples of the strides' product; a 48 crop breaks a 6-stage U-Net).
+            patch = tuple(
+                min(p, -(-min(crop, p) // m) * m)
+                for p, m in zip(patch, self.size_multiple(), strict=True)
+            )
         candidates: list[np.ndarray] = []
         for case in cases:
             data, _ = self.preprocess(case)
