@@ -70,8 +70,9 @@ class SegmentationResult:
     ----------
     mask : numpy.ndarray
         Label map (I, J, K), uint8 (uint16 beyond 255 classes), aligned with the image array.
-    probs : numpy.ndarray
-        Class probabilities (C, I, J, K) the decision was made from.
+    probs : numpy.ndarray or None
+        Class probabilities (C, I, J, K) the decision was made from; None once a holder of many
+        results has released them (the GUI keeps them once per model variant instead).
     rows : list of ClassRow
         One per class, background included (label 0).
     timings : dict
@@ -85,7 +86,7 @@ class SegmentationResult:
     model_name: str
     decision: str
     mask: np.ndarray
-    probs: np.ndarray
+    probs: np.ndarray | None
     rows: list[ClassRow]
     pruning_prob: float
     per_slice: bool

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.display import LabelVolume, default_window
 from core.io import Image
 from gui.widgets.ortho_viewer import OrthoViewer, save_pixmap
 
@@ -64,7 +65,7 @@ class CompareViewer(QWidget):
         super().__init__(parent)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._mode = "side_by_side"
-        self._masks: list[np.ndarray | None] = [None, None]
+        self._masks: list[LabelVolume | np.ndarray | None] = [None, None]
         self._titles = ["", ""]
         self._shown = 0  # toggle mode: which result the left viewer shows
         self._syncing = False
@@ -142,11 +143,17 @@ class CompareViewer(QWidget):
             self._syncing = False
 
     # --- content ----------------------------------------------------------------------------
-    def set_image(self, image: Image) -> None:
-        """Show ``image`` in both viewers (drops previous results)."""
+    def set_image(self, image: Image, *, window: tuple[float, float] | None = None) -> None:
+        """Show ``image`` in both viewers (drops previous results).
+
+        ``window`` is the image's default window when the caller has it (see
+        :meth:`OrthoViewer.set_image`); otherwise it is computed once here for both viewers.
+        """
         self._masks = [None, None]
+        if window is None:
+            window = default_window(image.array, dicom_window=image.window)
         for viewer in self.viewers:
-            viewer.set_image(image)
+            viewer.set_image(image, window=window)
 
     def clear(self) -> None:
         """Empty both viewers."""
@@ -159,21 +166,25 @@ class CompareViewer(QWidget):
         for viewer in self.viewers:
             viewer.set_labels(names, colors)
 
-    def set_ground_truth(self, mask: np.ndarray | None) -> None:
+    def set_ground_truth(self, mask: np.ndarray | LabelVolume | None) -> None:
         """Ground truth shared by both results (for the difference mode)."""
+        if mask is not None and self.left.image is not None:
+            mask = self.left.conform_mask(mask, "ground truth")  # once for both viewers
         for viewer in self.viewers:
             viewer.set_ground_truth(mask)
 
     def set_results(
         self,
-        left_mask: np.ndarray | None,
+        left_mask: np.ndarray | LabelVolume | None,
         left_title: str,
-        right_mask: np.ndarray | None,
+        right_mask: np.ndarray | LabelVolume | None,
         right_title: str,
     ) -> None:
         """The two label volumes to compare (shape ``image.shape3``) and their titles.
 
-        Example titles: ``"FP32 + argmax"`` and ``"W4 FlexRound + RMA"``.
+        Example titles: ``"FP32 + argmax"`` and ``"W4 FlexRound + RMA"``. Label volumes
+        prepared on a worker (:func:`core.display.prepare_labels`) are shown without a pass
+        over their voxels.
         """
         # Convert once here: toggle and swipe re-send these masks on every switch.
         conform = self.left.image is not None
