@@ -561,6 +561,11 @@ class WorkbenchWindow(MainWindow):
             )
             return None
         title = f"Segment: {variant_name} + {DECISION_TITLES.get(decision, decision)}"
+        probs = self.session.cached_probs(variant_name)
+        if probs is None and not self.session.keep_all_probabilities:
+            # This variant's network runs: another variant's probabilities (hundreds of MB on a
+            # CT) would be dropped when its result arrives anyway, and only add to the job's peak.
+            self.session.release_probabilities()
 
         def done(segmented: SegmentedImage) -> None:
             entry = self.session.add_result(
@@ -578,7 +583,7 @@ class WorkbenchWindow(MainWindow):
             on_success=done,
             decision=decision,
             ground_truth=self.session.ground_truth,
-            probs=self.session.cached_probs(variant_name),
+            probs=probs,
             **options,
         )
 
