@@ -344,6 +344,7 @@ def segment_image(
     device: str = "auto",
     ground_truth: np.ndarray | None = None,
     probs: np.ndarray | None = None,
+    batch_size: int | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> SegmentationResult:
@@ -361,6 +362,9 @@ def segment_image(
         Adds Dice and IoU per class.
     probs : float array (C, I, J, K), optional
         Probabilities from an earlier run of the same model on the same image: skips inference.
+    batch_size : int, optional
+        Slices or patches per forward pass (:func:`core.models.predict`'s default when None);
+        smaller batches hold fewer activations at once.
 
     Returns
     -------
@@ -375,7 +379,14 @@ def segment_image(
     timings: dict[str, float] = {}
     if probs is None:
         start = time.perf_counter()
-        probs = predict(model, image, device=choice.device, on_progress=on_progress, cancel=cancel)
+        probs = predict(
+            model,
+            image,
+            device=choice.device,
+            batch_size=batch_size,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
         timings["inference"] = time.perf_counter() - start
     if cancel is not None:
         cancel.raise_if_cancelled()
