@@ -735,6 +735,8 @@ class OrthoViewer(QWidget):
     # --- screenshots ------------------------------------------------------------------------
     def grab_views(self) -> QPixmap:
         """Render the visible views (and readout) to a pixmap."""
+        for slot in self._active:
+            self.views[slot].render_overlay()  # a change in this very slot is not drawn yet
         return self.views_widget.grab()
 
     def save_screenshot(self, path: str | Path) -> None:
