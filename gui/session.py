@@ -59,10 +59,6 @@ class ResultsMemory:
     masks: int
     probabilities: int
 
-    @property
-    def total(self) -> int:
-        return self.masks + self.probabilities
-
 
 class Session(QObject):
     """The open image, ground truth, model variants, cached probabilities and results."""
