@@ -314,6 +314,15 @@ def run_flow(
     return stages
 
 
+def _app_startup() -> None:
+    """What run_gui does once the window exists (gui.app.freeze_startup_objects, if any)."""
+    import gui.app
+
+    freeze = getattr(gui.app, "freeze_startup_objects", None)
+    if freeze is not None:
+        freeze()
+
+
 def _close_all(app) -> None:
     """Close every window (an open pyqtgraph item segfaults at interpreter exit otherwise)."""
     for widget in app.topLevelWidgets():
@@ -334,6 +343,7 @@ def measure_flow(tree: Path, shape: tuple[int, int, int], cache: Path) -> FlowFi
     settings = QSettings(str(cache / f"settings_{os.getpid()}.ini"), QSettings.Format.IniFormat)
     window = WorkbenchWindow(settings=settings)
     window.resize(1600, 1000)
+    _app_startup()
     window.show()
     app.processEvents()
     flow = FlowFigures(str(tree), shape)
