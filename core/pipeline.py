@@ -311,17 +311,22 @@ def summarize_mask(
 _READOUT_CHUNK = 1 << 20
 
 
-def _flat_chunks(*arrays: np.ndarray | None):
-    """Matching chunks of same-shaped arrays, flattened in the first array's memory order.
+def _flat_chunks(*arrays: np.ndarray):
+    """Matching chunks of same-shaped arrays, each flattened in the first array's memory order.
 
     Readouts do not depend on the voxel order, so a Fortran-ordered volume (nibabel) is walked
-    as it lies in memory: views, no copy, when the arrays share their order.
+    slab by slab along its last axis (a C-ordered one along its first), as it lies in memory:
+    views when the arrays share that order, slab-sized copies when they do not (never a copy
+    of a whole volume).
     """
     first = arrays[0]
-    order = "F" if first.flags.f_contiguous and not first.flags.c_contiguous else "C"
-    flats = [None if a is None else np.asarray(a).ravel(order=order) for a in arrays]
-    for start in range(0, first.size, _READOUT_CHUNK):
-        yield tuple(None if f is None else f[start : start + _READOUT_CHUNK] for f in flats)
+    fortran = first.flags.f_contiguous and not first.flags.c_contiguous
+    axis = first.ndim - 1 if fortran else 0
+    order = "F" if fortran else "C"
+    step = max(1, _READOUT_CHUNK // max(1, first.size // max(1, first.shape[axis])))
+    for start in range(0, first.shape[axis], step):
+        index = (slice(None),) * axis + (slice(start, start + step),)
+        yield tuple(np.asarray(a)[index].ravel(order=order) for a in arrays)
 
 
 def _label_counts(mask: np.ndarray, n_classes: int) -> np.ndarray:
@@ -442,6 +447,7 @@ def segment_image(
         cancel=cancel,
     )
     mask = labels.astype(_smallest_label_dtype(probs.shape[0]))
+    del labels  # int64 (8 bytes a voxel): not kept through the readouts
     timings["decision"] = time.perf_counter() - start
     if cancel is not None:
         cancel.raise_if_cancelled()
