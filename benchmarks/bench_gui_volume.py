@@ -495,6 +495,10 @@ def compare_threads(shape: tuple[int, int, int], cache: Path) -> None:
         cells = "".join(f"{results[t][job][0]:>22.2f}{results[t][job][1]:>12.2f}" for t in titles)
         ratio = results[titles[2]][job][0] / results[titles[1]][job][0]
         print(f"{job:<24}{cells}{ratio:>16.2f}")
+    import gui.app
+
+    if hasattr(gui.app, "gui_torch_threads"):
+        print(f"the app's torch threads on this machine: {gui.app.gui_torch_threads()}")
 
 
 def apply_app_threading() -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import sys
 
+import torch
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
@@ -14,7 +16,7 @@ from core.device import select_device
 from core.logs import configure_logging
 from gui.workbench_window import WorkbenchWindow
 
-__all__ = ["run_gui", "create_window", "freeze_startup_objects"]
+__all__ = ["run_gui", "create_window", "freeze_startup_objects", "gui_torch_threads"]
 
 log = logging.getLogger("segbench.gui")
 
@@ -25,7 +27,8 @@ def create_window(args: argparse.Namespace) -> WorkbenchWindow:
     With no ``--image``/``--model`` and no ``--no-demo``, the bundled demo opens and is
     segmented (argmax and RankSEG-RMA), so a new user sees every feature at once.
     """
-    choice = select_device(args.device, threads=args.threads)
+    threads = args.threads if args.threads is not None else gui_torch_threads()
+    choice = select_device(args.device, threads=threads)
     window = WorkbenchWindow()
     window.device_label.setText(choice.description)
     log.info("device: %s", choice.description)
@@ -34,6 +37,17 @@ def create_window(args: argparse.Namespace) -> WorkbenchWindow:
     elif not args.no_demo:
         window.load_demo()
     return window
+
+
+@functools.cache  # torch's default, read once at start-up (select_device then changes it)
+def gui_torch_threads() -> int:
+    """torch's CPU threads in the app: its default (one per physical core) less one.
+
+    The GUI thread needs a core of its own while a job runs; on two cores a second torch thread
+    only competed with it (and with other programs) and made RankSEG-RMA slower than one thread
+    (benchmarks/bench_gui_volume.py --threads). ``--threads`` overrides it.
+    """
+    return max(1, torch.get_num_threads() - 1)
 
 
 def freeze_startup_objects() -> None:

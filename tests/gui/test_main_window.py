@@ -2,7 +2,7 @@ import gc
 import time
 
 from core.jobs import Progress
-from gui.app import freeze_startup_objects
+from gui.app import freeze_startup_objects, gui_torch_threads
 from gui.main_window import MainWindow
 
 
@@ -93,3 +93,8 @@ def test_startup_objects_are_frozen_out_of_full_collections():
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_the_app_leaves_a_core_to_the_gui_thread():
+    assert gui_torch_threads() >= 1
+    assert gui_torch_threads() == gui_torch_threads()  # read once, whatever select_device did
