@@ -71,8 +71,9 @@ class SegmentationResult:
     ----------
     mask : numpy.ndarray
         Label map (I, J, K), uint8 (uint16 beyond 255 classes), aligned with the image array.
-    probs : numpy.ndarray
-        Class probabilities (C, I, J, K) the decision was made from.
+    probs : numpy.ndarray or None
+        Class probabilities (C, I, J, K) the decision was made from; None once a holder of many
+        results has released them (the GUI keeps them once per model variant instead).
     rows : list of ClassRow
         One per class, background included (label 0).
     timings : dict
@@ -89,7 +90,7 @@ class SegmentationResult:
     model_name: str
     decision: str
     mask: np.ndarray
-    probs: np.ndarray
+    probs: np.ndarray | None
     rows: list[ClassRow]
     pruning_prob: float
     per_slice: bool
@@ -295,9 +296,12 @@ def summarize_mask(
     if mask.shape != probs.shape[1:]:
         raise ValueError(f"mask shape {mask.shape} does not match probabilities {probs.shape[1:]}")
     # The label map goes to each readout as it is (uint8 for up to 256 classes): an int64 copy
-    # per readout cost 8 bytes a voxel each, about 600 MB apiece on a 512x512x300 CT.
-    counts = np.bincount(mask.reshape(-1), minlength=n_classes)[:n_classes]
-    volumes = volume_ml(mask, spacing, num_classes=n_classes)
+    # per readout cost 8 bytes a voxel each, about 600 MB apiece on a 512x512x300 CT. Counts
+    # and overlaps go chunk by chunk too: whole-volume passes made int64 copies and held the
+    # GIL (and with it the GUI thread) for hundreds of milliseconds.
+    counts = _label_counts(mask, n_classes)
+    # The volume of one voxel (volume_ml checks the spacing) times each class's count.
+    volumes = counts * volume_ml(np.ones((1,) * mask.ndim, dtype=bool), spacing)
     exp_dice = np.asarray(expected_dice(probs[None], mask[None], cancel=cancel))[0]
     mean = sd = None
     if intensities is not None:
@@ -309,7 +313,7 @@ def summarize_mask(
                 f"ground truth shape {ground_truth.shape} does not match the mask {mask.shape}"
             )
         truth = ground_truth if ground_truth.dtype.kind in "iu" else ground_truth.astype(np.int64)
-        counts_vs_gt = confusion_counts(mask[None], truth[None], num_classes=n_classes)
+        counts_vs_gt = _confusion_by_chunks(mask, truth, n_classes)
         dice = np.asarray(scores_from_counts(counts_vs_gt, metric="dice"))[0]
         iou = np.asarray(scores_from_counts(counts_vs_gt, metric="iou"))[0]
     rows = []
@@ -332,6 +336,50 @@ def summarize_mask(
     return rows
 
 
+#: Voxels per chunk of the readouts' passes (a few ms of work each).
+_READOUT_CHUNK = 1 << 20
+
+
+def _flat_chunks(*arrays: np.ndarray):
+    """Matching chunks of same-shaped arrays, each flattened in the first array's memory order.
+
+    Readouts do not depend on the voxel order, so a Fortran-ordered volume (nibabel) is walked
+    slab by slab along its last axis (a C-ordered one along its first), as it lies in memory:
+    views when the arrays share that order, slab-sized copies when they do not (never a copy
+    of a whole volume).
+    """
+    first = arrays[0]
+    fortran = first.flags.f_contiguous and not first.flags.c_contiguous
+    axis = first.ndim - 1 if fortran else 0
+    order = "F" if fortran else "C"
+    step = max(1, _READOUT_CHUNK // max(1, first.size // max(1, first.shape[axis])))
+    for start in range(0, first.shape[axis], step):
+        index = (slice(None),) * axis + (slice(start, start + step),)
+        yield tuple(np.asarray(a)[index].ravel(order=order) for a in arrays)
+
+
+def _label_counts(mask: np.ndarray, n_classes: int) -> np.ndarray:
+    """Voxels per label in ``[0, n_classes)``, int64 (n_classes,)."""
+    counts = np.zeros(n_classes, dtype=np.int64)
+    for (labels,) in _flat_chunks(mask):
+        counts += np.bincount(labels, minlength=n_classes)[:n_classes]
+    return counts
+
+
+def _confusion_by_chunks(mask: np.ndarray, truth: np.ndarray, n_classes: int):
+    """:func:`core.metrics.confusion_counts` of one item, summed over chunks (same counts)."""
+    total = None
+    for labels, true in _flat_chunks(mask, truth):
+        part = confusion_counts(labels[None], true[None], num_classes=n_classes)
+        if total is None:
+            total = part
+        else:
+            total.tp += part.tp
+            total.fp += part.fp
+            total.fn += part.fn
+    return total
+
+
 def _class_intensity_stats(
     mask: np.ndarray, intensities: np.ndarray, n_classes: int, counts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -343,15 +391,12 @@ def _class_intensity_stats(
     """
     if intensities.shape != mask.shape:
         raise ValueError(f"image shape {intensities.shape} does not match the mask {mask.shape}")
-    labels = mask.reshape(-1)
-    values = np.asarray(intensities).reshape(-1)
-    shift = float(np.mean(values[:: max(1, values.size // 4096)], dtype=np.float64))
+    sample = np.asarray(intensities).ravel(order="K")
+    shift = float(np.mean(sample[:: max(1, sample.size // 4096)], dtype=np.float64))
     total = np.zeros(n_classes)
     squares = np.zeros(n_classes)
-    step = 1 << 20
-    for start in range(0, values.size, step):
-        chunk = values[start : start + step].astype(np.float64) - shift
-        label_chunk = labels[start : start + step]
+    for label_chunk, values in _flat_chunks(mask, intensities):
+        chunk = values.astype(np.float64) - shift
         total += np.bincount(label_chunk, weights=chunk, minlength=n_classes)[:n_classes]
         chunk *= chunk
         squares += np.bincount(label_chunk, weights=chunk, minlength=n_classes)[:n_classes]
@@ -372,6 +417,7 @@ def segment_image(
     device: str = "auto",
     ground_truth: np.ndarray | None = None,
     probs: np.ndarray | None = None,
+    batch_size: int | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> SegmentationResult:
@@ -389,6 +435,9 @@ def segment_image(
         Adds Dice and IoU per class.
     probs : float array (C, I, J, K), optional
         Probabilities from an earlier run of the same model on the same image: skips inference.
+    batch_size : int, optional
+        Slices or patches per forward pass (:func:`core.models.predict`'s default when None);
+        smaller batches hold fewer activations at once.
 
     Returns
     -------
@@ -403,7 +452,14 @@ def segment_image(
     timings: dict[str, float] = {}
     if probs is None:
         start = time.perf_counter()
-        probs = predict(model, image, device=choice.device, on_progress=on_progress, cancel=cancel)
+        probs = predict(
+            model,
+            image,
+            device=choice.device,
+            batch_size=batch_size,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
         timings["inference"] = time.perf_counter() - start
     if cancel is not None:
         cancel.raise_if_cancelled()
@@ -420,6 +476,7 @@ def segment_image(
         cancel=cancel,
     )
     mask = labels.astype(_smallest_label_dtype(probs.shape[0]))
+    del labels  # int64 (8 bytes a voxel): not kept through the readouts
     timings["decision"] = time.perf_counter() - start
     if cancel is not None:
         cancel.raise_if_cancelled()

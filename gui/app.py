@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import logging
 import sys
 
+import torch
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
@@ -13,7 +16,7 @@ from core.device import select_device
 from core.logs import configure_logging
 from gui.workbench_window import WorkbenchWindow
 
-__all__ = ["run_gui", "create_window"]
+__all__ = ["run_gui", "create_window", "freeze_startup_objects", "gui_torch_threads"]
 
 log = logging.getLogger("segbench.gui")
 
@@ -24,7 +27,8 @@ def create_window(args: argparse.Namespace) -> WorkbenchWindow:
     With no ``--image``/``--model`` and no ``--no-demo``, the bundled demo opens and is
     segmented (argmax and RankSEG-RMA), so a new user sees every feature at once.
     """
-    choice = select_device(args.device, threads=args.threads)
+    threads = args.threads if args.threads is not None else gui_torch_threads()
+    choice = select_device(args.device, threads=threads)
     window = WorkbenchWindow()
     window.device_label.setText(choice.description)
     log.info("device: %s", choice.description)
@@ -33,6 +37,29 @@ def create_window(args: argparse.Namespace) -> WorkbenchWindow:
     elif not args.no_demo:
         window.load_demo()
     return window
+
+
+@functools.cache  # torch's default, read once at start-up (select_device then changes it)
+def gui_torch_threads() -> int:
+    """torch's CPU threads in the app: its default (one per physical core) less one.
+
+    The GUI thread needs a core of its own while a job runs; on two cores a second torch thread
+    only competed with it (and with other programs) and made RankSEG-RMA slower than one thread
+    (benchmarks/bench_gui_volume.py --threads). ``--threads`` overrides it.
+    """
+    return max(1, torch.get_num_threads() - 1)
+
+
+def freeze_startup_objects() -> None:
+    """Take the objects alive after start-up out of the garbage collector's full passes.
+
+    torch, Qt and the window leave about 260,000 objects that live as long as the app; a full
+    collection walks them all (about 250 ms here) in whichever thread happens to allocate,
+    holding the GIL, so it froze the GUI at random moments. Frozen, they are never walked;
+    objects made later (results, jobs) are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _open_requested(window: WorkbenchWindow, args: argparse.Namespace) -> None:
@@ -78,6 +105,7 @@ def run_gui(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.info("log file: %s", log_path)
+    freeze_startup_objects()
     window.show()
     if args.screenshot:
         _screenshot_when_idle(window, args.screenshot)

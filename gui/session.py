@@ -2,6 +2,12 @@
 
 The session holds state and announces changes with signals; panels and views subscribe. It does
 no numerics: results come from ``core.pipeline`` and quantized variants from ``core.quant``.
+
+Memory: a result keeps only its label map (uint8/uint16, shared with the views); probabilities
+are kept once per model variant, in float16, so that another decision rule on the same variant
+skips the network. On a 512x512x300 CT one variant's probabilities take 630 MB, so by default
+only the variant segmented last keeps them (:attr:`Session.keep_all_probabilities` keeps every
+variant's) and :meth:`Session.release_probabilities` drops them all.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from core.display import LabelVolume
 from core.io import Image
 from core.models import LoadedModel
 from core.pipeline import SegmentationResult
 
-__all__ = ["ModelVariant", "ResultEntry", "Session"]
+__all__ = ["ModelVariant", "ResultEntry", "ResultsMemory", "Session"]
 
 
 @dataclass
@@ -34,11 +41,23 @@ class ModelVariant:
 
 @dataclass
 class ResultEntry:
-    """One row of the results table: a (variant, decision rule) segmentation."""
+    """One row of the results table: a (variant, decision rule) segmentation.
+
+    ``labels`` is the label map prepared for the views; ``result.mask`` is the same array.
+    """
 
     key: str  # "<variant> + <decision>"
     variant: str
     result: SegmentationResult
+    labels: LabelVolume
+
+
+@dataclass(frozen=True)
+class ResultsMemory:
+    """Bytes the session holds for its results: label maps and cached probabilities."""
+
+    masks: int
+    probabilities: int
 
 
 class Session(QObject):
@@ -48,6 +67,7 @@ class Session(QObject):
     ground_truth_changed = Signal(object)  # np.ndarray | None
     variants_changed = Signal()
     results_changed = Signal()
+    memory_changed = Signal()  # results or cached probabilities came or went
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -56,9 +76,10 @@ class Session(QObject):
         self.ground_truth_path: str | None = None
         self.variants: dict[str, ModelVariant] = {}
         self.results: dict[str, ResultEntry] = {}
-        # Probabilities per variant for the current image: switching the decision rule reuses
-        # them instead of running the network again.
+        # Float16 probabilities per variant for the current image, the last used last:
+        # switching the decision rule reuses them instead of running the network again.
         self._probs: dict[str, np.ndarray] = {}
+        self.keep_all_probabilities = False
 
     # --- image and ground truth ------------------------------------------------------------
     def set_image(self, image: Image | None) -> None:
@@ -70,6 +91,7 @@ class Session(QObject):
         self.image_changed.emit(image)
         self.ground_truth_changed.emit(None)
         self.results_changed.emit()
+        self.memory_changed.emit()
 
     def set_ground_truth(self, mask: np.ndarray | None, path: str | None = None) -> None:
         self.ground_truth = mask
@@ -92,6 +114,7 @@ class Session(QObject):
         variant = ModelVariant(model.name, model)
         self.variants[variant.name] = variant
         self.variants_changed.emit()
+        self.memory_changed.emit()
         return variant
 
     def add_variant(self, name: str, model: LoadedModel, quant_result: Any = None) -> ModelVariant:
@@ -105,7 +128,36 @@ class Session(QObject):
         return variant
 
     def cached_probs(self, variant: str) -> np.ndarray | None:
+        """The variant's float16 probabilities on the current image, or None (not kept)."""
         return self._probs.get(variant)
+
+    def cache_probs(self, variant: str, probs: np.ndarray) -> None:
+        """Keep ``variant``'s probabilities; other variants' go unless every variant keeps them.
+
+        One CT's probabilities take hundreds of MB: keeping only the variant segmented last
+        bounds memory to one set while still letting its decision rule change for free.
+        """
+        self._probs.pop(variant, None)
+        if not self.keep_all_probabilities:
+            self._probs.clear()
+        self._probs[variant] = probs
+        self.memory_changed.emit()
+
+    def release_probabilities(self) -> int:
+        """Drop every cached probability map; returns the bytes released.
+
+        The next decision on a variant runs its network again.
+        """
+        released = sum(p.nbytes for p in self._probs.values())
+        self._probs.clear()
+        self.memory_changed.emit()
+        return released
+
+    def memory(self) -> ResultsMemory:
+        """What the results hold (each label map counted once, however many rows share it)."""
+        masks = {id(e.labels.array): e.labels.nbytes for e in self.results.values()}
+        probabilities = sum(p.nbytes for p in self._probs.values())
+        return ResultsMemory(sum(masks.values()), probabilities)
 
     # --- results ---------------------------------------------------------------------------
     def remove_result(self, key: str) -> tuple[int, ResultEntry]:
@@ -113,6 +165,7 @@ class Session(QObject):
         index = list(self.results).index(key)
         entry = self.results.pop(key)
         self.results_changed.emit()
+        self.memory_changed.emit()
         return index, entry
 
     def restore_result(self, index: int, entry: ResultEntry) -> None:
@@ -126,14 +179,35 @@ class Session(QObject):
         items = list(self.results.items())
         items.insert(min(index, len(items)), (entry.key, entry))
         self.results = dict(items)
-        self._probs.setdefault(entry.variant, entry.result.probs)
         self.results_changed.emit()
+        self.memory_changed.emit()
 
-    def add_result(self, variant: str, result: SegmentationResult) -> ResultEntry:
-        """Store a result (replacing the same variant + rule) and cache its probabilities."""
-        self._probs[variant] = result.probs
+    def add_result(
+        self,
+        variant: str,
+        result: SegmentationResult,
+        labels: LabelVolume,
+        probs: np.ndarray | None = None,
+    ) -> ResultEntry:
+        """Store a result (replacing the same variant + rule) and cache its probabilities.
+
+        Parameters
+        ----------
+        variant : str
+            The model variant's name.
+        result : core.pipeline.SegmentationResult
+            Its readouts; ``result.mask`` should be ``labels.array`` (one copy).
+        labels : core.display.LabelVolume
+            The label map prepared for the views.
+        probs : numpy.ndarray, optional
+            The probabilities the decision was made from (see :meth:`cache_probs`).
+        """
         key = f"{variant} + {result.rule_label}"
-        entry = ResultEntry(key, variant, result)
+        entry = ResultEntry(key, variant, result, labels)
         self.results[key] = entry
         self.results_changed.emit()
+        if probs is not None:
+            self.cache_probs(variant, probs)  # emits memory_changed
+        else:
+            self.memory_changed.emit()
         return entry

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import (
     QAction,
@@ -38,18 +37,26 @@ from core.io import (
     VolumeChoiceRequired,
     list_dicom_series,
     read_image,
-    read_mask,
     write_mask,
 )
 from core.models import LoadedModel, UntrustedCodeError, load_model
 from core.models.frameworks import locate_framework_folder
-from core.pipeline import SegmentationResult, segment_image
 from core.report_files import write_csv_atomic, write_json_atomic
+from gui.display_jobs import (
+    OpenedImage,
+    OpenedMask,
+    SegmentedImage,
+    read_image_for_display,
+    read_mask_for_display,
+    segment_for_display,
+    with_default_window,
+)
 from gui.main_window import MainWindow
 from gui.session import ResultEntry, Session
 from gui.widgets.compare_viewer import CompareViewer
 from gui.widgets.data_panel import DataPanel
 from gui.widgets.help_dialog import show_shortcuts
+from gui.widgets.memory_indicator import MemoryIndicator
 from gui.widgets.ortho_viewer import OrthoViewer, save_pixmap
 from gui.widgets.overlay_panel import OverlayPanel
 from gui.widgets.quantization_panel import QuantizationPanel
@@ -216,6 +223,10 @@ class WorkbenchWindow(MainWindow):
         self.session.variants_changed.connect(self._on_session_variants_changed)
         self.session.results_changed.connect(self._on_session_results_changed)
         self.runner.busy_changed.connect(self.segmentation_panel.set_busy)
+        self.memory_indicator = MemoryIndicator(self)
+        self.statusBar().addPermanentWidget(self.memory_indicator)
+        self.memory_indicator.free_requested.connect(self.release_probabilities)
+        self.session.memory_changed.connect(self._on_session_memory_changed)
         self._build_workbench_menus()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
@@ -293,6 +304,20 @@ class WorkbenchWindow(MainWindow):
         redo.setShortcuts([QKeySequence("Ctrl+Y"), QKeySequence("Ctrl+Shift+Z")])
         edit_menu.addActions([undo, redo])
         self.edit_menu = edit_menu
+        self.keep_probs_action = QAction("Keep probabilities of every model variant", self)
+        self.keep_probs_action.setCheckable(True)
+        self.keep_probs_action.setToolTip(
+            "Off: only the variant segmented last keeps its probabilities (hundreds of MB on a "
+            "CT); switching the rule on another variant runs its network again."
+        )
+        self.keep_probs_action.toggled.connect(self._on_keep_probs_toggled)
+        self.keep_probs_action.setChecked(
+            self.settings.value("results/keep_all_probabilities", False, type=bool)
+        )
+        free = QAction("&Free cached probabilities", self)
+        free.triggered.connect(self.release_probabilities)
+        edit_menu.addSeparator()
+        edit_menu.addActions([self.keep_probs_action, free])
         shortcuts = QAction("&Shortcuts", self)
         shortcuts.setShortcut(QKeySequence.StandardKey.HelpContents)
         shortcuts.triggered.connect(lambda: show_shortcuts(self))
@@ -351,9 +376,12 @@ class WorkbenchWindow(MainWindow):
             self.show_error(failure.title, failure.message, failure.details)
 
         return self.run_job(
-            _plain(read_image, path, series=series, volume=volume),
+            read_image_for_display,
+            path,
+            series=series,
+            volume=volume,
             title="Open image",
-            on_success=lambda image: self._on_image_read(path, image),
+            on_success=lambda opened: self._on_image_read(path, opened),
             on_failed=on_failed,
         )
 
@@ -376,9 +404,11 @@ class WorkbenchWindow(MainWindow):
             self.show_error("Open ground truth", "Open an image first: a ground truth needs one.")
             return None
         return self.run_job(
-            _plain(read_mask, path, reference=image),
+            read_mask_for_display,
+            path,
+            image,
             title="Open ground truth",
-            on_success=lambda mask: self._on_ground_truth_read(path, mask),
+            on_success=lambda opened: self._on_ground_truth_read(path, opened),
         )
 
     def open_model(self, path: str, *, trust: bool = False):
@@ -411,14 +441,14 @@ class WorkbenchWindow(MainWindow):
         model_path = paths.natural_model if natural else paths.model
 
         def job(*, on_progress=None, cancel=None):
-            image = read_image(image_path)
-            mask = read_mask(label_path, reference=image)
-            return image, mask, load_model(model_path)
+            opened = with_default_window(read_image(image_path))
+            mask = read_mask_for_display(label_path, opened.image)
+            return opened, mask, load_model(model_path)
 
         def loaded(result):
-            image, mask, model = result
+            opened, mask, model = result
             self._showing_demo = True
-            self._on_image_read(str(image_path), image, remember=False)
+            self._on_image_read(str(image_path), opened, remember=False)
             if not natural:
                 self.viewer.apply_preset("1")  # soft tissue: the demo is a CT
             self._on_ground_truth_read(str(label_path), mask)
@@ -443,12 +473,14 @@ class WorkbenchWindow(MainWindow):
             ),
         )
 
-    def _on_image_read(self, path: str, image: Image, *, remember: bool = True) -> None:
+    def _on_image_read(self, path: str, opened: OpenedImage, *, remember: bool = True) -> None:
+        image = opened.image
         previous = self.session.image
 
         def show() -> None:
-            self.viewer.set_image(image)
-            self.compare_viewer.set_image(image)
+            # Both viewers take the window computed on the worker: no pass over the volume here.
+            self.viewer.set_image(image, window=opened.window)
+            self.compare_viewer.set_image(image, window=opened.window)
 
         self._views_first(show, lambda: self._restore_views(previous))
         if remember:  # the user's own file: the hint line follows what they have open
@@ -497,7 +529,7 @@ class WorkbenchWindow(MainWindow):
         self.compare_viewer.set_image(image)
         self.viewer.set_ground_truth(self.session.ground_truth)
         if self.current_key in self.session.results:
-            self.viewer.set_prediction(self.session.results[self.current_key].result.mask)
+            self.viewer.set_prediction(self.session.results[self.current_key].labels)
 
     def _update_hint(self) -> None:
         """Say what to do next with the user's own files (the demos keep their own hint)."""
@@ -513,17 +545,17 @@ class WorkbenchWindow(MainWindow):
         model = base.model if base is not None else None
         self.hint.setText(next_steps_hint(name, image, model, has_truth, len(self.session.results)))
 
-    def _on_ground_truth_read(self, path: str, mask) -> None:
-        array = np.asarray(mask.array)
+    def _on_ground_truth_read(self, path: str, opened: OpenedMask) -> None:
+        labels = opened.labels  # prepared on the worker, shared by every view
         previous = self.session.ground_truth
 
-        def show(truth: np.ndarray | None) -> None:
+        def show(truth) -> None:
             self.viewer.set_ground_truth(truth)
             self.compare_viewer.set_ground_truth(truth)
 
-        self._views_first(lambda: show(array), lambda: show(previous))
-        self.session.set_ground_truth(array, path)
-        self.data_panel.show_ground_truth(path, list(mask.warnings))
+        self._views_first(lambda: show(labels), lambda: show(previous))
+        self.session.set_ground_truth(labels.array, path)
+        self.data_panel.show_ground_truth(path, list(opened.mask.warnings))
         # With a ground truth, show the prediction filled and the truth outlined.
         self.viewer.set_overlay_mode("both")
         self.compare_viewer.set_overlay_mode("both")
@@ -571,25 +603,32 @@ class WorkbenchWindow(MainWindow):
             )
             return None
         title = f"Segment: {variant_name} + {DECISION_TITLES.get(decision, decision)}"
+        probs = self.session.cached_probs(variant_name)
+        if probs is None and not self.session.keep_all_probabilities:
+            # This variant's network runs: another variant's probabilities (hundreds of MB on a
+            # CT) would be dropped when its result arrives anyway, and only add to the job's peak.
+            self.session.release_probabilities()
 
-        def done(result: SegmentationResult) -> None:
-            entry = self.session.add_result(variant_name, result)
+        def done(segmented: SegmentedImage) -> None:
+            entry = self.session.add_result(
+                variant_name, segmented.result, segmented.labels, segmented.probs
+            )
             self.show_result(entry.key)
-            for warning in result.warnings:  # e.g. ground-truth labels the model lacks
+            for warning in segmented.result.warnings:  # e.g. ground-truth labels the model lacks
                 log.warning("%s: %s", entry.key, warning)
                 self.statusBar().showMessage(f"Warning: {warning}", 15000)
             if then is not None:
                 then()
 
         return self.run_job(
-            segment_image,
+            segment_for_display,
             variant.model,
             image,
             title=title,
             on_success=done,
             decision=decision,
             ground_truth=self.session.ground_truth,
-            probs=self.session.cached_probs(variant_name),
+            probs=probs,
             **options,
         )
 
@@ -601,7 +640,9 @@ class WorkbenchWindow(MainWindow):
         if self.central.currentWidget() is not self.viewer:
             self.central.setCurrentWidget(self.viewer)
             self.overlay_panel.bind(self.viewer)
-        self.viewer.set_prediction(entry.result.mask)
+        # Selecting the row below calls back here: draw the overlays once.
+        if self.viewer.prediction() is not entry.labels.array:
+            self.viewer.set_prediction(entry.labels)
         self.results_table.select(key)
         self.statusBar().showMessage(f"Showing {key}", 4000)
 
@@ -626,7 +667,7 @@ class WorkbenchWindow(MainWindow):
 
     def compare_results(self, left: str, right: str) -> None:
         a, b = self.session.results[left], self.session.results[right]
-        self.compare_viewer.set_results(a.result.mask, a.key, b.result.mask, b.key)
+        self.compare_viewer.set_results(a.labels, a.key, b.labels, b.key)
         self.compare_viewer.set_window(*self.viewer.window)  # keep the user's window/level
         self.central.setCurrentWidget(self.compare_viewer)
         self.overlay_panel.bind(self.compare_viewer)
@@ -634,6 +675,20 @@ class WorkbenchWindow(MainWindow):
     def _on_session_results_changed(self) -> None:
         self.results_table.set_entries(list(self.session.results.values()), self.current_key)
         self._update_hint()
+
+    def _on_session_memory_changed(self) -> None:
+        memory = self.session.memory()
+        self.memory_indicator.show_memory(memory.masks, memory.probabilities)
+
+    def release_probabilities(self) -> None:
+        """Drop the cached probabilities (the Free button and Edit > Free cached probabilities)."""
+        released = self.session.release_probabilities()
+        if released:
+            self.statusBar().showMessage(f"Freed {released / 1e6:.0f} MB of probabilities", 6000)
+
+    def _on_keep_probs_toggled(self, keep: bool) -> None:
+        self.session.keep_all_probabilities = keep
+        self.settings.setValue("results/keep_all_probabilities", keep)
 
     def _on_session_variants_changed(self) -> None:
         self.segmentation_panel.set_variants(list(self.session.variants))

@@ -156,6 +156,10 @@ class JobWorker(QRunnable):
             log.info("%s: finished in %.2f s", self.title, self.elapsed)
             signals.succeeded.emit(result)
         finally:
+            # The pool keeps a started runnable (and so this object) alive: drop the job's
+            # inputs, or every finished job would pin its arrays (a CT's probabilities passed
+            # back to a decision job are 630 MB).
+            self.fn, self.args, self.kwargs = None, (), {}
             signals.finished.emit()
 
 

@@ -59,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument(
         "--device", default="auto", help="where jobs compute: auto (CUDA if present), cpu, cuda"
     )
-    gui.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    gui.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: one per physical core, less one for the GUI)",
+    )
     gui.add_argument(
         "--screenshot", metavar="PNG", help="save a screenshot of the window once it is ready"
     )

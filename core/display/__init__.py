@@ -1,8 +1,9 @@
 """Display mathematics for the image viewer: pure numpy, no Qt.
 
 Window/level presets and defaults, label colour tables and RGBA overlay rendering,
-difference (TP/FP/FN) classes, the mapping between voxel indices and the three
-orthogonal display planes with their orientation letters, and the cursor readout.
+difference (TP/FP/FN) classes, label maps prepared for display (off the GUI thread), the
+mapping between voxel indices and the three orthogonal display planes with their orientation
+letters, and the cursor readout.
 """
 
 from core.display.cursor import CursorInfo, cursor_info
@@ -13,6 +14,7 @@ from core.display.difference import (
     difference_lut,
 )
 from core.display.label_colors import DEFAULT_LABEL_COLORS, label_lut
+from core.display.labels import LabelVolume, prepare_labels
 from core.display.overlay import composite_outline, label_boundary, render_label_overlay
 from core.display.planes import (
     VIEW_NAMES,
@@ -37,6 +39,7 @@ __all__ = [
     "DEFAULT_LABEL_COLORS",
     "DIFFERENCE_CLASS_NAMES",
     "DIFFERENCE_COLORS",
+    "LabelVolume",
     "PlaneAxes",
     "VIEW_NAMES",
     "WINDOW_PRESETS",
@@ -53,6 +56,7 @@ __all__ = [
     "plane_axes",
     "plane_to_voxel",
     "plane_volume",
+    "prepare_labels",
     "preset_for_key",
     "render_label_overlay",
     "voxel_to_plane",

@@ -120,7 +120,8 @@ def default_window(
     """
     if dicom_window is not None and dicom_window[1] > 0:
         return float(dicom_window[0]), float(dicom_window[1])
-    flat = np.asarray(array).reshape(-1)
+    # ravel in memory order: reshape(-1) of a Fortran-ordered (nibabel) volume copies all of it.
+    flat = np.asarray(array).ravel(order="K")
     if flat.size > _PERCENTILE_SAMPLE:
         flat = flat[:: flat.size // _PERCENTILE_SAMPLE + 1]
     if np.issubdtype(flat.dtype, np.floating):

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.display import LabelVolume, default_window
 from core.io import Image
 from gui.widgets.ortho_viewer import OrthoViewer, save_pixmap
 
@@ -64,10 +65,13 @@ class CompareViewer(QWidget):
         super().__init__(parent)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._mode = "side_by_side"
-        self._masks: list[np.ndarray | None] = [None, None]
+        self._masks: list[LabelVolume | np.ndarray | None] = [None, None]
         self._titles = ["", ""]
         self._shown = 0  # toggle mode: which result the left viewer shows
         self._syncing = False
+        # An image (and window) set while hidden, and the ground truth to show with it.
+        self._pending: tuple[Image, tuple[float, float] | None] | None = None
+        self._truth: np.ndarray | LabelVolume | None = None
 
         self.left = OrthoViewer(self)
         self.right = OrthoViewer(self)
@@ -142,15 +146,42 @@ class CompareViewer(QWidget):
             self._syncing = False
 
     # --- content ----------------------------------------------------------------------------
-    def set_image(self, image: Image) -> None:
-        """Show ``image`` in both viewers (drops previous results)."""
+    def set_image(self, image: Image, *, window: tuple[float, float] | None = None) -> None:
+        """Show ``image`` in both viewers (drops previous results).
+
+        ``window`` is the image's default window when the caller has it (see
+        :meth:`OrthoViewer.set_image`); otherwise it is computed once here for both viewers.
+        While the compare viewer is hidden (the workbench keeps it behind the main viewer until
+        Compare), its six views are built when it is first shown or given results: opening an
+        image then builds three views on the GUI thread, not nine.
+        """
         self._masks = [None, None]
+        self._truth = None
+        self._pending = (image, window)
+        if self.isVisible():
+            self._build_pending()
+
+    def _build_pending(self) -> None:
+        """Put the image set while hidden (and its ground truth) into both viewers."""
+        if self._pending is None:
+            return
+        image, window = self._pending
+        self._pending = None
+        if window is None:
+            window = default_window(image.array, dicom_window=image.window)
         for viewer in self.viewers:
-            viewer.set_image(image)
+            viewer.set_image(image, window=window)
+        if self._truth is not None:
+            self.set_ground_truth(self._truth)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self._build_pending()
+        super().showEvent(event)
 
     def clear(self) -> None:
         """Empty both viewers."""
         self._masks = [None, None]
+        self._pending = self._truth = None
         for viewer in self.viewers:
             viewer.clear()
 
@@ -159,22 +190,30 @@ class CompareViewer(QWidget):
         for viewer in self.viewers:
             viewer.set_labels(names, colors)
 
-    def set_ground_truth(self, mask: np.ndarray | None) -> None:
+    def set_ground_truth(self, mask: np.ndarray | LabelVolume | None) -> None:
         """Ground truth shared by both results (for the difference mode)."""
+        self._truth = mask
+        if self._pending is not None:
+            return  # shown with the image, once the viewers are built
+        if mask is not None and self.left.image is not None:
+            mask = self.left.conform_mask(mask, "ground truth")  # once for both viewers
         for viewer in self.viewers:
             viewer.set_ground_truth(mask)
 
     def set_results(
         self,
-        left_mask: np.ndarray | None,
+        left_mask: np.ndarray | LabelVolume | None,
         left_title: str,
-        right_mask: np.ndarray | None,
+        right_mask: np.ndarray | LabelVolume | None,
         right_title: str,
     ) -> None:
         """The two label volumes to compare (shape ``image.shape3``) and their titles.
 
-        Example titles: ``"FP32 + argmax"`` and ``"W4 FlexRound + RMA"``.
+        Example titles: ``"FP32 + argmax"`` and ``"W4 FlexRound + RMA"``. Label volumes
+        prepared on a worker (:func:`core.display.prepare_labels`) are shown without a pass
+        over their voxels.
         """
+        self._build_pending()
         # Convert once here: toggle and swipe re-send these masks on every switch.
         conform = self.left.image is not None
         self._masks = [
@@ -332,4 +371,5 @@ class CompareViewer(QWidget):
 
     def save_screenshot(self, path: str | Path) -> None:
         """Save :meth:`grab_views` to ``path``; raises ValueError naming it on failure."""
+        self._build_pending()
         save_pixmap(self.grab_views() if self.left.image is not None else None, path)

@@ -25,6 +25,7 @@ from core.atomic_files import atomic_write
 from core.display import (
     WINDOW_PRESETS,
     CursorInfo,
+    LabelVolume,
     PlaneAxes,
     composite_outline,
     cursor_info,
@@ -36,6 +37,7 @@ from core.display import (
     plane_axes,
     plane_to_voxel,
     plane_volume,
+    prepare_labels,
     preset_for_key,
     render_label_overlay,
     voxel_to_plane,
@@ -190,20 +192,26 @@ class OrthoViewer(QWidget):
             view.clear_planes()
         self._stack.setCurrentWidget(self._empty_label)
 
-    def set_image(self, image: Image) -> None:
+    def set_image(self, image: Image, *, window: tuple[float, float] | None = None) -> None:
         """Show ``image`` with its default window; masks of a previous image are dropped.
 
         Parameters
         ----------
         image : core.io.Image
             3-D (three views), 2-D or RGB natural image (one view).
+        window : tuple of float, optional
+            The image's default window ``(center, width)`` when the caller has it already
+            (:func:`core.display.default_window` reads the whole volume: the workbench computes
+            it once on its worker for every view of the image). Computed here otherwise.
         """
         if not isinstance(image, Image):
             raise ValueError(f"viewer expects a core.io.Image, got {type(image).__name__}")
         self._image = image
         self._prediction = self._ground_truth = self._secondary = None
         self._max_label = 0
-        self._default_window = default_window(image.array, dicom_window=image.window)
+        if window is None:
+            window = default_window(image.array, dicom_window=image.window)
+        self._default_window = (float(window[0]), float(window[1]))
         self._window = self._default_window
         self._cursor = tuple(n // 2 for n in image.shape3)
         self._maximized = None
@@ -279,18 +287,18 @@ class OrthoViewer(QWidget):
         """Label RGB colours by value."""
         return list(self._colors)
 
-    def conform_mask(self, mask: np.ndarray, what: str = "mask") -> np.ndarray:
+    def conform_mask(self, mask: np.ndarray | LabelVolume, what: str = "mask") -> LabelVolume:
         """Validate a label volume against the image and store it the way slicing is cheap.
 
-        Labels become uint8 (uint16 past 255) in the image's memory order: an argmax straight
-        from torch is C-ordered int64 while nibabel images are F-ordered, and slicing across
-        the grain touches a cache line per voxel on every scroll (several ms per 512x512
-        slice). Arrays that already conform are returned without a copy, so callers that show
-        the same mask repeatedly (the compare toggle) convert once with this method.
+        A :class:`core.display.LabelVolume` that fits the image (made by
+        :func:`core.display.prepare_labels` on a worker) is taken as it is: a shape and
+        memory-order check, no pass over the voxels. A plain array goes through
+        ``prepare_labels`` here, on the calling thread (several passes over the volume: fine for
+        small images and tests, too slow for a CT on the GUI thread).
 
         Parameters
         ----------
-        mask : numpy.ndarray
+        mask : numpy.ndarray or core.display.LabelVolume
             Integer (or boolean) labels of shape ``image.shape3``; ``(I, J)`` is accepted for
             a single-slice image.
         what : str
@@ -303,44 +311,30 @@ class OrthoViewer(QWidget):
         """
         if self._image is None:
             raise ValueError(f"cannot show a {what} before an image is set")
-        mask = np.asarray(mask)
-        shape3 = self._image.shape3
-        if mask.ndim == 2 and shape3[2] == 1:
-            mask = mask[:, :, np.newaxis]
-        if mask.shape != shape3:
-            raise ValueError(f"{what} shape {mask.shape} differs from the image shape {shape3}")
-        if mask.dtype == bool:
-            mask = mask.view(np.uint8)
-        if not np.issubdtype(mask.dtype, np.integer):
-            raise ValueError(f"{what} must hold integer labels, got dtype {mask.dtype}")
-        if mask.size and mask.min() < 0:
-            raise ValueError(f"{what} holds negative labels")
-        top = int(mask.max()) if mask.size else 0
-        dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else mask.dtype
-        mask = mask.astype(dtype, copy=False)  # narrow first: the reordering copy moves less
-        if self._image.array.flags.f_contiguous and not mask.flags.f_contiguous:
-            mask = np.asfortranarray(mask)
-        elif not self._image.array.flags.f_contiguous and not mask.flags.c_contiguous:
-            mask = np.ascontiguousarray(mask)
-        return mask
+        if isinstance(mask, LabelVolume):
+            if mask.fits(self._image):
+                return mask
+            mask = mask.array
+        return prepare_labels(mask, self._image, what=what)
 
-    def _check_mask(self, mask: np.ndarray | None, what: str) -> np.ndarray | None:
+    def _check_mask(self, mask: np.ndarray | LabelVolume | None, what: str) -> np.ndarray | None:
         if mask is None:
             return None
-        mask = self.conform_mask(mask, what)
-        self._max_label = max(self._max_label, int(mask.max()) if mask.size else 0)
-        return mask
+        labels = self.conform_mask(mask, what)
+        self._max_label = max(self._max_label, labels.max_label)
+        return labels.array
 
-    def set_prediction(self, mask: np.ndarray | None) -> None:
+    def set_prediction(self, mask: np.ndarray | LabelVolume | None) -> None:
         """Show a predicted label volume (shape ``image.shape3``), or remove it with None.
 
-        The viewer keeps a uint8/uint16 copy in the image's memory order when the mask differs
-        in either (one copy per call, so that scrolling stays cheap).
+        Pass a :class:`core.display.LabelVolume` to skip every pass over the voxels; a plain
+        array is converted by :meth:`conform_mask` (a uint8/uint16 copy in the image's memory
+        order when it differs in either, so that scrolling stays cheap).
         """
         self._prediction = self._check_mask(mask, "prediction")
         self._rebuild_lut()
 
-    def set_ground_truth(self, mask: np.ndarray | None) -> None:
+    def set_ground_truth(self, mask: np.ndarray | LabelVolume | None) -> None:
         """Show a ground-truth label volume (shape ``image.shape3``), or remove it with None."""
         self._ground_truth = self._check_mask(mask, "ground truth")
         self._rebuild_lut()
@@ -353,12 +347,12 @@ class OrthoViewer(QWidget):
         """The ground truth shown (as stored), or None."""
         return self._ground_truth
 
-    def set_swipe(self, second: np.ndarray | None, fraction: float | None) -> None:
+    def set_swipe(self, second: np.ndarray | LabelVolume | None, fraction: float | None) -> None:
         """Show ``second`` instead of the prediction right of a vertical divider.
 
         Parameters
         ----------
-        second : numpy.ndarray or None
+        second : numpy.ndarray, core.display.LabelVolume or None
             Another prediction (shape ``image.shape3``); None ends the swipe.
         fraction : float or None
             Divider position as a fraction of each view's width, in [0, 1].
@@ -742,6 +736,8 @@ class OrthoViewer(QWidget):
     # --- screenshots ------------------------------------------------------------------------
     def grab_views(self) -> QPixmap:
         """Render the visible views (and readout) to a pixmap."""
+        for slot in self._active:
+            self.views[slot].render_overlay()  # a change in this very slot is not drawn yet
         return self.views_widget.grab()
 
     def save_screenshot(self, path: str | Path) -> None:

@@ -11,13 +11,13 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from core.pipeline import result_table_row
 from gui.session import ResultEntry
+from gui.widgets.table_rows import fill_text_rows
 
 __all__ = ["ResultsTable"]
 
@@ -28,9 +28,6 @@ _HEADER_TITLES = {
     "mean_iou": "IoU (mean)",
     "mean_expected_dice": "E[Dice] (mean)",
 }
-
-
-_RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 
 
 _KIND_TITLES = {
@@ -162,18 +159,11 @@ class ResultsTable(QWidget):
         self.table.blockSignals(True)
         self.table.clear()
         self.table.setColumnCount(len(columns))
-        self.table.setRowCount(len(self.rows))
         self.table.setHorizontalHeaderLabels([_column_title(c) for c in columns])
         for c, key in enumerate(columns):
             self.table.horizontalHeaderItem(c).setToolTip(_tooltip(key))
-        for r, row in enumerate(self.rows):
-            for c, key in enumerate(columns):
-                item = QTableWidgetItem(_format(key, row.get(key)))
-                if c >= 2:
-                    item.setTextAlignment(
-                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-                    )
-                self.table.setItem(r, c, item)
+        texts = [[_format(key, row.get(key)) for key in columns] for row in self.rows]
+        fill_text_rows(self.table, texts, right_aligned_from=2)
         self.table.blockSignals(False)
         if selected in self._keys:
             self.select(selected)

@@ -41,13 +41,13 @@ from PySide6.QtWidgets import (
     QSplitter,
     QStackedWidget,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from core.quant import LayerReport, QuantResult
 from core.quant.diagnostics import layer_summary
+from gui.widgets.table_rows import fill_text_rows
 
 __all__ = ["PLOT_KEYS", "TABLE_COLUMNS", "WeightScalesPanel"]
 
@@ -340,8 +340,8 @@ class WeightScalesPanel(QWidget):
         self.channel_spin.setEnabled(False)
 
     def _fill_table(self, result: QuantResult) -> None:
-        self.table.setRowCount(len(result.layers))
-        for row, layer in enumerate(result.layers):
+        rows = []
+        for layer in result.layers:
             # The same per-layer numbers the `segbench quantize` report prints.
             summary = layer_summary(layer)
             ratio_text = _format_number(summary["s1_ratio"])
@@ -350,24 +350,20 @@ class WeightScalesPanel(QWidget):
             after = _format_number(summary["loss_after"])
             if summary["fell_back"]:
                 after += " (kept nearest)"
-            cells = (
-                summary["name"],
-                str(summary["bits"]),
-                ratio_text,
-                f"{summary['percent_changed']:.2f}",
-                f"{summary['percent_moved_2plus']:.2f}",
-                _format_number(summary["loss_before"]),
-                after,
-                _format_number(summary["weight_rel_error"]),
-                _format_number(summary["weight_rel_error_rtn"]),
+            rows.append(
+                (
+                    summary["name"],
+                    str(summary["bits"]),
+                    ratio_text,
+                    f"{summary['percent_changed']:.2f}",
+                    f"{summary['percent_moved_2plus']:.2f}",
+                    _format_number(summary["loss_before"]),
+                    after,
+                    _format_number(summary["weight_rel_error"]),
+                    _format_number(summary["weight_rel_error_rtn"]),
+                )
             )
-            for column, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if column > 0:
-                    item.setTextAlignment(
-                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-                    )
-                self.table.setItem(row, column, item)
+        fill_text_rows(self.table, rows)
 
     def _show_layer(self) -> None:
         layer = self.current_layer()

@@ -22,6 +22,7 @@ from core.display import (
     plane_axes,
     plane_to_voxel,
     plane_volume,
+    prepare_labels,
     preset_for_key,
     render_label_overlay,
     voxel_to_plane,
@@ -304,3 +305,43 @@ def test_cursor_info_world_is_affine_times_ijk(anatomical):
     assert "IJK (10, 20, 5)" in text and "GT: tumour" in text and "Pred: liver" in text
     with pytest.raises(ValueError, match="outside"):
         cursor_info(image, (33, 0, 0))
+
+
+# --- label maps prepared for display -----------------------------------------------------
+
+
+def test_prepare_labels_narrows_and_follows_the_image_memory_order():
+    image = Image(array=np.asfortranarray(np.zeros((4, 5, 6), np.int16)), affine=np.eye(4))
+    mask = np.zeros((4, 5, 6), dtype=np.int64)  # torch's argmax: C order, int64
+    mask[1, 2, 3] = 3
+    labels = prepare_labels(mask, image)
+    assert labels.array.dtype == np.uint8 and labels.array.flags.f_contiguous
+    assert labels.max_label == 3 and labels.nbytes == 4 * 5 * 6
+    np.testing.assert_array_equal(labels.array, mask)
+    assert labels.fits(image)
+    # A map that already conforms is kept as it is: no copy.
+    assert prepare_labels(labels.array, image).array is labels.array
+    wide = mask.copy()
+    wide[0, 0, 0] = 300
+    assert prepare_labels(wide, image).array.dtype == np.uint16
+    c_image = Image(array=np.zeros((4, 5, 6), np.int16), affine=np.eye(4))
+    assert not labels.fits(c_image)
+    assert prepare_labels(labels.array, c_image).array.flags.c_contiguous
+
+
+def test_prepare_labels_rejects_what_the_viewer_cannot_show():
+    image = Image(array=np.zeros((4, 5, 6), np.int16), affine=np.eye(4))
+    with pytest.raises(ValueError, match="shape"):
+        prepare_labels(np.zeros((4, 5, 7), np.uint8), image, what="prediction")
+    with pytest.raises(ValueError, match="integer"):
+        prepare_labels(np.zeros((4, 5, 6), np.float32), image)
+    with pytest.raises(ValueError, match="negative"):
+        prepare_labels(np.full((4, 5, 6), -1, np.int8), image)
+    flat = Image(array=np.zeros((4, 5, 1), np.int16), affine=np.eye(4))
+    assert prepare_labels(np.ones((4, 5), bool), flat).array.shape == (4, 5, 1)
+
+
+def test_default_window_of_a_fortran_volume_equals_that_of_its_c_copy():
+    rng = np.random.default_rng(0)
+    volume = rng.normal(40, 300, (64, 64, 40)).astype(np.int16)
+    assert default_window(np.asfortranarray(volume)) == default_window(volume)

@@ -224,3 +224,31 @@ def test_summary_accepts_a_float_ground_truth_like_an_integer_one():
     )
     assert [r.dice for r in as_float] == [r.dice for r in as_int]
     assert [r.iou for r in as_float] == [r.iou for r in as_int]
+
+
+def test_summarize_mask_is_the_same_whatever_the_memory_order():
+    # The readouts walk volumes slab by slab in the mask's memory order; a mask, a ground truth
+    # and an image in different orders (torch's C, nibabel's F) must give the same numbers.
+    from core.pipeline import summarize_mask
+
+    rng = np.random.default_rng(3)
+    shape = (37, 29, 23)
+    probs = rng.dirichlet(np.ones(3), size=shape).transpose(3, 0, 1, 2).astype(np.float32)
+    mask = probs.argmax(0).astype(np.uint8)
+    truth = rng.integers(0, 3, shape).astype(np.uint8)
+    image = rng.normal(40, 100, shape).astype(np.int16)
+    names = ["bg", "a", "b"]
+
+    def rows(m, t, i):
+        return summarize_mask(
+            m, probs, spacing=(0.8, 0.8, 2.5), class_names=names, ground_truth=t, intensities=i
+        )
+
+    reference = rows(mask, truth, image)
+    mixed = rows(np.asfortranarray(mask), truth, np.asfortranarray(image))
+    for a, b in zip(reference, mixed, strict=True):
+        assert a.voxels == b.voxels and a.dice == b.dice and a.iou == b.iou
+        assert a.volume_ml == pytest.approx(b.volume_ml)
+        assert a.mean_intensity == pytest.approx(b.mean_intensity)
+        assert a.sd_intensity == pytest.approx(b.sd_intensity)
+    assert sum(r.voxels for r in reference) == mask.size

@@ -1,6 +1,8 @@
+import gc
 import time
 
 from core.jobs import Progress
+from gui.app import freeze_startup_objects, gui_torch_threads
 from gui.main_window import MainWindow
 
 
@@ -83,3 +85,16 @@ def test_log_panel_receives_job_timings(qtbot):
         timeout=2000,
     )
     assert any("stage work took" in line for line in window.log_panel.lines())
+
+
+def test_startup_objects_are_frozen_out_of_full_collections():
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_the_app_leaves_a_core_to_the_gui_thread():
+    assert gui_torch_threads() >= 1
+    assert gui_torch_threads() == gui_torch_threads()  # read once, whatever select_device did

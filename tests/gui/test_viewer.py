@@ -14,7 +14,7 @@ from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QImage, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from core.display import DIFFERENCE_COLORS
+from core.display import DIFFERENCE_COLORS, prepare_labels
 from core.io import Image
 from gui.widgets.ortho_viewer import OrthoViewer
 
@@ -382,6 +382,19 @@ def test_masks_are_stored_compactly_in_the_image_memory_order(viewer):
     assert viewer.ground_truth() is None
     viewer.set_ground_truth(mask > 0)
     assert viewer.ground_truth().dtype == np.uint8 and viewer.ground_truth()[3, 4, 5] == 1
+
+
+def test_prepared_label_volumes_are_shown_without_a_copy(viewer):
+    image = unique_image()
+    image.array = np.asfortranarray(image.array)
+    viewer.set_image(image, window=(10.0, 20.0))  # a window computed elsewhere is taken as is
+    assert viewer.window == (10.0, 20.0)
+    mask = np.zeros(SHAPE, dtype=np.uint8, order="F")
+    mask[3, 4, 5] = 7
+    labels = prepare_labels(mask, image)
+    viewer.set_prediction(labels)
+    viewer.set_ground_truth(labels)
+    assert viewer.prediction() is labels.array and viewer.ground_truth() is labels.array
 
 
 class _DragEvent:

@@ -409,3 +409,61 @@ def test_undo_after_a_rerun_keeps_the_newer_result(window, qtbot):
     newer = window.session.results[key]
     window.undo_stack.undo()
     assert window.session.results[key] is newer and len(window.session.results) == 2
+
+
+@pytest.mark.slow
+def test_results_keep_compact_masks_and_probabilities_can_be_freed(window, qtbot):
+    win = window
+    win.load_demo()
+    qtbot.waitUntil(lambda: len(win.session.results) == 2, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, win)
+    base = win.session.base_variant.name
+    for entry in win.session.results.values():
+        # One label map per result, shared with the views; no probabilities in the result.
+        assert entry.result.mask is entry.labels.array and entry.result.probs is None
+        assert entry.labels.array.dtype == np.uint8
+    assert win.viewer.prediction() is win.session.results[win.current_key].labels.array
+    # The ground truth is prepared once and shared by every view; the compare viewer is built
+    # when it is first needed, with the masks the results hold.
+    truth = win.session.ground_truth
+    assert win.viewer.ground_truth() is truth
+    assert win.compare_viewer.left.image is None
+    first, second = win.session.results.values()
+    win.compare_results(first.key, second.key)
+    assert win.compare_viewer.left.ground_truth() is truth
+    assert win.compare_viewer.right.ground_truth() is truth
+    assert win.compare_viewer.right.prediction() is second.labels.array
+    probs = win.session.cached_probs(base)
+    assert probs.dtype == np.float16
+    memory = win.session.memory()
+    assert memory.probabilities == probs.nbytes and memory.masks > 0
+    indicator = win.memory_indicator
+    assert "probabilities" in indicator.label.text() and indicator.free_button.isEnabled()
+
+    indicator.free_button.click()
+    assert win.session.cached_probs(base) is None and win.session.memory().probabilities == 0
+    assert "probabilities" not in indicator.label.text()
+    assert not indicator.free_button.isEnabled()
+    # Without cached probabilities another rule runs the network again.
+    win.run_segmentation_with(base, "threshold")
+    qtbot.waitUntil(lambda: len(win.session.results) == 3, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, win)
+    assert "inference" in win.session.results[win.current_key].result.timings
+
+
+def test_probabilities_are_kept_for_the_last_variant_unless_asked_for_all(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = WorkbenchWindow(settings=settings)
+    qtbot.addWidget(win)
+    session = win.session
+    first, second = np.zeros((4, 2, 2, 2), np.float16), np.ones((4, 2, 2, 2), np.float16)
+    session.cache_probs("FP32", first)
+    session.cache_probs("W4", second)
+    assert session.cached_probs("FP32") is None and session.cached_probs("W4") is second
+    win.keep_probs_action.setChecked(True)
+    session.cache_probs("FP32", first)
+    assert session.cached_probs("FP32") is first and session.cached_probs("W4") is second
+    assert session.memory().probabilities == first.nbytes + second.nbytes
+    # The choice is remembered for the next session.
+    assert settings.value("results/keep_all_probabilities", type=bool)
+    assert session.release_probabilities() == first.nbytes + second.nbytes

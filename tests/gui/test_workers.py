@@ -1,5 +1,7 @@
 import time
+import weakref
 
+import numpy as np
 import pytest
 
 from core.jobs import JobCancelled, Progress
@@ -94,3 +96,21 @@ def test_cancelled_job_raises_job_cancelled_inside():
     token.cancel()
     with pytest.raises(JobCancelled):
         endless_job(on_progress=None, cancel=token)
+
+
+def test_finished_worker_lets_go_of_its_inputs(qtbot):
+    # The thread pool keeps started runnables alive: a worker that kept its arguments would
+    # pin them (a CT's probabilities passed to a decision job) for the rest of the session.
+    def job(array, *, scale, on_progress=None, cancel=None):
+        return float(array.sum()) * scale
+
+    array = np.ones(1000)
+    alive = weakref.ref(array)
+    runner = JobRunner()
+    worker = JobWorker(job, array, scale=2.0, title="sum")
+    rec = Recorder(worker)
+    with qtbot.waitSignal(worker.signals.finished, timeout=5000):
+        runner.start(worker)
+    assert ("succeeded", 2000.0) in rec.events
+    del array
+    assert alive() is None and worker.args == () and worker.kwargs == {}
