@@ -16,10 +16,10 @@ def _fail_unless(monkeypatch, viewer, method: str, kept, message: str) -> None:
     first one took the new value, the case where views and session could disagree."""
     original = getattr(viewer, method)
 
-    def broken(value):
+    def broken(value, **options):
         if value is not kept:
             raise ValueError(message)
-        original(value)
+        original(value, **options)
 
     monkeypatch.setattr(viewer, method, broken)
 
