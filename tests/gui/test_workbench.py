@@ -21,6 +21,9 @@ def window(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("SEGBENCH_DATA_DIR", str(tmp_path / "data"))
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     win = WorkbenchWindow(settings=settings)
+    # Closing at teardown while a follow-up job (started by a finished one's slot) still runs
+    # must not wait on a modal question nobody answers: cancel and quit.
+    win.confirm_close_during_job = lambda: True
     qtbot.addWidget(win)
     win.show()
     yield win
