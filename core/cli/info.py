@@ -19,8 +19,9 @@ DESCRIPTION = """\
 Describe PATH without changing it:
   an image file (NIfTI, NRRD, MHA, PNG, one DICOM file): shape, voxel type, spacing,
     orientation, modality, display window, intensity range and reading warnings;
-  a model (folder with model.json, .safetensors or .pt file, or a bare model.json spec): the
-    spec, quantization metadata, every layer with its parameters, and the total;
+  a model (folder with model.json, .safetensors or .pt file, a bare model.json spec, an
+    nnU-Net v2 model folder or a MONAI bundle): the spec, quantization metadata, every layer
+    with its parameters, and the total;
   a folder of DICOM files: its series (UID, modality, description, slices, slice size)."""
 EPILOG = """\
 examples:
@@ -63,7 +64,7 @@ def describe_path(path: Path, *, trust: bool = False) -> dict[str, Any]:
 
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
-    if path.is_dir() and not (path / "model.json").exists():
+    if path.is_dir() and not (path / "model.json").exists() and not _is_framework_folder(path):
         from core.io import list_dicom_series
 
         series = list_dicom_series(path)
@@ -91,6 +92,13 @@ def describe_path(path: Path, *, trust: bool = False) -> dict[str, Any]:
         first = describe_image(read_image(path, volume=0), intensities=True)
         volumes = {"count": several.count, "summary": several.summary, "detail": several.detail}
         return {"kind": "image", **first, "volumes": volumes}
+
+
+def _is_framework_folder(path: Path) -> bool:
+    """True for another framework's model folder (an nnU-Net model, a MONAI bundle)."""
+    from core.models.frameworks import detect_framework
+
+    return detect_framework(path) is not None
 
 
 def _join(values: Any, unit: str = "") -> str:

@@ -4,7 +4,8 @@
 opens it as a :class:`~core.models.loaded.LoadedModel` whose ``framework`` attribute runs the
 framework's inference (see :class:`~core.models.frameworks.base.FrameworkModel`):
 
-* ``nnunetv2`` - an nnU-Net v2 trained model folder (:mod:`.nnunet`).
+* ``nnunetv2`` - an nnU-Net v2 trained model folder (:mod:`.nnunet`);
+* ``monai-bundle`` - a MONAI bundle folder (:mod:`.monai_bundle`).
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ QUANTIZATION_FILE = "segbench_quantization.json"
 
 
 def detect_framework(path: Path) -> str | None:
-    """``"nnunetv2"`` for an nnU-Net trained model folder, None for anything else."""
+    """``"nnunetv2"`` or ``"monai-bundle"`` for those frameworks' folders, else None."""
+    from core.models.frameworks.monai_bundle import is_monai_bundle
     from core.models.frameworks.nnunet import is_nnunet_folder
 
     if is_nnunet_folder(path):
         return "nnunetv2"
+    if is_monai_bundle(path):
+        return "monai-bundle"
     return None
 
 
@@ -72,6 +76,25 @@ def _nnunet_spec(model: Any, folder: Path) -> ModelSpec:
     )
 
 
+def _monai_spec(model: Any, folder: Path) -> ModelSpec:
+    facts = model.describe()
+    version = f" {model.version}" if model.version else ""
+    return ModelSpec(
+        architecture="monai-bundle",
+        class_names=tuple(model.class_names()),
+        in_channels=model.input_channels,
+        activation=model.activation,
+        mode="2d" if model.spatial_dims == 2 else "3d",
+        patch_size=model.patch_size,
+        name=model.name,
+        description=(
+            f"MONAI bundle {model.name}{version}: {facts['network']} "
+            f"({facts['config']}, {facts['weights']})"
+        ),
+        quantization=_quantization_metadata(folder),
+    )
+
+
 def open_framework_model(
     path: Path,
     *,
@@ -87,7 +110,8 @@ def open_framework_model(
     path : pathlib.Path
         A model folder in a framework's layout.
     trust : bool
-        Allow files or configs that run code (pickled objects, classes outside the framework).
+        Allow files or configs that run code (pickled objects, classes outside the framework,
+        MONAI config expressions).
     folds, checkpoint
         nnU-Net: the folds to ensemble (all when omitted) and the checkpoint file name.
     mirroring : bool
@@ -108,5 +132,12 @@ def open_framework_model(
         model.use_mirroring = mirroring
         return LoadedModel(
             module=model.network, spec=_nnunet_spec(model, path), path=path, framework=model
+        )
+    if kind == "monai-bundle":
+        from core.models.frameworks.monai_bundle import open_monai_bundle
+
+        bundle = open_monai_bundle(path, trust=trust)
+        return LoadedModel(
+            module=bundle.network, spec=_monai_spec(bundle, path), path=path, framework=bundle
         )
     return None

@@ -1,0 +1,240 @@
+"""MONAI bundles: opened without running their code, run by their own transforms and inferer.
+
+Parity is checked against the bundle's own inference config run by MONAI on the same NIfTI file
+(its dataloader with LoadImaged reading the file, its inferer, its postprocessing; see
+:func:`tests.frameworks.monai_bundles.monai_reference`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from core.io import read_image, write_mask
+from core.jobs import CancelToken, JobCancelled
+from core.models import UntrustedCodeError, load_model, predict
+from core.models.frameworks import detect_framework
+from core.pipeline import segment_image
+from tests.cli.conftest import run_cli
+from tests.frameworks.monai_bundles import SPACING, bundle_config, make_bundle, monai_reference
+from tests.frameworks.nnunet_models import rotated_affine
+
+#: Largest difference to MONAI's own run measured by these tests (the report quotes it).
+PARITY_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def other_grid_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A volume whose spacing (1.3 x 0.7 x 3.1 mm) and orientation (rotated, flipped) differ
+    from the bundle's Spacingd/Orientationd targets."""
+    rng = np.random.default_rng(5)
+    array = rng.normal(0, 20, size=(37, 29, 11)).astype(np.float32)
+    array[10:25, 8:20, 3:8] += 150
+    affine = rotated_affine((1.3, 0.7, 3.1), angle_deg=-35.0) @ np.diag([1.0, -1.0, 1.0, 1.0])
+    path = tmp_path_factory.mktemp("monai_images") / "other.nii.gz"
+    nib.save(nib.Nifti1Image(array, affine), path)
+    return path
+
+
+def test_detected_and_opened_with_facts(monai_bundle: Path) -> None:
+    """The zoo-style config holds expressions (device, datalist, output_dir, network), none of
+    them in what segbench builds: it opens without trust."""
+    assert detect_framework(monai_bundle) == "monai-bundle"
+    model = load_model(monai_bundle)
+    facts = model.framework.describe()
+    assert facts["framework"] == "MONAI bundle"
+    assert facts["bundle"] == "tiny_unet_segmentation" and facts["version"] == "0.1.0"
+    assert facts["network"] == "UNet" and facts["input_channels"] == 1
+    assert facts["patch_size"] == [16, 16, 16]
+    assert facts["spacing_mm"] == list(SPACING)
+    assert model.spec.architecture == "monai-bundle"
+    assert model.spec.class_names == ("background", "organ", "lesion")
+    assert model.spec.activation == "softmax" and model.spec.mode == "3d"
+    assert model.framework.member_names() == ["network"]
+
+
+def test_probabilities_equal_monai_own_run(
+    monai_bundle: Path, other_grid_image: Path, tmp_path: Path
+) -> None:
+    image = read_image(other_grid_image)
+    model = load_model(monai_bundle)
+    result = segment_image(model, image, decision="argmax", device="cpu")
+    reference = monai_reference(monai_bundle, [other_grid_image], discretise=False)
+    assert result.probs.shape == reference.shape == (3, *image.shape3)
+    difference = float(np.abs(result.probs - reference).max())
+    print(f"max abs difference to MONAI's own run: {difference:.3g}")
+    assert difference <= PARITY_TOLERANCE
+    mask = monai_reference(monai_bundle, [other_grid_image], discretise=True)
+    assert np.array_equal(result.mask, mask), "argmax masks differ from the bundle's AsDiscreted"
+    assert len(np.unique(mask)) > 1, "a constant mask would prove little"
+    out = tmp_path / "mask.nii.gz"
+    write_mask(result.mask, out, reference=image)
+    np.testing.assert_allclose(nib.load(out).affine, nib.load(other_grid_image).affine, atol=1e-5)
+
+
+def test_sigmoid_bundle_is_multilabel(tmp_path: Path, other_grid_image: Path) -> None:
+    folder = make_bundle(tmp_path / "sigmoid", activation="sigmoid", channel_def={})
+    model = load_model(folder)
+    assert model.spec.activation == "sigmoid"
+    assert model.spec.class_names == ("background", "class 0", "class 1", "class 2")
+    probs = predict(model, read_image(other_grid_image), device="cpu")
+    reference = monai_reference(folder, [other_grid_image], discretise=False)
+    assert np.abs(probs[1:] - reference).max() <= PARITY_TOLERANCE
+    np.testing.assert_allclose(probs[0], 1.0 - reference.max(axis=0), atol=PARITY_TOLERANCE)
+
+
+def test_progress_per_window_and_cancel(monai_bundle: Path, other_grid_image: Path) -> None:
+    model = load_model(monai_bundle)
+    image = read_image(other_grid_image)
+    reports = []
+    predict(model, image, device="cpu", on_progress=reports.append)
+    windows = [r for r in reports if r.stage == "inference"]
+    assert windows and windows[-1].step == windows[-1].total == 3
+    assert {r.stage for r in reports} >= {"preprocessing", "inference", "export"}
+
+    token = CancelToken()
+
+    def cancel_at_first_window(progress) -> None:
+        if progress.stage == "inference":
+            token.cancel()
+
+    with pytest.raises(JobCancelled):
+        predict(model, image, device="cpu", on_progress=cancel_at_first_window, cancel=token)
+    # The next run after a cancel is unaffected (the hook is gone).
+    assert predict(model, image, device="cpu").shape[0] == 3
+
+
+def test_members_saved_as_a_bundle_monai_opens(
+    monai_bundle: Path, other_grid_image: Path, tmp_path: Path
+) -> None:
+    model = load_model(monai_bundle)
+    (network,) = model.framework.members()
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.mul_(0.9)
+    variant = model.framework.with_members([network])
+    out = tmp_path / "saved"
+    assert variant.save_members(out) == [out / "models"]
+    assert detect_framework(out) == "monai-bundle"
+    image = read_image(other_grid_image)
+    ours = variant.predict([image], device="cpu")
+    # MONAI's own run of the saved folder (its config, CheckpointLoader-style state dict).
+    reference = monai_reference(out, [other_grid_image], discretise=False)
+    assert np.abs(ours - reference).max() <= PARITY_TOLERANCE
+    original = predict(model, image, device="cpu")
+    assert np.abs(ours - original).max() > 1e-3, "the variant's weights were not used"
+
+
+def test_calibration_inputs_are_preprocessed_patches(
+    monai_bundle: Path, other_grid_image: Path
+) -> None:
+    model = load_model(monai_bundle)
+    image = read_image(other_grid_image)
+    patches = model.framework.calibration_inputs([[image]], n=3, seed=0)
+    assert tuple(patches.shape) == (3, 1, 16, 16, 16)
+    # ScaleIntensityRanged clipped to [0, 1]: the network's input space, not raw intensities.
+    assert 0.0 <= float(patches.min()) and float(patches.max()) <= 1.0
+    cropped = model.framework.calibration_inputs([[image]], n=2, seed=0, crop=8)
+    assert tuple(cropped.shape) == (2, 1, 8, 8, 8)
+
+
+def test_torchscript_and_yaml_bundle(
+    monai_bundle: Path, other_grid_image: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    folder = tmp_path / "scripted"
+    shutil.copytree(monai_bundle, folder)
+    source = load_model(monai_bundle).framework.network
+    example = torch.zeros(1, 1, 16, 16, 16)
+    torch.jit.save(torch.jit.trace(source, example), str(folder / "models" / "model.ts"))
+    (folder / "models" / "model.pt").unlink()
+    config = json.loads((folder / "configs" / "inference.json").read_text())
+    (folder / "configs" / "inference.json").unlink()
+    (folder / "configs" / "inference.yaml").write_text(yaml.safe_dump(config))
+    model = load_model(folder)
+    assert model.framework.describe()["network"].startswith("TorchScript")
+    image = read_image(other_grid_image)
+    expected = predict(load_model(monai_bundle), image, device="cpu")
+    assert np.abs(predict(model, image, device="cpu") - expected).max() <= 1e-5
+
+
+def test_wrong_channel_count_is_an_error_in_words(
+    monai_bundle: Path, other_grid_image: Path
+) -> None:
+    image = read_image(other_grid_image)
+    image.extra_channels.append(read_image(other_grid_image))
+    with pytest.raises(ValueError, match=r"2 channel\(s\) but the MONAI bundle .* expects 1"):
+        predict(load_model(monai_bundle), image, device="cpu")
+
+
+# -- hostile bundles ----------------------------------------------------------------------------
+def _touch(marker: Path) -> str:
+    return f"$__import__('pathlib').Path({str(marker)!r}).touch() or [4, 8, 16]"
+
+
+def hostile_bundle(root: Path, marker: Path, where: str) -> Path:
+    """A bundle whose instantiated config would create ``marker`` if it ran."""
+    config = bundle_config()
+    transforms = config["preprocessing"]["transforms"]
+    if where == "expression":
+        config["network_def"]["channels"] = _touch(marker)
+    elif where == "referenced-expression":
+        config["touch_it"] = _touch(marker)
+        transforms[4]["a_min"] = "@touch_it"
+    elif where == "foreign-target":
+        transforms.insert(1, {"_target_": "pathlib.Path.touch", "self": str(marker)})
+    elif where == "monai-run-cmd":
+        config["inferer"]["roi_size"] = {"_target_": "run_cmd", "cmd_list": ["touch", str(marker)]}
+    elif where == "reader-by-name":
+        transforms[0].update(reader="os.system", command=f"touch {marker}")
+    elif where == "postprocessing":
+        config["postprocessing"]["transforms"][1]["nearest_interp"] = _touch(marker)
+    return make_bundle(root / f"hostile_{where}", config=config)
+
+
+HOSTILE = {
+    "expression": "'network_def::channels' holds a Python expression",
+    "referenced-expression": "'touch_it' holds a Python expression",
+    "foreign-target": "names _target_ 'pathlib.Path.touch', which is not part of MONAI",
+    "monai-run-cmd": "names _target_ 'run_cmd' (monai.utils.misc)",
+    "reader-by-name": "'preprocessing::transforms::0::reader' names 'os.system'",
+    "postprocessing": "'postprocessing::transforms::1::nearest_interp' holds a Python expression",
+}
+
+
+@pytest.mark.parametrize("where", list(HOSTILE))
+def test_hostile_bundle_runs_nothing_without_trust(where: str, tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    folder = hostile_bundle(tmp_path, marker, where)
+    with pytest.raises(UntrustedCodeError) as refused:
+        load_model(folder)
+    message = str(refused.value)
+    assert "\n" not in message and str(folder / "configs" / "inference.json") in message
+    assert HOSTILE[where] in message, message
+    assert not marker.exists()
+
+
+def test_hostile_bundle_runs_when_trusted(tmp_path: Path) -> None:
+    """The refusal is what kept the marker away: trusted, the same bundle runs its code."""
+    marker = tmp_path / "ran.txt"
+    folder = hostile_bundle(tmp_path, marker, "expression")
+    load_model(folder, trust=True)
+    assert marker.exists()
+
+
+def test_hostile_bundle_through_the_info_command(tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    folder = hostile_bundle(tmp_path, marker, "referenced-expression")
+    result = run_cli("info", folder)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "Python expression" in lines[0] and "--trust" in lines[0], lines[0]
+    assert not marker.exists()
