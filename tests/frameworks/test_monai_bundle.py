@@ -131,6 +131,36 @@ def test_members_saved_as_a_bundle_monai_opens(
     assert np.abs(ours - original).max() > 1e-3, "the variant's weights were not used"
 
 
+def test_quantized_bundle_runs_and_saves_as_a_bundle(
+    monai_bundle: Path, other_grid_image: Path, tmp_path: Path
+) -> None:
+    """RTN W4 on the UNet (its BatchNorms folded by the quantizer): the variant runs the
+    quantized network through the bundle's pipeline, and the saved folder is a bundle that MONAI
+    runs with its own config and a strict state-dict load."""
+    from core.models.calibration import calibration_inputs
+    from core.models.loading import quantized_variant, save_quantized_model
+    from core.quant.config import QuantConfig
+    from core.quant.ensemble import quantize_loaded_model
+
+    model = load_model(monai_bundle)
+    image = read_image(other_grid_image)
+    calib = calibration_inputs(model, [image], n=4, seed=0)
+    result = quantize_loaded_model(model, calib, QuantConfig(method="rtn", bits=4))
+    assert result.folded_batchnorm, "the UNet's BatchNorms should have been folded"
+    variant = quantized_variant(result, model)
+    with torch.no_grad():
+        assert torch.equal(variant.framework.network(calib), result.model.cpu()(calib))
+    ours = predict(variant, image, device="cpu")
+    assert np.abs(ours - predict(model, image, device="cpu")).max() > 1e-4
+    folder = save_quantized_model(result, model, tmp_path / "w4")
+    reopened = load_model(folder)
+    assert reopened.spec.quantization["weight_bits"] == 4
+    assert (folder / "models" / "quantized.safetensors").is_file()
+    assert np.abs(predict(reopened, image, device="cpu") - ours).max() <= 1e-6
+    reference = monai_reference(folder, [other_grid_image], discretise=False)
+    assert np.abs(ours - reference).max() <= PARITY_TOLERANCE
+
+
 def test_calibration_inputs_are_preprocessed_patches(
     monai_bundle: Path, other_grid_image: Path
 ) -> None:

@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 __all__ = [
     "background_for_multilabel",
+    "load_member_state",
     "padded_shape",
     "random_patches",
     "read_json",
@@ -92,3 +94,40 @@ def background_for_multilabel(probs: np.ndarray) -> np.ndarray:
     """
     background = 1.0 - probs.max(axis=0, keepdims=True)
     return np.concatenate([background, probs], axis=0)
+
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@torch.no_grad()
+def load_member_state(network: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load a member's weights into ``network``, BatchNorms folded away by quantization included.
+
+    Quantization folds each BatchNorm into the layer before it and drops it, so a quantized
+    member's state dict lacks those BatchNorms' entries. The framework's network still has them
+    (and its own loader wants them), so they are set to the identity: running mean 0, running
+    variance 1, bias 0 and weight ``sqrt(1 + eps)``, which cancels the normalisation.
+
+    Raises
+    ------
+    ValueError
+        Entries that fit no layer, or missing entries outside BatchNorms; ``where`` names the
+        model in the message.
+    """
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    modules = dict(network.named_modules())
+    owners = {key.rpartition(".")[0] for key in missing}
+    stray = [
+        key for key in missing if not isinstance(modules.get(key.rpartition(".")[0]), _BATCHNORMS)
+    ]
+    if unexpected or stray:
+        problem = f"unexpected {unexpected[:3]}" if unexpected else f"missing {stray[:3]}"
+        raise ValueError(f"{where}: the member's weights do not fit the network ({problem})")
+    for name in owners:
+        norm = modules[name]
+        norm.running_mean.zero_()
+        norm.running_var.fill_(1.0)
+        if norm.bias is not None:
+            norm.bias.zero_()
+        if norm.weight is not None:
+            norm.weight.fill_(float(torch.sqrt(torch.tensor(1.0 + norm.eps))))

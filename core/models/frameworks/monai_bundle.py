@@ -63,6 +63,7 @@ from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.models.frameworks.checkpoints import read_checkpoint
 from core.models.frameworks.common import (
     background_for_multilabel,
+    load_member_state,
     random_patches,
     read_json,
     stack_foreground_patches,
@@ -532,12 +533,16 @@ class MonaiBundleModel:
         return [copy.deepcopy(self.network).eval()]
 
     def with_members(self, modules: Sequence[nn.Module]) -> MonaiBundleModel:
-        """The same bundle running the weights of ``modules[0]`` (e.g. fake-quantized ones)."""
+        """The same bundle running the weights of ``modules[0]`` (e.g. fake-quantized ones).
+
+        BatchNorms that quantization folded into their convolution become identities, so the
+        network keeps the layout of ``network_def`` (and MONAI can load what is saved).
+        """
         if len(modules) != 1:
             raise ValueError(f"expected 1 network for a MONAI bundle, got {len(modules)}")
         state = {k: v.detach().cpu().clone() for k, v in modules[0].state_dict().items()}
         network = copy.deepcopy(self.network)
-        network.load_state_dict(state)
+        load_member_state(network, state, str(self.folder))
         return replace(self, network=network.eval())
 
     def save_members(self, folder: Path) -> list[Path]:

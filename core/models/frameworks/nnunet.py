@@ -38,6 +38,7 @@ from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.models.frameworks.checkpoints import read_checkpoint
 from core.models.frameworks.common import (
     background_for_multilabel,
+    load_member_state,
     padded_shape,
     random_patches,
     read_json,
@@ -282,14 +283,21 @@ class NnUNetModel:
         return modules
 
     def with_members(self, modules: Sequence[nn.Module]) -> NnUNetModel:
-        """The same model with the folds' weights taken from ``modules`` (e.g. quantized ones)."""
+        """The same model with the folds' weights taken from ``modules`` (e.g. quantized ones).
+
+        BatchNorms that quantization folded away become identities, so every fold's weights
+        keep the planned network's layout (which the predictor loads strictly).
+        """
         if len(modules) != len(self.folds):
             raise ValueError(
                 f"expected {len(self.folds)} networks (one per fold), got {len(modules)}"
             )
-        parameters = [
-            {k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for m in modules
-        ]
+        parameters = []
+        for module in modules:
+            network = copy.deepcopy(self.network)
+            state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+            load_member_state(network, state, str(self.folder))
+            parameters.append({k: v.clone() for k, v in network.state_dict().items()})
         network = copy.deepcopy(self.network)
         network.load_state_dict(parameters[0])
         return replace(self, parameters=parameters, network=network.eval())
