@@ -672,10 +672,13 @@ class WorkbenchWindow(MainWindow):
             self.open_dropped(url.toLocalFile())
 
     def open_dropped(self, path: str) -> None:
-        """A dropped folder is a DICOM series (or a model folder); files go by their suffix."""
+        """A dropped folder is a DICOM series (or a model folder: segbench's, an nnU-Net model,
+        a MONAI bundle); files go by their suffix."""
+        from core.models.frameworks import detect_framework
+
         p = Path(path)
         if p.is_dir():
-            if (p / "model.json").exists():
+            if (p / "model.json").exists() or detect_framework(p) is not None:
                 self.open_model(path)
             else:
                 self.open_dicom_folder(path)

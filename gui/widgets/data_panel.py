@@ -88,7 +88,7 @@ class DataPanel(QWidget):
         self.open_model_button = QPushButton("Model…", self)
         self.open_model_button.setToolTip(
             "Open a model folder (model.json + weights), a .safetensors with its .json, "
-            "or a TorchScript file"
+            "a TorchScript file, an nnU-Net v2 model folder or a MONAI bundle"
         )
         self.open_model_button.clicked.connect(self._on_open_model_clicked)
         row.addWidget(self.open_gt_button)
