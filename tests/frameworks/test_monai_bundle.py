@@ -259,10 +259,18 @@ def test_hostile_bundle_runs_when_trusted(tmp_path: Path) -> None:
     assert marker.exists()
 
 
-def test_hostile_bundle_through_the_info_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["info", "segment"])
+def test_hostile_bundle_through_the_commands(
+    command: str, tmp_path: Path, other_grid_image: Path
+) -> None:
     marker = tmp_path / "ran.txt"
     folder = hostile_bundle(tmp_path, marker, "referenced-expression")
-    result = run_cli("info", folder)
+    if command == "info":
+        result = run_cli("info", folder)
+    else:
+        out = tmp_path / "mask.nii.gz"
+        result = run_cli("segment", other_grid_image, "--model", folder, "--out", out)
+        assert not out.exists()
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr

@@ -804,6 +804,12 @@ def open_monai_bundle(folder: Path, *, trust: bool = False) -> MonaiBundleModel:
     UntrustedCodeError
         Code would run and ``trust`` is False.
     """
+    try:
+        import monai  # noqa: F401 - only to say so in words when it is missing
+    except ImportError:
+        raise ValueError(
+            f"{folder}: a MONAI bundle, but MONAI is not installed (pip install monai)"
+        ) from None
     metadata = read_json(folder / "configs" / "metadata.json")
     config_path = _find(folder / "configs", CONFIG_NAMES, "inference config")
     weights_path = _find(folder / "models", WEIGHT_NAMES, "weights")
