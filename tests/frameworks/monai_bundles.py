@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SPACING", "bundle_config", "make_bundle", "monai_reference"]
+__all__ = [
+    "NETWORK_DEF",
+    "NETWORK_DEF_2D",
+    "SPACING",
+    "bundle_config",
+    "bundle_config_2d",
+    "make_bundle",
+    "monai_reference",
+]
 
 #: The bundle's Spacingd target (mm); test images use other spacings and orientations.
 SPACING = (1.5, 1.5, 2.0)
@@ -116,23 +124,54 @@ def bundle_config(activation: str = "softmax") -> dict[str, Any]:
     }
 
 
+NETWORK_DEF_2D = {
+    "_target_": "UNet",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 3,
+    "channels": [4, 8],
+    "strides": [2],
+    "num_res_units": 1,
+    "norm": "batch",
+}
+
+
+def bundle_config_2d() -> dict[str, Any]:
+    """A 2-D bundle: the same ids, a 2-D UNet, Resized to a fixed size, 16x16 windows."""
+    config = bundle_config()
+    config["network_def"] = copy.deepcopy(NETWORK_DEF_2D)
+    config["preprocessing"]["transforms"] = [
+        {"_target_": "LoadImaged", "keys": "image"},
+        {"_target_": "EnsureChannelFirstd", "keys": "image"},
+        {"_target_": "ScaleIntensityd", "keys": "image", "minv": 0.0, "maxv": 1.0},
+        {"_target_": "Resized", "keys": "image", "spatial_size": [24, 20], "mode": "bilinear"},
+        {"_target_": "EnsureTyped", "keys": "image", "device": "@device"},
+    ]
+    config["inferer"]["roi_size"] = [16, 16]
+    return config
+
+
 def make_bundle(
     folder: Path,
     *,
     activation: str = "softmax",
     channel_def: dict[str, str] | None = None,
     config: dict[str, Any] | None = None,
+    network_def: dict[str, Any] = NETWORK_DEF,
     seed: int = 0,
 ) -> Path:
-    """Write a bundle folder with a random UNet's state dict; return the folder."""
+    """Write a bundle folder with a random UNet's state dict; return the folder.
+
+    The weights are those of ``network_def`` (the config's own may be hostile on purpose).
+    """
     from monai.networks.nets import UNet
 
     (folder / "configs").mkdir(parents=True, exist_ok=True)
     (folder / "models").mkdir(exist_ok=True)
-    torch.manual_seed(seed)
-    network = UNet(**{k: v for k, v in NETWORK_DEF.items() if k != "_target_"})
-    torch.save(network.state_dict(), folder / "models" / "model.pt")
     config = config if config is not None else bundle_config(activation)
+    torch.manual_seed(seed)
+    network = UNet(**{k: v for k, v in network_def.items() if k != "_target_"})
+    torch.save(network.state_dict(), folder / "models" / "model.pt")
     (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
     if channel_def is None:
         channel_def = {"0": "background", "1": "organ", "2": "lesion"}
@@ -160,7 +199,8 @@ def monai_reference(folder: Path, files: Sequence[Path], *, discretise: bool) ->
     Dataset/DataLoader with the bundle's ``preprocessing``, LoadImaged reading the file), its
     ``network`` with ``model.pt`` loaded as CheckpointLoader does, its ``inferer`` and its
     ``postprocessing`` (SaveImaged disabled; AsDiscreted too when ``discretise`` is False).
-    Returns ``(C, I, J, K)`` probabilities or the ``(I, J, K)`` mask.
+    Returns ``(C, I, J, K)`` probabilities or the ``(I, J, K)`` mask, in the order MONAI's
+    reader gives the voxels; several files (2-D planes) are stacked along a new last axis.
     """
     from monai.bundle import ConfigParser
     from monai.data import decollate_batch
@@ -180,10 +220,12 @@ def monai_reference(folder: Path, files: Sequence[Path], *, discretise: bool) ->
         postprocessing = parser.get_parsed_content("postprocessing")
     network.load_state_dict(torch.load(folder / "models" / "model.pt", weights_only=True))
     network.eval()
-    batch = next(iter(loader))
-    with torch.no_grad():
-        pred = inferer(batch["image"], network)
-    item = dict(decollate_batch(batch)[0])
-    item["pred"] = decollate_batch(pred)[0]
-    out = postprocessing(item)["pred"].detach().cpu().numpy()
-    return out[0].astype(np.int64) if discretise else out.astype(np.float32)
+    outputs = []
+    for batch in loader:
+        with torch.no_grad():
+            pred = inferer(batch["image"], network)
+        item = dict(decollate_batch(batch)[0])
+        item["pred"] = decollate_batch(pred)[0]
+        out = postprocessing(item)["pred"].detach().cpu().numpy()
+        outputs.append(out[0].astype(np.int64) if discretise else out.astype(np.float32))
+    return outputs[0] if len(outputs) == 1 else np.stack(outputs, axis=-1)

@@ -22,7 +22,14 @@ from core.models import UntrustedCodeError, load_model, predict
 from core.models.frameworks import detect_framework
 from core.pipeline import segment_image
 from tests.cli.conftest import run_cli
-from tests.frameworks.monai_bundles import SPACING, bundle_config, make_bundle, monai_reference
+from tests.frameworks.monai_bundles import (
+    NETWORK_DEF_2D,
+    SPACING,
+    bundle_config,
+    bundle_config_2d,
+    make_bundle,
+    monai_reference,
+)
 from tests.frameworks.nnunet_models import rotated_affine
 
 #: Largest difference to MONAI's own run measured by these tests (the report quotes it).
@@ -87,6 +94,55 @@ def test_sigmoid_bundle_is_multilabel(tmp_path: Path, other_grid_image: Path) ->
     reference = monai_reference(folder, [other_grid_image], discretise=False)
     assert np.abs(probs[1:] - reference).max() <= PARITY_TOLERANCE
     np.testing.assert_allclose(probs[0], 1.0 - reference.max(axis=0), atol=PARITY_TOLERANCE)
+    named = load_model(make_bundle(tmp_path / "named", activation="sigmoid"))
+    assert named.spec.class_names == ("none", "background", "organ", "lesion")
+
+
+@pytest.fixture(scope="module")
+def bundle_2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("monai2d") / "tiny_2d"
+    return make_bundle(folder, config=bundle_config_2d(), network_def=NETWORK_DEF_2D)
+
+
+def test_2d_bundle_on_a_natural_image(bundle_2d: Path, tmp_path: Path) -> None:
+    """MONAI reads a PNG with its PILReader (columns first); segbench keeps rows first."""
+    import skimage.io
+
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 60, size=(30, 41)).astype(np.uint8)
+    pixels[8:20, 5:25] += 150
+    path = tmp_path / "photo.png"
+    skimage.io.imsave(path, pixels, check_contrast=False)
+    model = load_model(bundle_2d)
+    assert model.spec.mode == "2d" and model.spec.patch_size == (16, 16)
+    result = segment_image(model, read_image(path), decision="argmax", device="cpu")
+    reference = monai_reference(bundle_2d, [path], discretise=False)
+    assert reference.shape == (3, 41, 30)
+    reference = reference.transpose(0, 2, 1)[..., np.newaxis]
+    assert np.abs(result.probs - reference).max() <= PARITY_TOLERANCE
+    mask = monai_reference(bundle_2d, [path], discretise=True)
+    assert np.array_equal(result.mask, mask.T[..., np.newaxis])
+
+
+def test_2d_bundle_on_a_volume_runs_per_slice(
+    bundle_2d: Path, other_grid_image: Path, tmp_path: Path
+) -> None:
+    """Each plane along k against MONAI reading that plane as a 2-D NIfTI file."""
+    image = read_image(other_grid_image)
+    files = []
+    for k in range(3):
+        affine = image.affine.copy()
+        affine[:3, 3] += affine[:3, 2] * k
+        files.append(tmp_path / f"plane{k}.nii.gz")
+        nib.save(nib.Nifti1Image(np.asarray(image.array[:, :, k]), affine), files[-1])
+    volume = read_image(other_grid_image)
+    volume.array = np.ascontiguousarray(volume.array[:, :, :3])
+    reports = []
+    probs = predict(load_model(bundle_2d), volume, device="cpu", on_progress=reports.append)
+    reference = monai_reference(bundle_2d, files, discretise=False)
+    assert probs.shape == reference.shape == (3, *volume.array.shape)
+    assert np.abs(probs - reference).max() <= PARITY_TOLERANCE
+    assert any("slice 3/3" in r.message for r in reports)
 
 
 def test_progress_per_window_and_cancel(monai_bundle: Path, other_grid_image: Path) -> None:

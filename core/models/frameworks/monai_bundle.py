@@ -30,7 +30,9 @@ and metadata handling, then the rest of its ``Compose`` (``Compose.__call__(data
 This works for images not read from a file of their own (a DICOM series, one volume of a 4-D
 file, a multi-channel case) and puts the inverted probabilities exactly on the image's grid; on a
 NIfTI file it gives the same tensor and affine as the bundle's ``LoadImaged`` reading the file
-(the tests compare against MONAI reading the file).
+(the tests compare against MONAI reading the file). A 2-D bundle gets a natural image as MONAI's
+PILReader gives it (columns first, no affine) and a volume plane by plane along voxel axis k,
+each plane as MONAI's NIfTI reader gives a 2-D file.
 
 Inference then follows MONAI's ``SupervisedEvaluator``: collate the item into a batch, run the
 inferer with the network under ``torch.no_grad``, decollate, and apply the postprocessing
@@ -386,47 +388,110 @@ def _read_postprocessing(config: dict[str, Any], source: Path) -> _Postprocessin
 
 
 # -- the image as LoadImaged's input -----------------------------------------------------------
-def _image_reader(images: Sequence[Image]) -> Any:
-    """A MONAI ImageReader that hands over ``images`` as if read from their file."""
-    from monai.data import ImageReader
+@dataclass(frozen=True)
+class _Input:
+    """One file's worth of input for the bundle's LoadImaged, as a MONAI reader would give it.
 
-    class SegbenchImageReader(ImageReader):
-        """The segbench image in memory, with the metadata MONAI's NIfTI reader gives."""
+    Attributes
+    ----------
+    array : numpy.ndarray
+        Voxels, channels first when ``meta["original_channel_dim"]`` is 0.
+    meta : dict
+        What MONAI's readers put in the metadata (affine, spatial shape, channel dimension).
+    name : str
+        The file name LoadImaged records.
+    transposed : bool
+        Rows and columns swapped, as MONAI's PILReader hands over natural images.
+    """
 
-        def verify_suffix(self, filename: Any) -> bool:
-            return True
+    array: np.ndarray
+    meta: dict[str, Any]
+    name: str
+    transposed: bool = False
 
-        def read(self, data: Any, **kwargs: Any) -> Any:
-            return images
+    def reader(self) -> Any:
+        """A MONAI ImageReader handing over this input (LoadImaged's runtime ``reader``)."""
+        from monai.data import ImageReader
 
-        def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:
-            first = images[0]
-            for image in images[1:]:
-                if image.shape3 != first.shape3:
-                    raise ValueError(
-                        f"{image.path}: channel grid {image.shape3} differs from "
-                        f"{first.path}'s {first.shape3}"
-                    )
-            if len(images) == 1 and not first.is_rgb:
-                array = np.asarray(first.array)
-                channel_dim: Any = "no_channel"
-            else:
-                channels: list[np.ndarray] = []
-                for image in images:
-                    data = np.asarray(image.array)
-                    channels.extend(np.moveaxis(data, -1, 0) if image.is_rgb else [data])
-                array = np.stack(channels)
-                channel_dim = 0  # as MONAI's readers stack several files
-            meta = {
-                "affine": first.affine.copy(),
-                "original_affine": first.affine.copy(),
-                "spatial_shape": np.asarray(first.shape3),
-                "original_channel_dim": channel_dim,
-                "space": "RAS",  # segbench affines map to RAS+, as nibabel's do
-            }
-            return array, meta
+        source = self
 
-    return SegbenchImageReader()
+        class SegbenchImageReader(ImageReader):
+            """The segbench image in memory, with the metadata MONAI's own readers give."""
+
+            def verify_suffix(self, filename: Any) -> bool:
+                return True
+
+            def read(self, data: Any, **kwargs: Any) -> Any:
+                return source
+
+            def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:
+                return source.array, copy.deepcopy(source.meta)
+
+        return SegbenchImageReader()
+
+
+def _channel_arrays(images: Sequence[Image]) -> list[np.ndarray]:
+    """One ``(I, J, K)`` array per input channel (an RGB image gives three)."""
+    first = images[0]
+    arrays: list[np.ndarray] = []
+    for image in images:
+        if image.shape3 != first.shape3:
+            raise ValueError(
+                f"{image.path}: channel grid {image.shape3} differs from {first.path}'s "
+                f"{first.shape3}"
+            )
+        data = np.asarray(image.array)
+        arrays.extend(np.moveaxis(data, -1, 0) if image.is_rgb else [data])
+    return arrays
+
+
+def _with_channels(planes: list[np.ndarray]) -> tuple[np.ndarray, Any]:
+    """One array and its ``original_channel_dim``, as MONAI's readers stack several files."""
+    if len(planes) == 1:
+        return planes[0], "no_channel"
+    return np.stack(planes), 0
+
+
+def _inputs(images: Sequence[Image], spatial_dims: int) -> list[_Input]:
+    """What the bundle's LoadImaged reads for ``images``: the volume, or its 2-D planes.
+
+    A 3-D bundle gets the volume with the image's affine, as MONAI's NIfTI reader gives it. A
+    2-D bundle gets a natural image as MONAI's PILReader gives it (rows and columns swapped, no
+    affine), and a volume slice by slice along voxel axis k, each with the affine of its plane
+    (as MONAI's NIfTI reader gives a 2-D file).
+    """
+    first = images[0]
+    arrays = _channel_arrays(images)
+    name = str(first.path) if first.path is not None else "image"
+    if spatial_dims == 3:
+        array, channel_dim = _with_channels(arrays)
+        meta = {
+            "affine": first.affine.copy(),
+            "original_affine": first.affine.copy(),
+            "spatial_shape": np.asarray(first.shape3),
+            "original_channel_dim": channel_dim,
+            "space": "RAS",  # segbench affines map to RAS+, as nibabel's do
+        }
+        return [_Input(array, meta, name)]
+    if first.is_natural:
+        array, channel_dim = _with_channels([a[:, :, 0].T for a in arrays])
+        columns, rows = first.shape3[1], first.shape3[0]
+        meta = {"spatial_shape": np.asarray((columns, rows)), "original_channel_dim": channel_dim}
+        return [_Input(array, meta, name, transposed=True)]
+    planes = []
+    for k in range(first.shape3[2]):
+        array, channel_dim = _with_channels([a[:, :, k] for a in arrays])
+        affine = first.affine.copy()
+        affine[:3, 3] += affine[:3, 2] * k  # the plane's origin
+        meta = {
+            "affine": affine,
+            "original_affine": affine.copy(),
+            "spatial_shape": np.asarray(first.shape3[:2]),
+            "original_channel_dim": channel_dim,
+            "space": "RAS",
+        }
+        planes.append(_Input(array, meta, f"{name} (slice {k})"))
+    return planes
 
 
 @dataclass
@@ -505,7 +570,11 @@ class MonaiBundleModel:
     def class_names(self) -> list[str]:
         """One name per probability channel; sigmoid bundles get a background channel first."""
         names = self._output_names()
-        return ["background", *names] if self.activation == "sigmoid" else names
+        if self.activation != "sigmoid":
+            return names
+        # The added channel: no output on. Named so that names stay unique even when the
+        # bundle calls one of its outputs "background".
+        return ["background" if "background" not in names else "none", *names]
 
     def describe(self) -> dict[str, Any]:
         """Framework facts for the model line and ``info``."""
@@ -595,17 +664,30 @@ class MonaiBundleModel:
             )
         return _Pipeline(preprocessing, inferer, post)
 
-    def preprocess(self, images: Sequence[Image], pipeline: _Pipeline) -> dict[str, Any]:
-        """The bundle's preprocessing of one case: ``{"image": MetaTensor (C, ...), ...}``."""
+    def preprocess(self, images: Sequence[Image], pipeline: _Pipeline) -> list[dict[str, Any]]:
+        """The bundle's preprocessing of one case: one item per input of its LoadImaged.
+
+        A 3-D bundle gives one item, a 2-D bundle one per plane; each holds ``"image"``, a
+        MetaTensor ``(C, ...)`` in the network's input space.
+        """
+        return [self._preprocess(item, images, pipeline) for item in self._inputs(images)]
+
+    def _inputs(self, images: Sequence[Image]) -> list[_Input]:
+        if self.spatial_dims == 3 and images[0].is_natural and images[0].is_rgb:
+            raise ValueError(f"{images[0].path}: an RGB image cannot feed a 3-D MONAI bundle")
+        return _inputs(images, self.spatial_dims)
+
+    def _preprocess(
+        self, item: _Input, images: Sequence[Image], pipeline: _Pipeline
+    ) -> dict[str, Any]:
         from monai.transforms import Compose, LoadImaged
 
         preprocessing = pipeline.preprocessing
         steps = list(preprocessing.transforms) if isinstance(preprocessing, Compose) else []
         start = next((i for i, t in enumerate(steps) if isinstance(t, LoadImaged)), None)
         loader = steps[start] if start is not None else LoadImaged(keys=IMAGE_KEY)
-        name = str(images[0].path) if images[0].path is not None else "image"
         with _quiet_monai():
-            data = loader({IMAGE_KEY: name}, reader=_image_reader(images))
+            data = loader({IMAGE_KEY: item.name}, reader=item.reader())
             if start is not None:
                 data = preprocessing(data, start=start + 1)
             else:
@@ -644,15 +726,46 @@ class MonaiBundleModel:
     ) -> np.ndarray:
         """Probabilities on the images' grid, ``(C, I, J, K)`` float32, as the bundle makes them.
 
+        A 2-D bundle runs once per plane along voxel axis k (once for a natural image).
         Sigmoid bundles get a background channel in front (``1 -`` the largest output), so
         channel ``c >= 1`` is output ``c - 1``.
         """
-        from monai.data import decollate_batch, list_data_collate
-
         target = resolve_device(device)
         report(on_progress, Progress(0, None, "MONAI preprocessing", stage="preprocessing"))
         pipeline = self.pipeline(target)
-        data = self.preprocess(images, pipeline)
+        inputs = self._inputs(images)
+        outputs = []
+        for index, item in enumerate(inputs):
+            label = f"slice {index + 1}/{len(inputs)}, " if len(inputs) > 1 else ""
+            data = self._preprocess(item, images, pipeline)
+            probs = self._run(data, pipeline, target, label, on_progress, cancel)
+            outputs.append(probs.transpose(0, 2, 1) if item.transposed else probs)
+        probs = outputs[0] if self.spatial_dims == 3 else np.stack(outputs, axis=-1)
+        expected = tuple(images[0].shape3)
+        if tuple(probs.shape[1:]) != expected:
+            raise ValueError(
+                f"{self.config_path}: the postprocessing gave probabilities of shape "
+                f"{tuple(probs.shape[1:])}, not the image's grid {expected}"
+            )
+        if self.activation == "sigmoid":
+            probs = background_for_multilabel(probs)
+        return np.ascontiguousarray(probs)
+
+    def _run(
+        self,
+        data: dict[str, Any],
+        pipeline: _Pipeline,
+        target: torch.device,
+        label: str,
+        on_progress: ProgressCallback | None,
+        cancel: CancelToken | None,
+    ) -> np.ndarray:
+        """Inferer and postprocessing on one preprocessed item, as SupervisedEvaluator runs them.
+
+        Returns the probabilities ``(C, ...)`` on the grid the bundle's LoadImaged gave.
+        """
+        from monai.data import decollate_batch, list_data_collate
+
         if cancel is not None:
             cancel.raise_if_cancelled()
         batch = list_data_collate([data])
@@ -671,7 +784,7 @@ class MonaiBundleModel:
                 Progress(
                     count,
                     total,
-                    f"MONAI sliding window: window {count}/{total if total else '?'}",
+                    f"MONAI sliding window: {label}window {count}/{total if total else '?'}",
                     stage="inference",
                 ),
             )
@@ -693,35 +806,28 @@ class MonaiBundleModel:
             for transform in pipeline.postprocessing:
                 item = transform(item)
         probs = item[PRED_KEY]
-        probs = np.asarray(
-            probs.detach().cpu().numpy() if torch.is_tensor(probs) else probs, dtype=np.float32
-        )
-        expected = images[0].shape3
-        if probs.ndim == 3 and len(expected) == 3 and self.spatial_dims == 3:
-            probs = probs[np.newaxis]
-        if tuple(probs.shape[1:]) != tuple(expected):
-            raise ValueError(
-                f"{self.config_path}: the postprocessing gave probabilities of shape "
-                f"{tuple(probs.shape[1:])}, not the image's grid {tuple(expected)}"
-            )
-        if self.activation == "sigmoid":
-            probs = background_for_multilabel(probs)
-        return np.ascontiguousarray(probs)
+        if torch.is_tensor(probs):
+            probs = probs.detach().cpu().numpy()
+        return np.asarray(probs, dtype=np.float32)
 
     def calibration_inputs(
         self, cases: Sequence[Sequence[Image]], *, n: int, seed: int, crop: int | None = None
     ) -> torch.Tensor:
         """Patches of bundle-preprocessed cases: the network's own input space.
 
-        Windows have the inferer's ``roi_size`` (or ``crop`` cubes), foreground-rich ones
-        preferred as for segbench's own models.
+        Windows have the inferer's ``roi_size`` (or ``crop`` edges), foreground-rich ones
+        preferred as for segbench's own models. A 2-D bundle preprocesses at most ``2 n``
+        evenly spaced planes per case (each plane runs the whole preprocessing).
         """
         rng = np.random.default_rng(seed)
         pipeline = self.pipeline(torch.device("cpu"))
         volumes = []
         for case in cases:
-            data = self.preprocess(case, pipeline)[IMAGE_KEY]
-            volumes.append(np.asarray(data.detach().cpu().numpy(), dtype=np.float32))
+            inputs = self._inputs(case)
+            picks = np.unique(np.linspace(0, len(inputs) - 1, min(len(inputs), 2 * n)).round())
+            for index in picks.astype(int):
+                data = self._preprocess(inputs[index], case, pipeline)[IMAGE_KEY]
+                volumes.append(np.asarray(data.detach().cpu().numpy(), dtype=np.float32))
         patch = tuple(self.patch_size or volumes[0].shape[1:])
         if crop is not None:
             patch = tuple(min(crop, p) for p in patch)
