@@ -260,6 +260,50 @@ def test_wrong_channel_count_is_an_error_in_words(
         predict(load_model(monai_bundle), image, device="cpu")
 
 
+SCRIPT = """
+from monai.transforms import MapTransform
+
+
+class Shift(MapTransform):
+    def __init__(self, keys, offset):
+        super().__init__(keys)
+        self.offset = offset
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = d[key] + self.offset
+        return d
+"""
+
+
+def test_bundle_with_its_own_scripts_needs_trust_then_runs_as_monai_does(
+    monai_bundle: Path, tmp_path: Path, other_grid_image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zoo bundle may carry code (scripts/): refused untrusted; trusted, it is importable
+    while parsing (as MONAI's ConfigWorkflow.run makes it) and nowhere after."""
+    config = bundle_config()
+    step = {"_target_": "scripts.transforms.Shift", "keys": "image", "offset": 0.25}
+    config["preprocessing"]["transforms"].insert(5, step)
+    folder = make_bundle(tmp_path / "scripted_bundle", config=config)
+    (folder / "scripts").mkdir()
+    (folder / "scripts" / "__init__.py").write_text("")
+    (folder / "scripts" / "transforms.py").write_text(SCRIPT)
+    with pytest.raises(UntrustedCodeError, match="'scripts.transforms.Shift', which is not part"):
+        load_model(folder)
+    model = load_model(folder, trust=True)
+    image = read_image(other_grid_image)
+    ours = predict(model, image, device="cpu")
+    import sys
+
+    assert str(folder) not in sys.path
+    monkeypatch.syspath_prepend(str(folder))
+    reference = monai_reference(folder, [other_grid_image], discretise=False)
+    assert np.abs(ours - reference).max() <= PARITY_TOLERANCE
+    plain = predict(load_model(monai_bundle), image, device="cpu")  # same weights, no Shift
+    assert np.abs(ours - plain).max() > 1e-3, "the bundle's own transform did not run"
+
+
 # -- hostile bundles ----------------------------------------------------------------------------
 def _touch(marker: Path) -> str:
     return f"$__import__('pathlib').Path({str(marker)!r}).touch() or [4, 8, 16]"

@@ -49,6 +49,7 @@ import math
 import pydoc
 import re
 import shutil
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -132,6 +133,32 @@ def _quiet_monai() -> Iterator[None]:
             yield
     finally:
         plugin_log.setLevel(level)
+
+
+@contextlib.contextmanager
+def _parsing(
+    config: dict[str, Any], folder: Path, device: torch.device, *, trusted: bool
+) -> Iterator[Any]:
+    """MONAI's ConfigParser over ``config``, with ``bundle_root`` and ``device`` set by segbench.
+
+    A trusted bundle may name its own code (``scripts.transforms.X``): its folder is importable
+    while parsing, as MONAI's ``ConfigWorkflow.run`` makes it.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(copy.deepcopy(config))
+    parser["bundle_root"] = str(folder)
+    parser["device"] = device
+    root = str(folder)
+    added = trusted and root not in sys.path
+    if added:
+        sys.path.insert(1, root)
+    try:
+        with _quiet_monai():
+            yield parser
+    finally:
+        if added:
+            sys.path.remove(root)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -523,6 +550,9 @@ class MonaiBundleModel:
         The network with the bundle's weights, in eval mode on the CPU.
     activation : str
         ``"softmax"`` or ``"sigmoid"``, from the postprocessing.
+    trusted : bool
+        Opened with ``trust=True``: the config may run code, and the bundle's folder is
+        importable while it is parsed (for its ``scripts``).
     """
 
     folder: Path
@@ -537,6 +567,7 @@ class MonaiBundleModel:
     output_channels: int = 1
     patch_size: tuple[int, ...] | None = None
     spacing: tuple[float, ...] | None = None
+    trusted: bool = False
 
     framework = MONAI_BUNDLE_FRAMEWORK
 
@@ -636,20 +667,11 @@ class MonaiBundleModel:
         return [models]
 
     # -- the bundle's pipeline -------------------------------------------------------------
-    def _parser(self, device: torch.device) -> Any:
-        from monai.bundle import ConfigParser
-
-        parser = ConfigParser(copy.deepcopy(self.config))
-        parser["bundle_root"] = str(self.folder)
-        parser["device"] = device
-        return parser
-
     def pipeline(self, device: torch.device) -> _Pipeline:
         """The bundle's preprocessing, inferer and probability postprocessing for ``device``."""
         from monai.transforms import Activationsd, Invertd
 
-        parser = self._parser(device)
-        with _quiet_monai():
+        with _parsing(self.config, self.folder, device, trusted=self.trusted) as parser:
             preprocessing = parser.get_parsed_content("preprocessing")
             inferer = parser.get_parsed_content("inferer")
             post = [parser.get_parsed_content(id_) for id_ in self.postprocessing.ids]
@@ -929,19 +951,14 @@ def open_monai_bundle(folder: Path, *, trust: bool = False) -> MonaiBundleModel:
         raise ValueError(f"{config_path}: no {', '.join(repr(m) for m in missing)} entry")
 
     if trust:
-        post = _read_postprocessing_trusted(raw, config_path)
+        post = _read_postprocessing_trusted(raw, folder, config_path)
         config = raw
     else:
         post = _read_postprocessing(raw, config_path)
         reached = _check_is_data(raw, [*needed, *post.ids], config_path)
         config = {key: raw[key] for key in reached if key in raw}
 
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser(copy.deepcopy(config))
-    parser["bundle_root"] = str(folder)
-    parser["device"] = torch.device("cpu")
-    with _quiet_monai():
+    with _parsing(config, folder, torch.device("cpu"), trusted=trust) as parser:
         try:
             if scripted:
                 network = torch.jit.load(str(weights_path), map_location="cpu")
@@ -987,20 +1004,21 @@ def open_monai_bundle(folder: Path, *, trust: bool = False) -> MonaiBundleModel:
         output_channels=outputs,
         patch_size=patch,
         spacing=spacing,
+        trusted=trust,
     )
 
 
-def _read_postprocessing_trusted(config: dict[str, Any], source: Path) -> _Postprocessing:
+def _read_postprocessing_trusted(
+    config: dict[str, Any], folder: Path, source: Path
+) -> _Postprocessing:
     """As :func:`_read_postprocessing`, but a postprocessing that is code may run to be read."""
     try:
         return _read_postprocessing(config, source)
     except UntrustedCodeError:
         pass
-    from monai.bundle import ConfigParser
     from monai.transforms import Activationsd, Compose
 
-    parser = ConfigParser(copy.deepcopy(config))
-    with _quiet_monai():
+    with _parsing(config, folder, torch.device("cpu"), trusted=True) as parser:
         post = parser.get_parsed_content("postprocessing")
     steps = post.flatten().transforms if isinstance(post, Compose) else [post]
     activation = "softmax"
