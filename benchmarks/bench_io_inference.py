@@ -55,13 +55,7 @@ if sys.argv[5] == "contiguous":  # the comparison run: the module as it is, defa
         module.to(device), torch.contiguous_format
     )
 
-def status_mb(field):
-    # VmHWM/VmRSS of this process image; ru_maxrss would carry the parent's peak over exec.
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from benchmarks.memory import reset_peak, status_mb
 
 image = read_image(sys.argv[1])
 model = load_model(sys.argv[2])
@@ -71,12 +65,7 @@ if device == "cuda":
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
 loaded_mb = status_mb("VmRSS")
-try:
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")  # reset VmHWM so the peak below is the inference's own
-    reset = True
-except OSError:
-    reset = False
+reset = reset_peak()  # so the peak below is the inference's own
 start = time.perf_counter()
 probs = predict(model, image, device=device)
 if device == "cuda":

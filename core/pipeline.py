@@ -25,6 +25,7 @@ __all__ = [
     "ClassRow",
     "SegmentationResult",
     "decide",
+    "foreign_labels_warning",
     "summarize_mask",
     "segment_image",
     "result_table_row",
@@ -80,6 +81,9 @@ class SegmentationResult:
         The cut-off of the 'threshold' rule (None for the other rules).
     natural : bool
         Made on a natural image (a photograph): sizes are pixel counts, not millilitres.
+    warnings : list of str
+        What the numbers do not say by themselves, in words (ground-truth labels the model
+        does not have).
     """
 
     model_name: str
@@ -94,6 +98,7 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)
     cutoff: float | None = None
     natural: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def rule_label(self) -> str:
@@ -139,6 +144,7 @@ class SegmentationResult:
             "mean_foreground_iou": self.mean_foreground("iou"),
             "mean_foreground_expected_dice": self.mean_foreground("expected_dice"),
             "timings_s": dict(self.timings),
+            "warnings": list(self.warnings),
         }
 
 
@@ -231,8 +237,31 @@ def _nanmedian_columns(values: np.ndarray) -> np.ndarray:
     )
 
 
+def foreign_labels_warning(ground_truth: np.ndarray, class_names: list[str]) -> str | None:
+    """Say which ground-truth labels the model has no class for, with their voxel counts.
+
+    Such voxels (a lesion labelled 7 for a 4-class model) belong to no class in Dice and IoU:
+    the model's own class for them, if any, is scored against nothing. None when every label
+    is one of the model's.
+    """
+    n_classes = len(class_names)
+    outside = ground_truth[(ground_truth >= n_classes) | (ground_truth < 0)]
+    if outside.size == 0:
+        return None
+    labels, counts = np.unique(outside, return_counts=True)
+    listed = ", ".join(f"{int(v)} ({int(n)} voxels)" for v, n in zip(labels, counts, strict=True))
+    return (
+        f"ground truth has labels the model does not have: {listed}; the model's classes are "
+        f"0-{n_classes - 1} ({', '.join(class_names)}): those voxels belong to no class of "
+        "the ground truth, so Dice/IoU count them as false positives of whichever class the "
+        "model gives them"
+    )
+
+
 def _smallest_label_dtype(n_classes: int) -> np.dtype:
-    return np.dtype(np.uint8) if n_classes <= 256 else np.dtype(np.uint16)
+    # Up to 255 classes the void label (255) fits uint8 too; from 256 on it is C (see
+    # core.seg.inputs.void_label_for), which needs uint16.
+    return np.dtype(np.uint8) if n_classes <= 255 else np.dtype(np.uint16)
 
 
 def summarize_mask(
@@ -407,6 +436,10 @@ def segment_image(
         cancel=cancel,
     )
     timings["metrics"] = time.perf_counter() - start
+    warnings = []
+    if ground_truth is not None:
+        foreign = foreign_labels_warning(ground_truth, list(model.spec.class_names))
+        warnings += [foreign] if foreign else []
     report(on_progress, Progress(2, 2, "done", stage="metrics"))
     return SegmentationResult(
         model_name=model.name,
@@ -421,6 +454,7 @@ def segment_image(
         natural=bool(image.is_natural),
         spacing=tuple(float(s) for s in image.spacing),
         timings=timings,
+        warnings=warnings,
     )
 
 

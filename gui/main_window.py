@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,7 @@ from core import __version__
 from core.jobs import Progress
 from gui.widgets.error_dialog import show_error
 from gui.widgets.log_panel import LogPanel
-from gui.workers import JobFailure, JobRunner, JobWorker
+from gui.workers import JobFailure, JobRunner, JobWorker, first_line
 
 __all__ = ["MainWindow"]
 
@@ -149,15 +150,30 @@ class MainWindow(QMainWindow):
         if on_progress is not None:
             signals.progressed.connect(on_progress)
         if on_success is not None:
-            signals.succeeded.connect(on_success)
+            signals.succeeded.connect(lambda result: self._guarded(title, on_success, result))
         signals.succeeded.connect(lambda result: self.job_succeeded.emit(title, result))
-        signals.failed.connect(on_failed if on_failed is not None else self._on_job_failed)
+        failed = on_failed if on_failed is not None else self._on_job_failed
+        signals.failed.connect(lambda failure: self._guarded(title, failed, failure))
         signals.cancelled.connect(lambda: self.statusBar().showMessage(f"{title}: cancelled", 5000))
         if on_end is not None:
             signals.finished.connect(on_end)
         self.job_label.setText(f"{title}…")
         self.runner.start(worker)
         return worker
+
+    def _guarded(self, title: str, slot: Callable[[Any], None], value: Any) -> None:
+        """Run a job's result handler; an exception becomes the error dialog, not a Qt crash.
+
+        The steps after a successful read (showing the image, its window, the session state)
+        can still fail on an odd file; an exception escaping a slot would reach the Qt event
+        loop, where PySide6 only prints it and the window is left half updated.
+        """
+        try:
+            slot(value)
+        except Exception as error:  # noqa: BLE001 - every failure becomes a dialog
+            message = first_line(error)
+            log.error("%s: failed after the job: %s", title, message)
+            self.show_error(title, message, "".join(traceback.format_exception(error)))
 
     def cancel_jobs(self) -> None:
         """Ask every running job to stop."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from core.io import (
     write_mask,
 )
 from core.models import LoadedModel, UntrustedCodeError, load_model
+from core.models.frameworks import locate_framework_folder
 from core.pipeline import SegmentationResult, segment_image
 from core.report_files import write_csv_atomic, write_json_atomic
 from gui.main_window import MainWindow
@@ -48,7 +50,7 @@ from gui.session import ResultEntry, Session
 from gui.widgets.compare_viewer import CompareViewer
 from gui.widgets.data_panel import DataPanel
 from gui.widgets.help_dialog import show_shortcuts
-from gui.widgets.ortho_viewer import OrthoViewer
+from gui.widgets.ortho_viewer import OrthoViewer, save_pixmap
 from gui.widgets.overlay_panel import OverlayPanel
 from gui.widgets.quantization_panel import QuantizationPanel
 from gui.widgets.results_table import ResultsTable
@@ -442,11 +444,16 @@ class WorkbenchWindow(MainWindow):
         )
 
     def _on_image_read(self, path: str, image: Image, *, remember: bool = True) -> None:
+        previous = self.session.image
+
+        def show() -> None:
+            self.viewer.set_image(image)
+            self.compare_viewer.set_image(image)
+
+        self._views_first(show, lambda: self._restore_views(previous))
         if remember:  # the user's own file: the hint line follows what they have open
             self._showing_demo = False
         self.session.set_image(image)
-        self.viewer.set_image(image)
-        self.compare_viewer.set_image(image)
         self.viewer.set_prediction(None)
         self.viewer.set_ground_truth(None)
         self.current_key = None
@@ -467,6 +474,31 @@ class WorkbenchWindow(MainWindow):
         )
         self._update_hint()
 
+    @staticmethod
+    def _views_first(show: Callable[[], None], restore: Callable[[], None]) -> None:
+        """Update the views before the session: what they cannot show leaves both as they were.
+
+        On failure the views are restored and the error goes on to run_job's guard, which turns
+        it into the error dialog.
+        """
+        try:
+            show()
+        except Exception:
+            restore()
+            raise
+
+    def _restore_views(self, image: Image | None) -> None:
+        """Show the session's image, ground truth and current result again after a failed open."""
+        if image is None:
+            self.viewer.clear()
+            self.compare_viewer.clear()
+            return
+        self.viewer.set_image(image)
+        self.compare_viewer.set_image(image)
+        self.viewer.set_ground_truth(self.session.ground_truth)
+        if self.current_key in self.session.results:
+            self.viewer.set_prediction(self.session.results[self.current_key].result.mask)
+
     def _update_hint(self) -> None:
         """Say what to do next with the user's own files (the demos keep their own hint)."""
         if self._showing_demo:
@@ -483,9 +515,14 @@ class WorkbenchWindow(MainWindow):
 
     def _on_ground_truth_read(self, path: str, mask) -> None:
         array = np.asarray(mask.array)
+        previous = self.session.ground_truth
+
+        def show(truth: np.ndarray | None) -> None:
+            self.viewer.set_ground_truth(truth)
+            self.compare_viewer.set_ground_truth(truth)
+
+        self._views_first(lambda: show(array), lambda: show(previous))
         self.session.set_ground_truth(array, path)
-        self.viewer.set_ground_truth(array)
-        self.compare_viewer.set_ground_truth(array)
         self.data_panel.show_ground_truth(path, list(mask.warnings))
         # With a ground truth, show the prediction filled and the truth outlined.
         self.viewer.set_overlay_mode("both")
@@ -493,11 +530,16 @@ class WorkbenchWindow(MainWindow):
         self._update_hint()
 
     def _on_model_loaded(self, model: LoadedModel) -> None:
+        base = self.session.base_variant
+        old_spec = base.model.spec if base is not None else None
+
+        def show(spec) -> None:
+            colors = [tuple(int(v) for v in c) for c in spec.class_colors]
+            self.viewer.set_labels(spec.class_names, colors)
+            self.compare_viewer.set_labels(spec.class_names, colors)
+
+        self._views_first(lambda: show(model.spec), lambda: old_spec is not None and show(old_spec))
         self.session.set_model(model)
-        spec = model.spec
-        colors = [tuple(int(v) for v in c) for c in spec.class_colors]
-        self.viewer.set_labels(spec.class_names, colors)
-        self.compare_viewer.set_labels(spec.class_names, colors)
         self.data_panel.show_model(model)
         # Quantized variants belong to the model they came from: a new model starts afresh.
         self.quantization_panel.clear_variants()
@@ -533,6 +575,9 @@ class WorkbenchWindow(MainWindow):
         def done(result: SegmentationResult) -> None:
             entry = self.session.add_result(variant_name, result)
             self.show_result(entry.key)
+            for warning in result.warnings:  # e.g. ground-truth labels the model lacks
+                log.warning("%s: %s", entry.key, warning)
+                self.statusBar().showMessage(f"Warning: {warning}", 15000)
             if then is not None:
                 then()
 
@@ -656,7 +701,10 @@ class WorkbenchWindow(MainWindow):
     def _on_screenshot_requested(self) -> None:
         path = self.ask_save_path("Save screenshot", "views.png", "PNG (*.png)")
         if path:
-            self.central.currentWidget().grab().save(path)
+            try:
+                save_pixmap(self.central.currentWidget().grab(), path)
+            except (ValueError, OSError) as error:
+                self.show_error("Save screenshot", str(error))
 
     # --- viewer glue -----------------------------------------------------------------------
     def _on_viewer_cursor_moved(self, info) -> None:
@@ -672,13 +720,11 @@ class WorkbenchWindow(MainWindow):
             self.open_dropped(url.toLocalFile())
 
     def open_dropped(self, path: str) -> None:
-        """A dropped folder is a DICOM series (or a model folder: segbench's, an nnU-Net model,
-        a MONAI bundle); files go by their suffix."""
-        from core.models.frameworks import detect_framework
-
+        """A dropped folder is a DICOM series (or a model folder, ours or a framework's, such as
+        an nnU-Net trained model folder); files go by their suffix."""
         p = Path(path)
         if p.is_dir():
-            if (p / "model.json").exists() or detect_framework(p) is not None:
+            if (p / "model.json").exists() or locate_framework_folder(p) is not None:
                 self.open_model(path)
             else:
                 self.open_dicom_folder(path)

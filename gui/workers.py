@@ -24,7 +24,14 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from core.jobs import CancelToken, JobCancelled, Progress
 
-__all__ = ["JobFailure", "JobSignals", "JobWorker", "JobRunner", "GIL_SWITCH_INTERVAL"]
+__all__ = [
+    "JobFailure",
+    "JobSignals",
+    "JobWorker",
+    "JobRunner",
+    "GIL_SWITCH_INTERVAL",
+    "first_line",
+]
 
 # Python hands the GIL between threads every switch interval (5 ms by default). A job whose
 # Python code runs between torch kernels would hold the GUI thread off for up to that long per
@@ -33,6 +40,12 @@ GIL_SWITCH_INTERVAL = 0.001
 
 log = logging.getLogger("segbench.jobs")
 _job_ids = itertools.count(1)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,7 @@ class JobWorker(QRunnable):
             signals.cancelled.emit()
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a dialog, not a crash
             self.elapsed = time.perf_counter() - start
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = first_line(exc)
             details = "".join(traceback.format_exception(exc))
             log.error("%s: failed after %.2f s: %s", self.title, self.elapsed, message)
             signals.failed.emit(JobFailure(self.title, message, details, exc))

@@ -18,7 +18,9 @@ __all__ = [
     "METHOD_CHOICES",
     "add_decision_options",
     "add_device_option",
+    "add_model_options",
     "add_trust_option",
+    "model_options",
     "bits",
     "decision_list",
     "device_name",
@@ -154,3 +156,37 @@ def add_trust_option(parser: argparse.ArgumentParser) -> None:
         help="allow loading a pickled PyTorch module (.pt); unpickling runs code from the file, "
         "so pass this only for files from a source you trust",
     )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--trust`` and the framework model options (nnU-Net folds, checkpoint, mirroring)."""
+    add_trust_option(parser)
+    group = parser.add_argument_group("nnU-Net model folders")
+    group.add_argument(
+        "--folds",
+        nargs="+",
+        metavar="K",
+        help="folds to ensemble (e.g. --folds 0 1, or all); default: every fold present, as "
+        "nnUNetv2_predict does",
+    )
+    group.add_argument(
+        "--checkpoint",
+        choices=("checkpoint_final.pth", "checkpoint_best.pth"),
+        help="checkpoint file read in each fold (default: checkpoint_final.pth when present)",
+    )
+    group.add_argument(
+        "--no-mirroring",
+        dest="mirroring",
+        action="store_false",
+        help="switch off nnU-Net's test-time mirroring (on by default, as in nnU-Net)",
+    )
+
+
+def model_options(args: argparse.Namespace) -> dict[str, object]:
+    """The keyword arguments of :func:`core.models.load_model` given on the command line."""
+    return {
+        "trust": bool(getattr(args, "trust", False)),
+        "folds": getattr(args, "folds", None),
+        "checkpoint": getattr(args, "checkpoint", None),
+        "mirroring": bool(getattr(args, "mirroring", True)),
+    }

@@ -103,7 +103,8 @@ def describe_model(model: LoadedModel) -> dict[str, Any]:
     -------
     dict
         path, name, quantized, quantization (metadata or None), parameters (total),
-        parameter_mb (float32 size), spec (the JSON spec), layers (:func:`describe_layers`).
+        parameter_mb (float32 size), spec (the JSON spec), framework (the framework's facts, e.g.
+        nnU-Net configuration and folds, or None), layers (:func:`describe_layers`).
     """
     total = int(sum(p.numel() for p in model.module.parameters()))
     return {
@@ -114,6 +115,7 @@ def describe_model(model: LoadedModel) -> dict[str, Any]:
         "parameters": total,
         "parameter_mb": total * 4 / 1e6,
         "spec": describe_spec(model.spec),
+        "framework": model.framework.describe() if model.framework is not None else None,
         "layers": describe_layers(model.module),
     }
 

@@ -13,6 +13,7 @@ import argparse
 import functools
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import TextIO
 
@@ -66,6 +67,10 @@ def describe_error(error: BaseException) -> str:
     return "; ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
+def _one_line(message: Warning | str) -> str:
+    return " ".join(str(message).split())
+
+
 def _print_error(prog: str, message: str, stream: TextIO) -> None:
     print(f"{prog}: error: {message}", file=stream, flush=True)
 
@@ -92,6 +97,18 @@ def handle_errors(name: str) -> Callable[[CommandRun], CommandRun]:
     def decorate(run: CommandRun) -> CommandRun:
         @functools.wraps(run)
         def guarded(args: argparse.Namespace) -> int:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("default")  # each distinct warning once
+                code = _run_guarded(args)
+            if code == EXIT_OK:
+                # Library warnings the readers did not turn into words themselves come out as
+                # the command's own lines, not as raw "file:line: Category" text; after a
+                # failure the error line alone says what matters.
+                for message in dict.fromkeys(_one_line(w.message) for w in caught):
+                    print(f"{prog}: warning: {message}", file=sys.stderr)
+            return code
+
+        def _run_guarded(args: argparse.Namespace) -> int:
             debug = bool(getattr(args, "debug", False))
             try:
                 return int(run(args))

@@ -12,8 +12,9 @@ from typing import Any
 from core.cli.arguments import (
     add_decision_options,
     add_device_option,
-    add_trust_option,
+    add_model_options,
     decision_list,
+    model_options,
 )
 from core.cli.errors import EXIT_OK, handle_errors
 from core.cli.outputs import check_outputs
@@ -106,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", metavar="CASES.csv", help="also write the per-case rows as CSV")
     add_decision_options(parser)
     add_device_option(parser)
-    add_trust_option(parser)
+    add_model_options(parser)
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -187,6 +188,7 @@ class _Collected:
     per_case: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     inference: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    warnings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _score_model_on_case(
@@ -221,6 +223,9 @@ def _score_model_on_case(
             on_progress=on_progress(f"{case}, {model_id}, {decision}"),
         )
         if probs is None:
+            for warning in result.warnings:  # the same for every rule: said once per model
+                _warn(f"{case}: {model_id}: {warning}")
+                collected.warnings.append({"model": model_id, "case": case, "warning": warning})
             collected.inference.append(
                 {
                     "model": model_id,
@@ -286,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     from core.io import read_image, read_mask
 
     quiet = bool(getattr(args, "quiet", False))
-    models = [load_cli_model(path, trust=args.trust) for path in args.model]
+    models = [load_cli_model(path, **model_options(args)) for path in args.model]
     ids = _unique_ids(models)
     collected = _Collected()
     case_records: list[dict[str, Any]] = []
@@ -339,6 +344,7 @@ def run(args: argparse.Namespace) -> int:
             "images": [str(p) for p in pairing.unmatched_images],
             "labels": [str(p) for p in pairing.unmatched_labels],
         },
+        "warnings": collected.warnings,
         "means": means,
         "per_case": per_case,
         "timings": {

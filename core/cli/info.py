@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from core.cli.arguments import add_trust_option
+from core.cli.arguments import add_model_options, model_options
 from core.cli.errors import EXIT_OK, handle_errors
 from core.cli.tables import format_table
 from core.report_files import format_report_json
@@ -37,17 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``info`` options to its sub-parser."""
     parser.add_argument("path", metavar="PATH", help="image file, model, or DICOM folder")
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
-    add_trust_option(parser)
+    add_model_options(parser)
 
 
-def describe_path(path: Path, *, trust: bool = False) -> dict[str, Any]:
+def describe_path(path: Path, **load_options: Any) -> dict[str, Any]:
     """Describe what ``path`` is.
 
     Parameters
     ----------
     path : pathlib.Path
-    trust : bool
-        Allow loading a pickled model module.
+    **load_options
+        Passed to :func:`core.models.load_model` for a model (``trust``, ``folds``, ...).
 
     Returns
     -------
@@ -64,7 +64,10 @@ def describe_path(path: Path, *, trust: bool = False) -> dict[str, Any]:
 
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
-    if path.is_dir() and not (path / "model.json").exists() and not _is_framework_folder(path):
+    from core.models.frameworks import detect_framework
+
+    is_framework_model = path.is_dir() and detect_framework(path) is not None
+    if path.is_dir() and not (path / "model.json").exists() and not is_framework_model:
         from core.io import list_dicom_series
 
         series = list_dicom_series(path)
@@ -78,7 +81,7 @@ def describe_path(path: Path, *, trust: bool = False) -> dict[str, Any]:
     if path.is_dir() or path.suffix.lower() in _MODEL_FILE_SUFFIXES:
         from core.cli.model_loading import load_cli_model
 
-        return {"kind": "model", **describe_model(load_cli_model(path, trust=trust))}
+        return {"kind": "model", **describe_model(load_cli_model(path, **load_options))}
     if path.suffix.lower() == ".json":
         from core.models import ModelSpec
 
@@ -92,13 +95,6 @@ def describe_path(path: Path, *, trust: bool = False) -> dict[str, Any]:
         first = describe_image(read_image(path, volume=0), intensities=True)
         volumes = {"count": several.count, "summary": several.summary, "detail": several.detail}
         return {"kind": "image", **first, "volumes": volumes}
-
-
-def _is_framework_folder(path: Path) -> bool:
-    """True for another framework's model folder (an nnU-Net model, a MONAI bundle)."""
-    from core.models.frameworks import detect_framework
-
-    return detect_framework(path) is not None
 
 
 def _join(values: Any, unit: str = "") -> str:
@@ -120,6 +116,44 @@ def _format_spec(spec: dict[str, Any]) -> list[str]:
     lines.append(f"  preprocessing: {', '.join(steps) or 'none'}")
     if spec.get("description"):
         lines.append(f"  description: {spec['description']}")
+    return lines
+
+
+def _format_framework(facts: dict[str, Any]) -> list[str]:
+    """Framework lines of a model: what runs it, and with which settings."""
+    lines = [f"  framework: {facts['framework']}"]
+    # nnU-Net states sizes in its own (z, y, x) order; a MONAI bundle in the order of its
+    # preprocessed array (the inferer's roi_size, the Spacingd pixdim).
+    nnunet = facts["framework"] == "nnU-Net v2"
+    labels = {
+        "bundle": "bundle",
+        "version": "version",
+        "config": "config",
+        "weights": "weights",
+        "network": "network",
+        "configuration": "configuration",
+        "trainer": "trainer",
+        "plans": "plans",
+        "folds": "folds",
+        "checkpoint": "checkpoint",
+        "channel_names": "input channels",
+        "normalization": "normalization",
+        "activation": "activation",
+        "patch_size": "patch size (z, y, x)" if nnunet else "patch size (inferer roi_size)",
+        "spacing_mm": "target spacing (z, y, x mm)" if nnunet else "target spacing (Spacingd mm)",
+        "region_based": "region-based",
+        "mirroring": "mirroring axes",
+        "tile_step_size": "tile step",
+    }
+    for key, label in labels.items():
+        if key not in facts:
+            continue
+        value = facts[key]
+        if key in ("patch_size", "spacing_mm") and value:
+            value = _join(value)
+        elif isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        lines.append(f"    {label}: {value if value not in ('', [], None) else 'none'}")
     return lines
 
 
@@ -154,6 +188,10 @@ def format_description(info: dict[str, Any]) -> str:
         return "\n".join([f"model spec: {info['path']}", *_format_spec(info["spec"])])
     if kind == "model":
         lines = [f"model: {info['name']} ({info['path']})", *_format_spec(info["spec"])]
+        if info.get("framework"):
+            # The framework preprocesses itself; the spec's (empty) list would say "none".
+            lines = [line for line in lines if not line.startswith("  preprocessing:")]
+            lines += _format_framework(info["framework"])
         if info["quantization"]:
             q = info["quantization"]
             lines.append(
@@ -196,7 +234,7 @@ def format_description(info: dict[str, Any]) -> str:
 @handle_errors(NAME)
 def run(args: argparse.Namespace) -> int:
     """Run ``info``; returns the exit code."""
-    info = describe_path(Path(args.path), trust=args.trust)
+    info = describe_path(Path(args.path), **model_options(args))
     print(
         format_report_json(info) if args.json else format_description(info),
         end="" if args.json else "\n",

@@ -117,8 +117,12 @@ def pair_cases(images: list[Path], labels: list[Path]) -> Pairing:
         paired with itself.
     """
     by_name: dict[str, Path] = {}
+    names = {case_name(image) for image in images}
     for image in images:
         name = case_name(image)
+        channel = _CHANNEL_TAG.search(name)
+        if channel and channel.group(0) != "_0000" and f"{name[: channel.start()]}_0000" in names:
+            continue  # a further channel of a multi-channel case: read beside its _0000 file
         if name in by_name:
             raise ValueError(f"{image}: same case name {name!r} as {by_name[name]}")
         by_name[name] = image

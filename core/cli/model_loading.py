@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = ["load_cli_model"]
 
 
-def load_cli_model(path: str | os.PathLike[str], *, trust: bool) -> Any:
+def load_cli_model(
+    path: str | os.PathLike[str],
+    *,
+    trust: bool,
+    folds: Sequence[str] | None = None,
+    checkpoint: str | None = None,
+    mirroring: bool = True,
+) -> Any:
     """:func:`core.models.load_model`, with a refused pickle explained in terms of ``--trust``.
 
     Parameters
@@ -18,6 +26,8 @@ def load_cli_model(path: str | os.PathLike[str], *, trust: bool) -> Any:
         Model folder or file as given on the command line.
     trust : bool
         The ``--trust`` flag.
+    folds, checkpoint, mirroring
+        ``--folds``, ``--checkpoint`` and ``--no-mirroring`` (nnU-Net model folders).
 
     Returns
     -------
@@ -32,7 +42,9 @@ def load_cli_model(path: str | os.PathLike[str], *, trust: bool) -> Any:
     from core.models import load_model
 
     try:
-        return load_model(path, trust=trust)
+        return load_model(
+            path, trust=trust, folds=folds, checkpoint=checkpoint, mirroring=mirroring
+        )
     except ValueError as error:
         message = str(error)
         if not trust and "trust=True" in message:

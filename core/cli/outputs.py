@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from core.atomic_files import same_file
+from core.atomic_files import output_target, same_file
 from core.cli.errors import UsageError
 
 __all__ = ["check_outputs", "is_inside"]
@@ -28,7 +28,10 @@ def check_outputs(
     *,
     folder_outputs: Iterable[str] = (),
 ) -> None:
-    """Refuse outputs that equal an input, each other, or (for folder outputs) contain an input.
+    """Refuse outputs that are not regular files, equal an input or each other, or hold an input.
+
+    An existing device, FIFO, socket, system path (a link to one included) is refused; a link
+    to a regular file is accepted, and the writers replace the file it points to.
 
     Parameters
     ----------
@@ -43,10 +46,15 @@ def check_outputs(
     Raises
     ------
     UsageError
-        Naming the option, the path and the input it collides with.
+        Naming the option, the path and the problem (or the input it collides with).
     """
     given = {option: Path(path) for option, path in outputs.items() if path is not None}
     folders = set(folder_outputs)
+    for option, target in given.items():
+        try:
+            output_target(target, folder=option in folders)
+        except ValueError as error:
+            raise UsageError(f"{option} {error}") from None
     sources = [Path(p) for p in inputs]
     for option, target in given.items():
         for source in sources:

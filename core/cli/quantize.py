@@ -11,8 +11,9 @@ from core.cli.arguments import (
     GRANULARITY_CHOICES,
     METHOD_CHOICES,
     add_device_option,
-    add_trust_option,
+    add_model_options,
     bits,
+    model_options,
     non_negative_int,
     positive_float,
     positive_int,
@@ -131,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of sampling and batching")
     parser.add_argument("--report", metavar="REPORT.json", help="write a JSON report here")
     add_device_option(parser)
-    add_trust_option(parser)
+    add_model_options(parser)
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -147,6 +148,13 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--report {args.report}: folder {Path(args.report).parent} does not exist"
         )
+    from core.atomic_files import output_folder
+    from core.models.loading import MODEL_FILES
+
+    try:
+        output_folder(out, replaceable=MODEL_FILES)  # the user's own files there would be lost
+    except ValueError as error:
+        raise UsageError(f"--out {error}") from None
     spec_file = out / "model.json"
     if spec_file.exists():
         # Replacing an earlier quantized result is fine; replacing a float model is not.
@@ -190,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    model = load_cli_model(args.model, trust=args.trust)
+    model = load_cli_model(args.model, **model_options(args))
     timings["load_model"] = time.perf_counter() - clock
     clock = time.perf_counter()
     images = [read_image(path) for path in args.calib]

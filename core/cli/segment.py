@@ -12,7 +12,8 @@ from core.cli.arguments import (
     DECISION_CHOICES,
     add_decision_options,
     add_device_option,
-    add_trust_option,
+    add_model_options,
+    model_options,
     non_negative_int,
 )
 from core.cli.errors import EXIT_OK, UsageError, handle_errors
@@ -80,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "TIFF, multi-echo or dynamic DICOM series; `info IMAGE` shows how many)",
     )
     add_device_option(parser)
-    add_trust_option(parser)
+    add_model_options(parser)
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     from core.pipeline import segment_image
 
     clock = time.perf_counter()
-    model = load_cli_model(args.model, trust=args.trust)
+    model = load_cli_model(args.model, **model_options(args))
     timings["load_model"] = time.perf_counter() - clock
 
     with ProgressPrinter.for_command(quiet) as printer:
@@ -207,7 +208,9 @@ def run(args: argparse.Namespace) -> int:
         write_mask(result.mask, args.out, reference=image)
         timings["write_mask"] = time.perf_counter() - clock
     timings["total"] = time.perf_counter() - start
-    for warning in [*image.warnings, *(f"{args.gt}: {w}" for w in gt_warnings)]:
+    gt_warnings = [*gt_warnings, *result.warnings]
+    image_warnings = [f"{args.image}: {w}" for w in image.warnings]
+    for warning in [*image_warnings, *(f"{args.gt}: {w}" for w in gt_warnings)]:
         print(f"main.py {NAME}: warning: {warning}", file=sys.stderr)
     report = segmentation_report(result, image=image, model=model, args=args, timings=timings)
     report["ground_truth_warnings"] = gt_warnings

@@ -21,6 +21,7 @@ from pydicom.errors import InvalidDicomError
 from core.io.errors import ImageReadError, VolumeChoiceRequired
 from core.io.geometry import LPS_TO_RAS
 from core.io.image import Image
+from core.memory import array_bytes, require_memory
 
 __all__ = ["DicomSeries", "list_dicom_series", "read_dicom"]
 
@@ -562,6 +563,7 @@ def _pixels(
     frames: list[_Frame], warnings: list[str]
 ) -> tuple[np.ndarray, tuple[float, float] | None]:
     """Stack the planes (slice, row, column[, rgb]) and apply the modality rescale."""
+    _check_pixel_memory(frames)
     decoded: dict[int, np.ndarray] = {}  # one decode per file, even with many frames
     planes = []
     for frame in frames:
@@ -594,6 +596,49 @@ def _pixels(
     scaled = stack.astype(np.float32) * slopes.astype(np.float32)
     scaled += intercepts.astype(np.float32)
     return scaled, pairs[0]
+
+
+def _header_int(dataset: pydicom.Dataset, keyword: str, default: int) -> int:
+    try:
+        return max(int(dataset.get(keyword, default) or default), 0)
+    except (TypeError, ValueError):
+        return default
+
+
+def _check_pixel_memory(frames: list[_Frame]) -> None:
+    """Refuse a series whose headers ask for more pixels than the memory can hold.
+
+    Counts each file's decoded pixel data (rows x columns x frames x samples x bytes) plus the
+    stacked volume and its rescaled float32 copy, all before anything is decoded.
+    """
+    datasets = {id(frame.dataset): frame.dataset for frame in frames}
+    decoded = 0
+    for dataset in datasets.values():
+        bits = _header_int(dataset, "BitsAllocated", 16)
+        decoded += array_bytes(
+            (
+                _header_int(dataset, "Rows", 0),
+                _header_int(dataset, "Columns", 0),
+                _header_int(dataset, "NumberOfFrames", 1) or 1,
+                _header_int(dataset, "SamplesPerPixel", 1) or 1,
+            ),
+            max(1, (bits + 7) // 8),
+        )
+    first = frames[0].dataset
+    plane = array_bytes(
+        (
+            _header_int(first, "Rows", 0),
+            _header_int(first, "Columns", 0),
+            _header_int(first, "SamplesPerPixel", 1) or 1,
+        ),
+        4,
+    )
+    source = frames[0].file if len(datasets) == 1 else frames[0].file.parent
+    require_memory(
+        decoded + 2 * plane * len(frames),
+        f"{source}: reading the pixel data of {len(frames)} slice(s) of "
+        f"{_header_int(first, 'Rows', 0)}x{_header_int(first, 'Columns', 0)}",
+    )
 
 
 def _window(dataset: pydicom.Dataset) -> tuple[float, float] | None:

@@ -6,6 +6,8 @@ index 0 and lets the affine be ``LPS_TO_RAS @ [direction * spacing | origin]``.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import SimpleITK as sitk
 from core.io.errors import ImageReadError, VolumeChoiceRequired
 from core.io.geometry import affine_from_itk
 from core.io.image import Image
+from core.memory import array_bytes, require_memory
 
 __all__ = ["read_itk"]
 
@@ -33,11 +36,23 @@ def read_itk(path: Path, *, volume: int | None = None) -> Image:
     ImageReadError
         Unreadable file, unsupported dimension, missing or bad volume choice.
     """
+    data_file = _check_data_file(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        itk_image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
     except RuntimeError as exc:
-        message = " ".join(str(exc).split())[-200:]
-        raise ImageReadError(f"{path}: SimpleITK cannot read it ({message})") from exc
+        raise ImageReadError(f"{path}: not a readable image header ({_itk_reason(exc)})") from exc
+    size = reader.GetSize()
+    components = max(1, reader.GetNumberOfComponents())
+    component_bytes = sitk.Image([1, 1], reader.GetPixelID(), components).GetSizeOfPixelComponent()
+    voxels = array_bytes((*size, components), component_bytes)
+    # SimpleITK's buffer plus the numpy copy made from it.
+    require_memory(2 * voxels, f"{path}: reading its {'x'.join(map(str, size))} voxels")
+    try:
+        itk_image = reader.Execute()
+    except RuntimeError as exc:
+        raise ImageReadError(f"{path}: {_read_failure(exc, data_file, voxels)}") from exc
     dimension = itk_image.GetDimension()
     components = itk_image.GetNumberOfComponentsPerPixel()
     warnings: list[str] = []
@@ -75,6 +90,80 @@ def read_itk(path: Path, *, volume: int | None = None) -> Image:
         path=path,
         warnings=warnings,
     )
+
+
+def _itk_reason(exc: RuntimeError) -> str:
+    """ITK's own reason, without the C++ file and line it adds before it."""
+    text = " ".join(str(exc).split())
+    reason = text.rsplit("Reason:", 1)[-1] if "Reason:" in text else text.rsplit(":", 1)[-1]
+    reason = reason.strip()
+    if reason.startswith("No such file") or not reason:
+        # ITK says this for any header it cannot parse, though the file is there.
+        return "damaged or incomplete header"
+    return reason[:200]
+
+
+def _read_failure(exc: RuntimeError, data_file: tuple[Path, int] | None, needed: int) -> str:
+    """A failed read of the voxels in words (ITK says "No such file" for a short file)."""
+    if data_file is not None:
+        data_file, offset = data_file
+        try:
+            have = data_file.stat().st_size - offset
+        except OSError:
+            return f"its data file {data_file} is missing"
+        if have < needed:
+            return (
+                f"the voxel data is truncated ({have} bytes in {data_file.name}; the header "
+                f"describes at least {needed})"
+            )
+    return f"cannot read the voxel data ({_itk_reason(exc)})"
+
+
+#: Header keys naming the file that holds the voxels (MetaImage, NRRD detached headers).
+_DATA_FILE_KEYS = ("elementdatafile", "data file", "datafile")
+
+
+def _check_data_file(path: Path) -> tuple[Path, int] | None:
+    """The raw data file a header points to and where its voxels start; refused if not regular.
+
+    A ``.mhd``/``.nhdr`` may name any path as its data: a device such as ``/dev/zero`` would be
+    read for as long as the header asks, a FIFO would block for ever. For an ``.mha`` with
+    ``ElementDataFile = LOCAL`` (the voxels after the header) the file itself is returned with
+    the header's length, so a short file can be reported as truncated. Compressed, attached
+    NRRD and multi-file layouts give None.
+    """
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(1 << 16)
+    except OSError as error:
+        raise ImageReadError(f"{path}: cannot read it ({error.strerror})") from None
+    compressed = False
+    named = None
+    header_end = 0
+    for line in head.split(b"\n"):
+        header_end += len(line) + 1
+        text = line.decode("latin-1")
+        key, sep, value = text.partition("=") if "=" in text else text.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if not sep:
+            continue
+        if key in ("compresseddata", "encoding") and value.lower() in ("true", "gzip", "gz", "bz2"):
+            compressed = True
+        if key in _DATA_FILE_KEYS:
+            named = value
+            break
+    if named is None or named.upper() == "LIST" or "%" in named or " " in named:
+        return None
+    if named.upper() == "LOCAL":
+        return None if compressed else (path, header_end)
+    data = path.parent / named
+    try:
+        mode = os.stat(data).st_mode
+    except OSError:
+        raise ImageReadError(f"{path}: its data file {named} does not exist") from None
+    if not stat.S_ISREG(mode):
+        raise ImageReadError(f"{path}: its data file {named} is not a regular file; refusing it")
+    return None if compressed else (data, 0)
 
 
 def _choose(path: Path, volume: int | None, count: int, what: str) -> int:

@@ -25,6 +25,7 @@ from core.io.image import Image
 from core.io.natural import read_natural_pixels
 from core.io.nifti import load_nifti_header
 from core.io.reader import IMAGE_SUFFIXES, read_image, suffix_of
+from core.library_output import captured_library_output
 
 __all__ = ["MASK_SUFFIXES", "Mask", "read_mask", "write_mask"]
 
@@ -230,7 +231,9 @@ def read_mask(path: str | os.PathLike[str], *, reference: Image) -> Mask:
     if suffix_of(source) in IMAGE_SUFFIXES["natural"]:
         if not source.is_file():
             raise ImageReadError(f"{source}: no such file")
-        pixels, pixel_warnings = read_natural_pixels(source)
+        with captured_library_output() as library:
+            pixels, pixel_warnings = read_natural_pixels(source)
+        pixel_warnings = [*pixel_warnings, *library]
         if pixels.ndim == 3:
             if not np.all(pixels == pixels[..., :1]):
                 raise ValueError(f"{source}: colour image cannot be a label mask")

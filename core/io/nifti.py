@@ -10,6 +10,7 @@ import numpy as np
 from core.io.errors import ImageReadError, VolumeChoiceRequired
 from core.io.geometry import max_corner_distance
 from core.io.image import Image
+from core.memory import array_bytes, require_memory
 
 __all__ = ["load_nifti_header", "read_nifti"]
 
@@ -60,6 +61,15 @@ def read_nifti(path: Path, *, volume: int | None = None) -> Image:
     if len(shape) > 4 and any(n != 1 for n in shape[4:]):
         raise ImageReadError(f"{path}: {len(shape)}-D NIfTI {shape} is not supported")
     proxy = nifti.dataobj
+    stored = header.get_data_dtype()
+    _check_voxel_type(path, stored)
+    # Scaled files come back as floats; count 8 bytes a voxel then, whatever is stored.
+    itemsize = max(stored.itemsize, 8 if _scaled(proxy) else 1)
+    volume_shape = _as_3d(shape)
+    require_memory(
+        array_bytes(volume_shape, itemsize),
+        f"{path}: reading its {'x'.join(map(str, volume_shape))} {stored} voxels",
+    )
     try:
         if len(shape) >= 4 and shape[3] > 1:
             if volume is None:
@@ -77,6 +87,9 @@ def read_nifti(path: Path, *, volume: int | None = None) -> Image:
         raise
     except Exception as exc:  # truncated data raises EOFError, ValueError, OSError, zlib.error
         raise ImageReadError(f"{path}: cannot read voxel data ({_one_line(exc)})") from exc
+    if stored.fields is not None:
+        array, note = _colour_channels(array)
+        warnings.append(note)
     if isinstance(array, np.memmap):
         # A plain ndarray view of the copy-on-write map: same memory, no subclass surprises.
         array = array.view(np.ndarray)
@@ -105,6 +118,36 @@ def read_nifti(path: Path, *, volume: int | None = None) -> Image:
         path=path,
         warnings=warnings,
     )
+
+
+def _scaled(proxy: object) -> bool:
+    slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
+    return not (slope == 1 and inter == 0)
+
+
+def _check_voxel_type(path: Path, dtype: np.dtype) -> None:
+    """Refuse voxel types that are not one intensity (or an RGB colour) per voxel."""
+    if dtype.kind == "c":
+        raise ImageReadError(
+            f"{path}: voxels are complex numbers ({dtype}); save the magnitude or the phase as "
+            "a real-valued image first"
+        )
+    if dtype.fields is not None and tuple(dtype.names or ()) not in (("R", "G", "B"), _RGBA):
+        raise ImageReadError(f"{path}: voxels of compound type {dtype} are not supported")
+    if dtype.fields is None and dtype.kind not in "biuf":
+        raise ImageReadError(f"{path}: voxels of type {dtype} are not supported")
+
+
+_RGBA = ("R", "G", "B", "A")
+
+
+def _colour_channels(array: np.ndarray) -> tuple[np.ndarray, str]:
+    """RGB24/RGBA32 voxels as an ``(I, J, K, 3)`` uint8 array, and a note saying so."""
+    rgb = np.stack([array[name] for name in ("R", "G", "B")], axis=-1).astype(np.uint8)
+    note = "RGB24 voxels read as colour"
+    if array.dtype.names == _RGBA:
+        note = "RGBA32 voxels read as colour (alpha ignored)"
+    return rgb, note
 
 
 def _as_3d(shape: tuple[int, ...]) -> tuple[int, int, int]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from core.io.dicom import DicomSeries, read_dicom
 from core.io.errors import ImageReadError
 from core.io.image import Image
 from core.io.itk import read_itk
 from core.io.natural import read_natural
 from core.io.nifti import read_nifti
+from core.library_output import captured_library_output
 
 __all__ = ["IMAGE_SUFFIXES", "read_image", "suffix_of"]
 
@@ -59,10 +62,44 @@ def read_image(
     Raises
     ------
     ImageReadError
-        Missing file, unknown extension, unreadable content, missing series or volume choice;
-        the message names the file.
+        Missing file, unknown extension, unreadable content, missing series or volume choice,
+        no finite voxel; the message names the file.
+    MemoryLimitError
+        The header asks for more memory than is available (with both figures).
+
+    Notes
+    -----
+    Warnings and native messages the reading libraries emit are caught and added to the
+    image's ``warnings``, as are counts of NaN and infinite voxels.
     """
     source = Path(path)
+    with captured_library_output() as library:
+        image = _read(source, series, volume)
+    image.warnings.extend(library)
+    image.warnings.extend(_voxel_warnings(image))
+    return image
+
+
+def _voxel_warnings(image: Image) -> list[str]:
+    """NaN and infinite voxels in words; a file with no finite voxel at all is refused."""
+    array = image.array
+    if array.dtype.kind != "f" or array.size == 0:
+        return []
+    finite = int(np.count_nonzero(np.isfinite(array)))
+    if finite == 0:
+        raise ImageReadError(f"{image.path}: every voxel is NaN or infinite; nothing to show")
+    if finite == array.size:
+        return []
+    nan = int(np.count_nonzero(np.isnan(array)))
+    kinds = [f"{nan} NaN"] if nan else []
+    kinds += [f"{array.size - finite - nan} infinite"] if array.size - finite - nan else []
+    return [
+        f"{' and '.join(kinds)} voxels (of {array.size}): they are shown as the lowest value "
+        "and a model refuses them"
+    ]
+
+
+def _read(source: Path, series: str | DicomSeries | None, volume: int | None) -> Image:
     if not source.exists():
         raise ImageReadError(f"{source}: no such file or folder")
     if source.is_dir():

@@ -82,7 +82,7 @@ def calibration_inputs(
         raise ValueError("calibration_inputs needs at least one image")
     if model.framework is not None:
         # In the network's own input space: the framework preprocesses each case.
-        cases = [image_channels(image) for image in images]
+        cases = [image_channels(image, model.spec.in_channels) for image in images]
         return model.framework.calibration_inputs(cases, n=n, seed=seed, crop=crop)
     spec = model.spec
     divisor = max(spec.size_divisor, int(getattr(model.module, "size_divisor", 1)))

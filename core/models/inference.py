@@ -21,7 +21,9 @@ from torch import nn
 from core.device import resolve_device
 from core.io.image import Image
 from core.jobs import CancelToken, Progress, ProgressCallback, report
-from core.models.inputs import image_channels, model_input
+from core.memory import require_memory
+from core.models.footprint import activation_bytes_per_voxel, inference_bytes
+from core.models.inputs import check_model_voxels, image_channels, model_input
 from core.models.loaded import LoadedModel
 
 __all__ = ["FLOAT16_OUTPUT_BYTES", "gaussian_importance", "predict", "window_starts"]
@@ -108,28 +110,75 @@ class _Runner:
         activation: str,
         device: torch.device,
         memory_format: torch.memory_format = torch.contiguous_format,
+        *,
+        num_classes: int | None = None,
+        name: str = "the model",
     ) -> None:
         self.module = module
         self.activation = activation
         self.device = device
         self.memory_format = memory_format
+        self.num_classes = num_classes
+        self.name = name
+
+    def _check(self, batch: torch.Tensor, logits: torch.Tensor) -> None:
+        """Refuse an output that does not map one probability per class onto each input voxel.
+
+        A 1x1 map would broadcast over the whole window and a map twice the input's size would
+        be cropped, both giving a mask without an error.
+        """
+        classes = self.num_classes if self.num_classes is not None else logits.shape[1]
+        expected = (batch.shape[0], classes, *batch.shape[2:])
+        if logits.ndim != batch.ndim or tuple(logits.shape) != expected:
+            raise ValueError(
+                f"{self.name}: output has shape {tuple(logits.shape)} for an input of shape "
+                f"{tuple(batch.shape)}; expected {expected} (one channel per class, the "
+                "input's spatial size)"
+            )
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError(
+                f"{self.name}: output holds NaN or infinite values for a finite input "
+                "(broken weights or an overflow)"
+            )
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
         batch = batch.contiguous(memory_format=self.memory_format)
-        if self.device.type == "cuda":
-            # Mixed precision: convolutions in float16, activation in float32.
-            with torch.autocast("cuda", dtype=torch.float16):
+        try:
+            if self.device.type == "cuda":
+                # Mixed precision: convolutions in float16, activation in float32.
+                with torch.autocast("cuda", dtype=torch.float16):
+                    logits = self.module(batch)
+            else:
                 logits = self.module(batch)
-        else:
-            logits = self.module(batch)
+        except RuntimeError as error:  # torch.jit.Error too: a TorchScript traceback
+            raise ValueError(
+                f"{self.name}: the model failed on an input of shape {tuple(batch.shape)} "
+                f"({_torch_reason(error)})"
+            ) from error
+        if not isinstance(logits, torch.Tensor):
+            raise ValueError(
+                f"{self.name}: returns a {type(logits).__name__}, not one tensor of class scores"
+            )
         logits = logits.float()
+        self._check(batch, logits)
         if self.activation == "softmax":
             probs = torch.softmax(logits, dim=1)
         else:
             probs = torch.sigmoid(logits)
         return probs.cpu()
+
+
+def _torch_reason(error: RuntimeError) -> str:
+    """The line of a torch error that says what went wrong.
+
+    TorchScript errors carry both tracebacks (serialized and original code) before the actual
+    reason on the last line; eager errors are usually one line already.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(error).__name__
+    return reason.removeprefix("RuntimeError: ")[:300]
 
 
 def _inference_module(
@@ -154,6 +203,46 @@ def _inference_module(
     except (RuntimeError, TypeError, copy.Error):  # e.g. TorchScript with fixed layouts
         return module.to(device), torch.contiguous_format
     return fast.eval(), memory_format
+
+
+def _check_memory(
+    model: LoadedModel,
+    image: Image,
+    target: torch.device,
+    batch_size: int,
+    divisor: int,
+    output_itemsize: int,
+    where: str,
+) -> None:
+    """Refuse, before any work, a prediction whose probabilities, input and activations
+    cannot fit in the memory available (activations only counted on the CPU)."""
+    spec = model.spec
+    shape = image.shape3
+    if spec.mode == "2d":
+        window = spec.patch_size or shape[:2]
+        window = [min(p, s) for p, s in zip(window, shape[:2], strict=True)]
+        batch = batch_size if spec.patch_size is not None else min(batch_size, shape[2])
+    else:
+        window = [min(p, s) for p, s in zip(spec.patch_size or shape, shape, strict=True)]
+        batch = batch_size
+    window_voxels = batch * math.prod(_round_up(n, divisor) for n in window)
+    per_voxel = None
+    if target.type == "cpu":
+        dims = 2 if spec.mode == "2d" else 3
+        per_voxel = activation_bytes_per_voxel(model.module, spec.in_channels, dims, divisor)
+    need = inference_bytes(
+        shape=shape,
+        in_channels=spec.in_channels,
+        num_classes=spec.num_classes,
+        output_itemsize=output_itemsize,
+        window_voxels=window_voxels,
+        per_voxel_activations=per_voxel,
+    )
+    require_memory(
+        need,
+        f"{where}segmenting {'x'.join(map(str, shape))} voxels into {spec.num_classes} classes "
+        "(probabilities, input and the network's activations)",
+    )
 
 
 def _sliding_window(
@@ -247,14 +336,20 @@ def predict(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if model.framework is not None:
         # The framework's own pipeline (preprocessing, sliding window, ensemble, export).
+        channels = image_channels(image, spec.in_channels)
+        for channel in channels:
+            check_model_voxels(channel)
         probs = model.framework.predict(
-            image_channels(image), device=device, on_progress=on_progress, cancel=cancel
+            channels,
+            device=device,
+            on_progress=on_progress,
+            cancel=cancel,
         )
         if probs.nbytes > FLOAT16_OUTPUT_BYTES:
             probs = probs.astype(np.float16)
         return probs
+    where = f"{image.path}: " if image.path is not None else ""
     if spec.mode == "3d" and image.ndim_spatial == 2:
-        where = f"{image.path}: " if image.path is not None else ""
         raise ValueError(f"{where}model {model.name!r} is 3-D but the image is a single slice")
     target = resolve_device(device)
     if batch_size is None:
@@ -266,19 +361,21 @@ def predict(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
 
-    volume = torch.from_numpy(model_input(model, image))
     num_classes = spec.num_classes
     shape = image.shape3
     out_bytes = num_classes * math.prod(shape) * 4
     out_dtype = np.float16 if out_bytes > FLOAT16_OUTPUT_BYTES else np.float32
     divisor = max(spec.size_divisor, int(getattr(model.module, "size_divisor", 1)))
+    model.module.eval()
+    _check_memory(model, image, target, batch_size, divisor, np.dtype(out_dtype).itemsize, where)
+    volume = torch.from_numpy(model_input(model, image))
 
     module = model.module
     first_param = next(itertools.chain(module.parameters(), module.buffers()), None)
     home = first_param.device if first_param is not None else torch.device("cpu")
-    module.eval()
     fast, memory_format = _inference_module(module, spec.mode, target)
-    run = _Runner(fast, spec.activation, target, memory_format)
+    name = f"{model.path}" if model.path is not None else f"model {model.name!r}"
+    run = _Runner(fast, spec.activation, target, memory_format, num_classes=num_classes, name=name)
 
     if spec.mode == "2d":
         num_slices = shape[2]

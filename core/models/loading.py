@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import pickle
 import warnings
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from core.atomic_files import atomic_write, atomic_write_folder
+from core.memory import MemoryLimitError, require_memory
 from core.models.architectures import build_architecture, known_architectures
 from core.models.loaded import LoadedModel, display_name
 from core.models.spec import ModelSpec
@@ -49,6 +52,10 @@ SPEC_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
 QUANTIZED_WEIGHTS_FILE = "quantized.safetensors"
 TORCH_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
+#: Files a save may replace in an existing model folder (anything else there is the user's).
+MODEL_FILES = frozenset(
+    {SPEC_FILE, WEIGHTS_FILE, QUANTIZED_WEIGHTS_FILE, *(f"model{s}" for s in TORCH_SUFFIXES)}
+)
 
 
 def _build(spec: ModelSpec, source: Path) -> nn.Module:
@@ -57,14 +64,32 @@ def _build(spec: ModelSpec, source: Path) -> nn.Module:
             f"{source}: architecture {spec.architecture!r} needs its code in the weights file "
             f"(TorchScript); safetensors weights need one of: {', '.join(known_architectures())}"
         )
-    try:
+
+    def build() -> nn.Module:
         return build_architecture(
             spec.architecture,
             in_channels=spec.in_channels,
             out_channels=spec.num_classes,
             arguments=spec.arguments,
         )
+
+    try:
+        # On the meta device first: sizes only, so a spec asking for a billion input
+        # channels is measured, not allocated.
+        with torch.device("meta"):
+            probe = build()
+        tensors = [*probe.parameters(), *probe.buffers()]
+        need = sum(t.numel() * t.element_size() for t in tensors)
+        # The weights, the file's copy of them, and room for the activations of a forward pass.
+        require_memory(
+            3 * need,
+            f"{source}: building {spec.architecture!r} with "
+            f"{sum(t.numel() for t in tensors):,} weights",
+        )
+        return build()
     except ValueError as error:
+        if isinstance(error, MemoryLimitError):
+            raise
         raise ValueError(f"{source}: {error}") from None
 
 
@@ -85,7 +110,33 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], source: Path)
                 f"{source}: weight {key!r} has shape {tuple(tensor.shape)} but the architecture "
                 f"in the spec needs {tuple(expected[key].shape)}"
             )
+        if tensor.dtype.is_floating_point != expected[key].dtype.is_floating_point:
+            # load_state_dict would cast int32 codes into float weights without a word.
+            raise ValueError(
+                f"{source}: weight {key!r} is {tensor.dtype} but the architecture needs "
+                f"{expected[key].dtype}"
+            )
     module.load_state_dict(state)
+
+
+def _check_quantized_finite(result: Any, source: Path | str) -> None:
+    """Refuse a quantization run with NaN/Inf losses or weights (NaN calibration or weights)."""
+    losses = getattr(result, "block_losses", None) or {}
+    bad = [name for name, pair in losses.items() if not all(math.isfinite(v) for v in pair)]
+    if bad:
+        raise ValueError(
+            f"{source}: quantization gave NaN or infinite losses in block(s) {', '.join(bad)}; "
+            "nothing was kept (check the calibration images and the model's weights)"
+        )
+    _check_finite(result.model, source)
+
+
+def _check_finite(module: nn.Module, source: Path | str) -> None:
+    """Refuse NaN or infinite weights: every output of such a network is meaningless."""
+    for key, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{source}: weight {key!r} holds {bad} NaN or infinite values")
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -128,15 +179,23 @@ def _load_torch_file(
         raise ValueError(f"{path}: no model spec found: put {path.stem}.json beside it")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
+        if "unsupported global" not in str(error).lower():
+            # Not Python objects the safe loader refused, but bytes it cannot parse at all
+            # (random data, another format): calling it a pickled module would mislead.
+            raise ValueError(
+                f"{path}: not a PyTorch file (neither TorchScript, a checkpoint nor a pickle)"
+            ) from None
         if not trust:
             raise UntrustedCodeError(
                 f"{path.name} is a pickled Python module: loading it runs code from the file; "
                 "pass trust=True only if you trust where the file came from"
             ) from None
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
-    except (RuntimeError, OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable PyTorch file ({error})") from None
+    except Exception as error:  # noqa: BLE001 - torch raises any type on random or cut bytes
+        raise ValueError(
+            f"{path}: not a readable PyTorch file ({_first_sentence(error)})"
+        ) from None
     if isinstance(obj, nn.Module):
         return obj, spec
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -146,6 +205,14 @@ def _load_torch_file(
     raise ValueError(
         f"{path}: holds a {type(obj).__name__}, neither a module, TorchScript nor a state dict"
     )
+
+
+def _first_sentence(error: BaseException) -> str:
+    """The first sentence of a library's message (torch appends paragraphs of advice)."""
+    text = " ".join(str(error).split())
+    if not text:
+        return "the file is empty" if isinstance(error, EOFError) else type(error).__name__
+    return text.split(". ")[0].rstrip(".")[:200]
 
 
 def _load_quantized(folder: Path, spec: ModelSpec) -> nn.Module:
@@ -200,14 +267,19 @@ def load_model(
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such model file or folder")
-    if path.is_dir() and not (path / SPEC_FILE).exists():
-        from core.models.frameworks import open_framework_model  # lazy: frameworks are heavy
+    if not (path.is_dir() and (path / SPEC_FILE).exists()):
+        # lazy: the frameworks are heavy imports
+        from core.models.frameworks import locate_framework_folder, open_framework_model
 
-        framework_model = open_framework_model(
-            path, trust=trust, folds=folds, checkpoint=checkpoint, mirroring=mirroring
-        )
-        if framework_model is not None:
-            return framework_model
+        located = locate_framework_folder(path)
+        if located is not None:
+            folder, named_fold = located
+            if named_fold is not None and folds is None:
+                folds = named_fold
+                checkpoint = checkpoint or path.name
+            return open_framework_model(
+                folder, trust=trust, folds=folds, checkpoint=checkpoint, mirroring=mirroring
+            )
     if path.is_dir():
         spec_path = path / SPEC_FILE
         if not spec_path.exists():
@@ -242,6 +314,7 @@ def load_model(
             f"{path}: unknown model format {path.suffix!r} "
             f"(use a model folder, .safetensors or one of {', '.join(TORCH_SUFFIXES)})"
         )
+    _check_finite(module, path)
     module.eval()
     return LoadedModel(module=module, spec=spec, path=path)
 
@@ -300,15 +373,27 @@ def save_model(
             f"{path}: cannot save architecture {spec.architecture!r} as weights only; save a "
             "registered architecture or a TorchScript module"
         )
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    if scripted:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(module, str(weights_path), _extra_files={SPEC_FILE: spec.to_json()})
+
+    def write_weights(weights: Path) -> None:
+        if scripted:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.save(module, str(weights), _extra_files={SPEC_FILE: spec.to_json()})
+        else:
+            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            save_file(state, str(weights), metadata={"format": "pt", "segbench": "1"})
+
+    def write_folder(temp: Path) -> None:
+        write_weights(temp / weights_path.name)
+        spec.write(temp / SPEC_FILE)
+
+    if path.suffix == ".safetensors":
+        # Two files cannot be swapped in as one; each is atomic, the weights first.
+        atomic_write(weights_path, write_weights)
+        atomic_write(spec_path, spec.write)
     else:
-        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        save_file(state, str(weights_path), metadata={"format": "pt", "segbench": "1"})
-    spec.write(spec_path)
+        # Built beside the target and swapped in whole, so a kill leaves the old model or the new.
+        atomic_write_folder(path, write_folder, replaceable=MODEL_FILES)
     return path
 
 
@@ -362,6 +447,7 @@ def quantized_variant(result: Any, base: LoadedModel, name: str | None = None) -
     its folder describe themselves alike. ``name`` (e.g. "W4 FlexRound (tensor, block)")
     becomes its label and display name.
     """
+    _check_quantized_finite(result, name or base.name)
     metadata = _quantization_metadata(result, base, label=name)
     spec = base.spec.with_changes(quantization=metadata)
     framework = None
@@ -402,12 +488,21 @@ def _save_quantized_framework_model(
         if not overwrite:
             raise ValueError(f"{folder}: a model is already saved there (pass overwrite=True)")
     results = [result, *result.members]
+    for member_result in results:
+        _check_quantized_finite(member_result, folder)  # before anything is written
     variant = base.framework.with_members([r.model for r in results])
-    folder.mkdir(parents=True, exist_ok=True)
-    member_folders = variant.save_members(folder)
-    for member_result, member_folder in zip(results, member_folders, strict=True):
-        quant.save_quantized(member_result, member_folder / QUANTIZED_WEIGHTS_FILE)
-    (folder / QUANTIZATION_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+
+    def write(temp: Path) -> None:
+        member_folders = variant.save_members(temp)
+        for member_result, member_folder in zip(results, member_folders, strict=True):
+            quant.save_quantized(member_result, member_folder / QUANTIZED_WEIGHTS_FILE)
+        (temp / QUANTIZATION_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+
+    # An earlier quantized model of this kind may be replaced whole (its member folders too);
+    # anything else in the folder is the user's and makes the save refuse.
+    earlier = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    replaceable = {QUANTIZATION_FILE, *variant.layout_names(earlier)}
+    atomic_write_folder(folder, write, replaceable=replaceable)
     return folder
 
 
@@ -459,10 +554,16 @@ def save_quantized_model(
             f"{folder}: only registered architectures can be saved quantized "
             f"(base is {base.spec.architecture!r})"
         )
-    folder.mkdir(parents=True, exist_ok=True)
+    _check_quantized_finite(result, folder)  # before anything is written
     spec = base.spec.with_changes(quantization=_quantization_metadata(result, base, label))
     base_state = {k: v.detach().cpu().contiguous() for k, v in base.module.state_dict().items()}
-    save_file(base_state, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "segbench": "1"})
-    quant.save_quantized(result, folder / QUANTIZED_WEIGHTS_FILE)
-    spec.write(spec_path)
+
+    def write(temp: Path) -> None:
+        save_file(base_state, str(temp / WEIGHTS_FILE), metadata={"format": "pt", "segbench": "1"})
+        quant.save_quantized(result, temp / QUANTIZED_WEIGHTS_FILE)
+        spec.write(temp / SPEC_FILE)
+
+    # Built beside the target and swapped in whole: a kill never leaves an earlier spec beside
+    # new weights (which would load under the wrong name).
+    atomic_write_folder(folder, write, replaceable=MODEL_FILES)
     return folder

@@ -38,6 +38,59 @@ def _default_colors(n: int) -> list[tuple[int, int, int]]:
     return [(0, 0, 0)] + [palette[i % len(palette)] for i in range(n - 1)]
 
 
+#: JSON type of each spec field, and of its items for lists ("list of str" ...). A string such
+#: as ``"class_names": "abcd"`` would otherwise become four classes.
+_FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], type | tuple[type, ...] | None]] = {
+    "architecture": (str, None),
+    "class_names": (list, str),
+    "in_channels": (int, None),
+    "arguments": (dict, None),
+    "class_colors": (list, list),
+    "activation": (str, None),
+    "preprocessing": (list, dict),
+    "mode": (str, None),
+    "patch_size": ((list, type(None)), int),
+    "size_divisor": (int, None),
+    "name": (str, None),
+    "description": (str, None),
+    "quantization": ((dict, type(None)), None),
+}
+
+_JSON_NAMES = {
+    str: "a string",
+    int: "an integer",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def _json_kind(value: Any) -> str:
+    return {bool: "a boolean", float: "a number"}.get(type(value)) or _JSON_NAMES.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check_json_types(data: dict[str, Any], source: str) -> None:
+    """Raise ValueError naming the field whose JSON value has the wrong type."""
+    for name, value in data.items():
+        if name not in _FIELD_TYPES:
+            continue  # a field without a JSON type rule is checked by validate() alone
+        kind, item_kind = _FIELD_TYPES[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python but never a count or a size in a spec.
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            wanted = " or ".join(_JSON_NAMES.get(k, k.__name__) for k in kinds)
+            raise ValueError(f"{source}: {name} must be {wanted}, not {_json_kind(value)}")
+        if item_kind is not None and isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, bool) or not isinstance(item, item_kind):
+                    wanted = _JSON_NAMES.get(item_kind, item_kind.__name__)
+                    raise ValueError(
+                        f"{source}: {name}[{index}] must be {wanted}, not {_json_kind(item)}"
+                    )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to run a network besides its weights.
@@ -189,6 +242,7 @@ class ModelSpec:
         for required in ("architecture", "class_names"):
             if required not in data:
                 raise ValueError(f"{source}: missing required field {required!r}")
+        _check_json_types(data, source)
         try:
             return cls(**data)
         except ValueError as error:

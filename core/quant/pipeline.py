@@ -193,9 +193,19 @@ def _make_quantizer(
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
+    """Put ``new`` wherever the module called ``name`` is registered.
+
+    A module can sit under several names: dynamic_network_architectures (nnU-Net's networks)
+    keeps each conv both as ``.conv`` and inside an ``nn.Sequential`` that its forward runs.
+    Replacing one name only would leave the forward on the float layer.
+    """
+    old = model.get_submodule(name)
+    for parent in list(model.modules()):
+        if parent is new:  # the wrapper holds ``old`` itself
+            continue
+        for child_name, child in list(parent.named_children()):
+            if child is old:
+                setattr(parent, child_name, new)
 
 
 def _forward_all(model: nn.Module, calib: torch.Tensor, batch: int, device: torch.device):

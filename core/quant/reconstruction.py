@@ -45,8 +45,9 @@ def _flatten(output: Any) -> list[torch.Tensor]:
 class BlockCache:
     """Recorded calls of one block: positional/keyword inputs and (optionally) outputs.
 
-    Tensor inputs are concatenated along the batch axis; non-tensor inputs are kept from the
-    first call. Everything lives on :attr:`storage` and is moved batch by batch to the device.
+    Tensor inputs, also inside lists and tuples (nnU-Net's decoder takes the list of skips),
+    are concatenated along the batch axis; other inputs are kept from the first call.
+    Everything lives on :attr:`storage` and is moved batch by batch to the device.
     """
 
     args: list[Any] = field(default_factory=list)
@@ -56,25 +57,48 @@ class BlockCache:
 
     @property
     def size(self) -> int:
-        for value in [*self.args, *self.kwargs.values(), *self.outputs]:
-            if isinstance(value, torch.Tensor):
-                return int(value.shape[0])
-        return 0
+        tensors = _tensors_in([*self.args, *self.kwargs.values(), *self.outputs])
+        return int(tensors[0].shape[0]) if tensors else 0
 
     def inputs(self, index: torch.Tensor, device: torch.device) -> tuple[list[Any], dict[str, Any]]:
-        def take(value: Any) -> Any:
-            if isinstance(value, torch.Tensor):
-                return value[index.to(value.device)].to(device, non_blocking=True)
-            return value
+        def take(value: torch.Tensor) -> torch.Tensor:
+            return value[index.to(value.device)].to(device, non_blocking=True)
 
-        return [take(a) for a in self.args], {k: take(v) for k, v in self.kwargs.items()}
+        return _map_tensors(take, self.args), _map_tensors(take, self.kwargs)
 
     def targets(self, index: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
         return [t[index.to(t.device)].to(device, non_blocking=True) for t in self.outputs]
 
 
+def _map_tensors(function: Callable[[torch.Tensor], Any], value: Any) -> Any:
+    """``value`` with ``function`` applied to every tensor in it, through lists, tuples, dicts."""
+    if isinstance(value, torch.Tensor):
+        return function(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_map_tensors(function, v) for v in value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(function, v) for k, v in value.items()}
+    return value
+
+
+def _tensors_in(value: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    _map_tensors(found.append, value)
+    return found
+
+
 def _nbytes(values: list[Any]) -> int:
-    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+    return sum(v.numel() * v.element_size() for v in _tensors_in(values))
+
+
+def _merge_calls(values: list[Any]) -> Any:
+    """One input of several recorded calls: tensors concatenated along the batch axis."""
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(values, dim=0)
+    if isinstance(first, list | tuple) and _tensors_in(first):
+        return type(first)(_merge_calls([v[i] for v in values]) for i in range(len(first)))
+    return first
 
 
 @torch.no_grad()
@@ -137,28 +161,23 @@ def capture_block(
                 if per_batch * n_batches > cache_budget:
                     storage = torch.device("cpu")
 
-            def keep(value: Any, storage: torch.device = storage) -> Any:
-                return value.detach().to(storage) if isinstance(value, torch.Tensor) else value
+            def keep(value: torch.Tensor, storage: torch.device = storage) -> torch.Tensor:
+                return value.detach().to(storage)
 
             pieces.append(
                 (
-                    [keep(a) for a in args],
-                    {k: keep(v) for k, v in kwargs.items()},
-                    [keep(o) for o in outs],
+                    _map_tensors(keep, list(args)),
+                    _map_tensors(keep, kwargs),
+                    _map_tensors(keep, outs),
                 )
             )
     finally:
         handle.remove()
 
-    def merge(values: list[Any]) -> Any:
-        if isinstance(values[0], torch.Tensor):
-            return torch.cat(values, dim=0)
-        return values[0]
-
     first_args, first_kwargs, first_outs = pieces[0]
     return BlockCache(
-        args=[merge([p[0][i] for p in pieces]) for i in range(len(first_args))],
-        kwargs={k: merge([p[1][k] for p in pieces]) for k in first_kwargs},
+        args=[_merge_calls([p[0][i] for p in pieces]) for i in range(len(first_args))],
+        kwargs={k: _merge_calls([p[1][k] for p in pieces]) for k in first_kwargs},
         outputs=[torch.cat([p[2][i] for p in pieces], dim=0) for i in range(len(first_outs))],
         storage=storage,
     )

@@ -8,9 +8,12 @@ import numpy as np
 import torch
 
 __all__ = [
+    "DEFAULT_VOID_LABEL",
     "ProbabilityInput",
     "check_probabilities",
     "check_ignore_mask",
+    "check_sums_to_one",
+    "void_label_for",
     "round_down_to",
     "numpy_to_torch",
 ]
@@ -127,6 +130,48 @@ def check_probabilities(
     if not as_numpy:
         flat = flat.detach()
     return ProbabilityInput(flat, spatial, as_numpy, device, work)
+
+
+#: Void label of multiclass decisions with up to 255 classes (the usual "ignore" value).
+DEFAULT_VOID_LABEL = 255
+
+
+def void_label_for(void_label: int | None, n_classes: int) -> int:
+    """The void label to use: ``void_label``, or 255 (C when there are more than 255 classes)."""
+    if void_label is not None:
+        return int(void_label)
+    return DEFAULT_VOID_LABEL if n_classes <= DEFAULT_VOID_LABEL else n_classes
+
+
+#: Largest per-pixel deviation of a multiclass sum from 1 taken as rounding (float16 keeps
+#: about 3 decimal digits and a softmax over many classes adds one rounding per class).
+SUM_TOLERANCE = {torch.float16: 2e-2, torch.float32: 1e-3, torch.float64: 1e-6}
+
+#: Pixels per item whose class sums are checked (a stride over the whole item).
+SUM_SAMPLE_PIXELS = 1 << 15
+
+
+def check_sums_to_one(info: ProbabilityInput, what: str = "probs") -> None:
+    """Refuse multiclass probabilities whose per-pixel sums are not 1 (logits, sigmoid outputs).
+
+    A strided sample of up to :data:`SUM_SAMPLE_PIXELS` pixels per item is checked, so the cost
+    stays far below one pass over a volume while unnormalised inputs, which are off everywhere,
+    are still caught.
+    """
+    step = max(1, info.pixels // SUM_SAMPLE_PIXELS)
+    sample = info.flat[:, :, ::step]
+    if isinstance(sample, np.ndarray):
+        sample = numpy_to_torch(np.ascontiguousarray(sample))
+    stored = sample.dtype
+    sums = sample.to(torch.float64).sum(1)
+    worst = float((sums - 1.0).abs().max())
+    if worst > SUM_TOLERANCE.get(stored, 1e-3):
+        low, high = float(sums.min()), float(sums.max())
+        raise ValueError(
+            f"{what}: multiclass probabilities must sum to 1 over the classes at every pixel; "
+            f"found sums from {low:.4g} to {high:.4g} (logits or independent sigmoid outputs? "
+            "use multilabel=True for those)"
+        )
 
 
 def check_ignore_mask(

@@ -23,8 +23,10 @@ from core.seg.inputs import (
     ProbabilityInput,
     check_ignore_mask,
     check_probabilities,
+    check_sums_to_one,
     numpy_to_torch,
     round_down_to,
+    void_label_for,
 )
 
 __all__ = ["RMAInfo", "rankseg_rma", "DEFAULT_CHUNK_ELEMENTS"]
@@ -352,7 +354,7 @@ def rankseg_rma(
     ignore_mask: torch.Tensor | np.ndarray | None = None,
     classes: list[int] | tuple[int, ...] | None = None,
     unassigned: Literal["best", "void"] = "best",
-    void_label: int = 255,
+    void_label: int | None = None,
     return_info: bool = False,
     info_expected: bool = True,
     chunk_elements: int | None = None,
@@ -384,8 +386,9 @@ def rankseg_rma(
     unassigned : {'best', 'void'}
         Multiclass pixels claimed by no class: 'best' gives them the active class with the
         largest increment (every class when all are pruned), 'void' gives ``void_label``.
-    void_label : int
+    void_label : int, optional
         Label for ignored (and, with 'void', unassigned) pixels; must not be a class index.
+        Default 255, or C when there are more than 255 classes.
     return_info : bool
         Also return an :class:`RMAInfo` with per (b, c) threshold, tau, objective, exact
         expected metric of the returned mask, final count and activity.
@@ -417,10 +420,14 @@ def rankseg_rma(
     Raises
     ------
     ValueError
-        NaN or out-of-range probabilities, wrong rank, mismatched ignore mask, C == 1 without
+        NaN or out-of-range probabilities, multiclass probabilities that do not sum to 1 at
+        every pixel (beyond rounding), wrong rank, mismatched ignore mask, C == 1 without
         multilabel, bad option values.
     """
     info = check_probabilities(probs)
+    if not multilabel:
+        check_sums_to_one(info)
+    void_label = void_label_for(void_label, info.classes)
     chosen = _check_options(
         metric, multilabel, unassigned, void_label, classes, info.classes, pruning_prob
     )

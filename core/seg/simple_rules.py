@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from core.seg.inputs import check_ignore_mask, check_probabilities, numpy_to_torch
+from core.seg.inputs import (
+    check_ignore_mask,
+    check_probabilities,
+    numpy_to_torch,
+    void_label_for,
+)
 
 __all__ = ["argmax_decision", "threshold_decision"]
 
@@ -22,7 +27,9 @@ def _whole(info):
     return info.chunk(0, info.pixels).to(info.device)
 
 
-def argmax_decision(probs, *, multilabel: bool = False, ignore_mask=None, void_label: int = 255):
+def argmax_decision(
+    probs, *, multilabel: bool = False, ignore_mask=None, void_label: int | None = None
+):
     """Most probable class per pixel.
 
     Parameters
@@ -33,13 +40,15 @@ def argmax_decision(probs, *, multilabel: bool = False, ignore_mask=None, void_l
         outputs), bool (B, C, *spatial). False: int64 (B, *spatial) labels; C == 1 is refused.
     ignore_mask : bool (B, *spatial), optional
         Pixels returned as ``void_label`` (or False).
-    void_label : int
+    void_label : int, optional
+        Default 255, or C when there are more than 255 classes (never a class index).
 
     Returns
     -------
     bool or int64 array; numpy for numpy input. Ties go to the lowest class index.
     """
     info = check_probabilities(probs)
+    void_label = void_label_for(void_label, info.classes)
     ignore = check_ignore_mask(ignore_mask, info)
     if multilabel:
         return _finish(_whole(info) > 0.5, info, ignore, True, void_label)
@@ -56,7 +65,7 @@ def threshold_decision(
     *,
     multilabel: bool = True,
     ignore_mask=None,
-    void_label: int = 255,
+    void_label: int | None = None,
 ):
     """Pixels whose probability exceeds ``threshold``.
 
@@ -69,7 +78,8 @@ def threshold_decision(
         True (default): per-class bool masks (B, C, *spatial). False: int64 labels, the argmax
         class where its probability exceeds the threshold and ``void_label`` elsewhere.
     ignore_mask : bool (B, *spatial), optional
-    void_label : int
+    void_label : int, optional
+        Default 255, or C when there are more than 255 classes (never a class index).
 
     Returns
     -------
@@ -78,6 +88,7 @@ def threshold_decision(
     if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
     info = check_probabilities(probs)
+    void_label = void_label_for(void_label, info.classes)
     ignore = check_ignore_mask(ignore_mask, info)
     p = _whole(info)
     if multilabel:

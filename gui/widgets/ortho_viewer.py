@@ -21,6 +21,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent, QPixmap
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QStackedLayout, QWidget
 
+from core.atomic_files import atomic_write
 from core.display import (
     WINDOW_PRESETS,
     CursorInfo,
@@ -758,7 +759,13 @@ def save_pixmap(pixmap: QPixmap | None, path: str | Path) -> None:
     """Write a screenshot, raising ValueError naming the file when that fails."""
     if pixmap is None:
         raise ValueError(f"cannot save a screenshot to {path}: no image is shown")
-    if not pixmap.save(str(path)):
-        raise ValueError(
-            f"could not write the screenshot {path}: unknown image suffix or unwritable folder"
-        )
+
+    def write(temp: Path) -> None:
+        if not pixmap.save(str(temp)):
+            raise ValueError(
+                f"could not write the screenshot {path}: unknown image suffix or unwritable folder"
+            )
+
+    # Through a temporary file like every other output: a FIFO or device there is refused and a
+    # failed save never leaves half a picture.
+    atomic_write(Path(path), write, suffix=Path(path).suffix)

@@ -66,5 +66,5 @@ def test_2d_and_4d_images(tmp_path):
 def test_corrupt_itk_file(tmp_path):
     path = tmp_path / "broken.mha"
     path.write_text("ObjectType = Image\nNDims = 3\nElementDataFile = missing.raw\n")
-    with pytest.raises(ImageReadError, match="broken.mha: SimpleITK cannot read it"):
+    with pytest.raises(ImageReadError, match="broken.mha: its data file missing.raw does not"):
         read_image(path)

@@ -215,7 +215,8 @@ def test_progress_reports_every_batch_and_cancel_stops_between_batches():
     predict(model, _image(array), device="cpu", batch_size=3, on_progress=reports.append)
     assert [r.step for r in reports] == [1, 2, 3, 4]
     assert {r.total for r in reports} == {4} and reports[0].stage == "inference"
-    assert forwards == [3, 3, 3, 1]
+    # First the memory check's probe (one small input on a copy), then the batches.
+    assert forwards == [1, 3, 3, 3, 1]
 
     forwards.clear()
     token = CancelToken()
@@ -233,7 +234,7 @@ def test_progress_reports_every_batch_and_cancel_stops_between_batches():
             on_progress=cancel_after_two,
             cancel=token,
         )
-    assert forwards == [3, 3]
+    assert forwards == [1, 3, 3]
 
 
 def test_natural_rgb_image_runs_once_and_grey_image_feeds_three_channels():
@@ -288,3 +289,111 @@ def test_calibration_inputs_3d_patches_padded_to_divisor():
     spec = _spec(classes=2, mode="3d", patch_size=(6, 6, 6), size_divisor=4)
     batch = calibration_inputs(LoadedModel(_pointwise(1, 2, 3), spec), _image(array), n=3)
     assert batch.shape == (3, 1, 8, 8, 8)
+
+
+class _Fixed(nn.Module):
+    """Returns logits of a chosen shape whatever the input (a broken or mismatched network)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def forward(self, x):
+        return self.make(x)
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda x: torch.zeros(x.shape[0], 3, 1, 1), "1x1 map"),
+        (lambda x: torch.zeros(x.shape[0], 3, x.shape[2] * 2, x.shape[3] * 2), "twice the size"),
+        (lambda x: torch.zeros(x.shape[0], 2, *x.shape[2:]), "wrong class count"),
+    ],
+)
+@pytest.mark.parametrize("patch", [None, (8, 8)])
+def test_outputs_of_the_wrong_shape_are_refused(make, problem, patch):
+    model = LoadedModel(_Fixed(make), _spec(3, patch_size=patch))
+    image = _image(np.zeros((12, 10, 2), np.float32))
+    with pytest.raises(ValueError, match=r"output has shape .* expected \(\d+, 3, ") as error:
+        predict(model, image, device="cpu")
+    assert "one channel per class" in str(error.value), problem
+
+
+def test_non_finite_outputs_and_inputs_are_refused(tmp_path):
+    nan_model = LoadedModel(
+        _Fixed(lambda x: x.new_full((x.shape[0], 3, *x.shape[2:]), np.nan)), _spec(3)
+    )
+    with pytest.raises(ValueError, match="NaN or infinite values"):
+        predict(nan_model, _image(np.zeros((8, 8, 1), np.float32)), device="cpu")
+    volume = np.zeros((8, 8, 2), np.float32)
+    volume[1, 2, 0], volume[3, 3, 1] = np.nan, np.inf
+    image = Image(array=volume, affine=np.eye(4), path=tmp_path / "ct.nii")
+    model = LoadedModel(_pointwise(1, 3, 2), _spec(3))
+    with pytest.raises(ValueError, match=r"ct.nii: 2 of 128 voxels are NaN or infinite"):
+        predict(model, image, device="cpu")
+
+
+def test_16_bit_pictures_are_scaled_to_the_8_bit_range_the_model_expects():
+    spec = _spec(3, in_channels=3, preprocessing=({"name": "rgb_meanstd"},))
+    model = LoadedModel(_pointwise(3, 3, 2), spec)
+    rng = np.random.default_rng(0)
+    eight = rng.integers(0, 256, (6, 7, 1, 3)).astype(np.uint8)
+    sixteen = eight.astype(np.uint16) * 257  # the same picture, 16 bits deep
+    from core.models.inputs import model_input
+
+    np.testing.assert_allclose(
+        model_input(model, _image(sixteen, natural=True)),
+        model_input(model, _image(eight, natural=True)),
+        atol=1e-5,
+    )
+
+
+def test_a_segmentation_that_cannot_fit_in_memory_is_refused_before_any_work(monkeypatch):
+    from core import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 10_000)
+    model = LoadedModel(_pointwise(1, 3, 2), _spec(3))
+    with pytest.raises(memory.MemoryLimitError, match=r"segmenting 40x30x2 voxels into 3 classes"):
+        predict(model, _image(np.zeros((40, 30, 2), np.float32)), device="cpu")
+
+
+class _ReshapesWrongly(nn.Module):
+    def forward(self, x):
+        return x.view(-1, 7, 3)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TorchScript is what users bring
+def test_a_torchscript_failure_is_one_line_naming_the_model():
+    scripted = torch.jit.script(_ReshapesWrongly())
+    model = LoadedModel(scripted, _spec(3))
+    with pytest.raises(ValueError) as error:
+        predict(model, _image(np.zeros((8, 8, 1), np.float32)), device="cpu")
+    text = str(error.value)
+    assert "\n" not in text and "Traceback" not in text
+    assert "the model failed on an input of shape (1, 1, 8, 8)" in text
+    assert "is invalid for input of size 64" in text
+
+
+def test_the_networks_activations_count_in_the_memory_check(monkeypatch):
+    from core import memory
+    from core.models.footprint import activation_bytes_per_voxel, inference_bytes
+
+    net = UNet(1, 3, dims=2, base_channels=8, depth=2).eval()
+    model = LoadedModel(net, _spec(3, size_divisor=4))
+    image = _image(np.zeros((64, 64, 1), np.float32))
+    per_voxel = activation_bytes_per_voxel(net, 1, 2, 4)
+    # Every layer's output per voxel: at least the 8 full-resolution float32 channels.
+    assert per_voxel is not None and per_voxel >= 8 * 4
+    plain = inference_bytes(
+        shape=(64, 64, 1),
+        in_channels=1,
+        num_classes=3,
+        output_itemsize=4,
+        window_voxels=64 * 64,
+        per_voxel_activations=None,
+    )
+    monkeypatch.setattr(memory, "available_bytes", lambda: plain + 1000)
+    with pytest.raises(memory.MemoryLimitError, match="and the network's activations"):
+        predict(model, image, device="cpu")
+    monkeypatch.setattr(memory, "available_bytes", lambda: plain + int(per_voxel * 64 * 64) + 1)
+    assert predict(model, image, device="cpu").shape == (3, 64, 64, 1)

@@ -188,3 +188,71 @@ def test_quantized_model_round_trip(tmp_path):
         # The quantized network really differs from the float one.
         assert not torch.allclose(base.module(x), expected, atol=1e-4)
     np.testing.assert_equal(loaded.spec.class_names, base.spec.class_names)
+
+
+@pytest.mark.parametrize("problem", ["int32", "nan", "inf"])
+def test_weights_of_the_wrong_type_or_not_finite_are_refused(tmp_path, problem):
+    from safetensors.torch import save_file
+
+    folder = save_model(_net(), _spec(), tmp_path / "m")
+    state = load_file(str(folder / "model.safetensors"))
+    key = next(k for k in state if k.endswith("weight"))
+    if problem == "int32":
+        state[key] = state[key].round().to(torch.int32)
+        match = rf"{key}' is torch.int32 but the architecture needs torch.float32"
+    else:
+        state[key] = state[key].clone()
+        state[key].view(-1)[0] = float(problem)
+        match = rf"{key}' holds 1 NaN or infinite values"
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=match):
+        load_model(folder)
+
+
+def test_quantization_with_nan_losses_or_weights_is_never_kept(tmp_path):
+    quant = pytest.importorskip("core.quant")
+    from core.models import quantized_variant, save_quantized_model
+
+    base = LoadedModel(_net(6), _spec(size_divisor=4), path=None)
+    calib = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    result = quant.quantize_model(base.module, calib, quant.QuantConfig(method="rtn", bits=4))
+    name = next(iter(result.block_losses))
+    result.block_losses[name] = (float("nan"), float("nan"))
+    with pytest.raises(ValueError, match=rf"q: quantization gave NaN .* block\(s\) {name}"):
+        save_quantized_model(result, base, tmp_path / "q")
+    with pytest.raises(ValueError, match="NaN or infinite losses"):
+        quantized_variant(result, base, "W4")
+    result.block_losses[name] = (1.0, 0.5)
+    weight = next(p for p in result.model.parameters() if p.ndim > 1)
+    with torch.no_grad():
+        weight.view(-1)[0] = float("inf")
+    with pytest.raises(ValueError, match="holds 1 NaN or infinite values"):
+        save_quantized_model(result, base, tmp_path / "q")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_spec_whose_weights_cannot_fit_in_memory_is_refused_before_building(tmp_path):
+    folder = save_model(_net(), _spec(), tmp_path / "m")
+    spec = json.loads((folder / "model.json").read_text())
+    spec["in_channels"] = 10**9
+    (folder / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match=r"building 'unet' with [\d,]+ weights needs [\d.]+ GiB"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bytes(range(256)) * 16, "not a PyTorch file (neither TorchScript, a checkpoint nor"),
+        (b"", "not a readable PyTorch file (the file is empty)"),
+        (b"PK\x03\x04" + bytes(400), "not a readable PyTorch file (PytorchStreamReader"),
+    ],
+)
+def test_unreadable_torch_files_say_so_in_one_line(tmp_path, content, message):
+    (tmp_path / "m.pt").write_bytes(content)
+    (tmp_path / "m.json").write_text(_spec().to_json())
+    with pytest.raises(ValueError) as error:
+        load_model(tmp_path / "m.pt")
+    text = str(error.value)
+    assert text.startswith(f"{tmp_path / 'm.pt'}: ") and "\n" not in text
+    assert "pickled" not in text and message in text

@@ -176,3 +176,22 @@ def test_registry_rejects_unknown_name_bad_arguments_and_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         register_architecture("unet", lambda **kw: None)
     assert "unet" in known_architectures()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("class_names", "abcd", "class_names must be a list, not a string"),
+        ("class_names", ["bg", 7], r"class_names\[1\] must be a string, not an integer"),
+        ("in_channels", True, "in_channels must be an integer, not a boolean"),
+        ("in_channels", 1.5, "in_channels must be an integer, not a number"),
+        ("arguments", [], "arguments must be an object, not a list"),
+        ("preprocessing", {"name": "zscore"}, "preprocessing must be a list, not an object"),
+        ("patch_size", "64", "patch_size must be a list or null, not a string"),
+        ("quantization", 4, "quantization must be an object or null, not an integer"),
+    ],
+)
+def test_spec_fields_of_the_wrong_json_type_are_errors(field, value, message):
+    data = {"architecture": "unet", "class_names": ["bg", "organ"], field: value}
+    with pytest.raises(ValueError, match=f"m.json: {message}"):
+        ModelSpec.from_dict(data, "m.json")

@@ -339,3 +339,28 @@ def test_claims_tallied_in_the_last_threshold_pass_or_after_it(speculate, monkey
         np.testing.assert_array_equal(
             masks[0, c].ravel(), sort_reference(sig[0, c].ravel(), "iou")[0]
         )
+
+
+@pytest.mark.parametrize("classes", [256, 300])
+def test_more_than_255_classes_work_with_the_default_void_label(classes):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, classes, 6, 5)) * 3
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rankseg_rma(probs.astype(np.float32), pruning_prob=0.0)
+    assert labels.shape == (1, 6, 5) and labels.max() < classes
+    ignore = np.zeros((1, 6, 5), bool)
+    ignore[0, 0, 0] = True
+    voided = rankseg_rma(probs.astype(np.float32), pruning_prob=0.0, ignore_mask=ignore)
+    assert voided[0, 0, 0] == classes  # the void label is no class index
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.5])
+def test_multiclass_probabilities_that_do_not_sum_to_one_are_refused(scale):
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(3), size=(8, 8)).transpose(2, 0, 1)[None] * scale
+    with pytest.raises(ValueError, match="must sum to 1 over the classes"):
+        rankseg_rma(np.clip(probs, 0, 1).astype(np.float32))
+    # Sigmoid outputs need not sum to 1: multilabel takes them as they are.
+    assert rankseg_rma(np.clip(probs, 0, 1), multilabel=True).shape == (1, 3, 8, 8)
+    # float16 rounding of a real softmax stays within the tolerance.
+    assert rankseg_rma((probs / scale).astype(np.float16)).shape == (1, 8, 8)

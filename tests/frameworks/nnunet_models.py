@@ -16,6 +16,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -78,6 +79,8 @@ def make_nnunet_model(
     shape: Sequence[int] = (44, 40, 16),
     spacing: Sequence[float] = (0.9, 0.9, 2.5),
     seed: int = 0,
+    configuration_overrides: dict[str, Any] | None = None,
+    architecture_overrides: dict[str, Any] | None = None,
 ) -> Path:
     """Plan a tiny dataset with nnU-Net and save a randomly initialised trained-model folder.
 
@@ -92,6 +95,10 @@ def make_nnunet_model(
         Region-based labels (``whole`` = 1 or 2, ``core`` = 2) with sigmoid outputs.
     channels : int
         Input channels (``case_0000`` ... files).
+    configuration_overrides, architecture_overrides : dict, optional
+        Replace entries of the planned configuration (``patch_size``, ``spacing``) and of its
+        network's ``arch_kwargs`` (``n_stages``, ``features_per_stage``, ...) before the
+        network is built, e.g. to get a network of nnU-Net's usual size from a tiny dataset.
 
     Returns
     -------
@@ -142,6 +149,11 @@ def make_nnunet_model(
     plans = json.loads(plans_path.read_text())
     if configuration not in plans["configurations"]:
         raise ValueError(f"nnU-Net planned no {configuration!r} for this dataset")
+    planned = plans["configurations"][configuration]
+    planned.update(configuration_overrides or {})
+    planned["architecture"]["arch_kwargs"].update(architecture_overrides or {})
+    if configuration_overrides or architecture_overrides:
+        plans_path.write_text(json.dumps(plans, indent=2))
     with contextlib.redirect_stdout(quiet):
         # The trainer looks at the preprocessed data's format when it is built.
         preprocess_dataset(

@@ -66,6 +66,31 @@ def test_detected_and_opened_with_facts(monai_bundle: Path) -> None:
     assert model.framework.member_names() == ["network"]
 
 
+def test_info_and_model_line_say_what_runs_it(monai_bundle: Path) -> None:
+    from core.cli.info import describe_path, format_description
+    from gui.widgets.data_panel import describe_model
+
+    text = format_description(describe_path(monai_bundle, trust=False))
+    for line in (
+        "framework: MONAI bundle",
+        "bundle: tiny_unet_segmentation",
+        "network: UNet",
+        "patch size (inferer roi_size): 16 x 16 x 16",
+        "target spacing (Spacingd mm): 1.5 x 1.5 x 2",
+    ):
+        assert line in text, text
+    line = describe_model(load_model(monai_bundle))
+    assert "MONAI bundle tiny_unet_segmentation 0.1.0; network UNet; input: 1" in line, line
+    assert "patch 16 x 16 x 16; spacing 1.5 x 1.5 x 2 mm" in line and "fold" not in line, line
+
+
+def test_a_file_of_the_bundle_opens_the_bundle(monai_bundle: Path) -> None:
+    """What a file dialog hands over: any file in configs/ or models/."""
+    for name in ("configs/metadata.json", "configs/inference.json", "models/model.pt"):
+        model = load_model(monai_bundle / name)
+        assert model.path == monai_bundle and model.spec.architecture == "monai-bundle"
+
+
 def test_probabilities_equal_monai_own_run(
     monai_bundle: Path, other_grid_image: Path, tmp_path: Path
 ) -> None:

@@ -122,11 +122,21 @@ def test_region_based_model_is_multilabel(nnunet_regions: Path) -> None:
     assert rma.mask.shape == image.shape3
 
 
-def test_wrong_channel_count_is_an_error_in_words(nnunet_regions: Path) -> None:
-    files = raw_case(nnunet_regions)
+def test_wrong_channel_count_is_an_error_in_words(nnunet_regions: Path, tmp_path: Path) -> None:
+    first = raw_case(nnunet_regions)[0]
     model = load_model(nnunet_regions)
-    with pytest.raises(ValueError, match=r"1 channel\(s\) but the nnU-Net model .* expects 2"):
-        predict(model, read_image(files[0]), device="cpu")
+    alone = tmp_path / first.name
+    shutil.copy(first, alone)
+    with pytest.raises(ValueError, match=r"needs 2 input channels but case_000_0001.nii.gz is"):
+        predict(model, read_image(alone), device="cpu")
+    renamed = tmp_path / "scan.nii.gz"
+    shutil.copy(first, renamed)
+    with pytest.raises(ValueError, match=r"name the channel files <case>_0000.nii.gz"):
+        predict(model, read_image(renamed), device="cpu")
+    image = read_image(alone)
+    image.extra_channels.extend([read_image(first), read_image(first)])
+    with pytest.raises(ValueError, match=r"3 channel\(s\) but the nnU-Net model .* expects 2"):
+        predict(model, image, device="cpu")
 
 
 def test_fold_and_checkpoint_choice(nnunet_3d: Path) -> None:
@@ -187,3 +197,92 @@ def test_plans_naming_code_need_trust(nnunet_3d: Path, tmp_path: Path) -> None:
     folder = hostile_plans_folder(nnunet_3d, tmp_path)
     with pytest.raises(UntrustedCodeError, match="subprocess.Popen"):
         load_model(folder)
+
+
+def test_channel_files_beside_case_0000_are_read(nnunet_regions: Path) -> None:
+    """Opening case_0000 of a two-channel model reads case_0001 beside it."""
+    files = raw_case(nnunet_regions)
+    model = load_model(nnunet_regions, mirroring=False)
+    together = predict(model, read_image(files[0]), device="cpu")
+    image = read_image(files[0])
+    image.extra_channels.append(read_image(files[1]))
+    np.testing.assert_array_equal(together, predict(model, image, device="cpu"))
+
+
+def test_quantized_folder_runs_in_nnunet_predictor(nnunet_3d: Path, tmp_path: Path) -> None:
+    """W8 round-to-nearest per channel on both folds: the saved folder is an nnU-Net model
+    folder nnUNetPredictor runs with the same probabilities, with codes beside the weights."""
+    from core.models import calibration_inputs, quantized_variant, save_quantized_model
+    from core.quant import QuantConfig, quantize_loaded_model
+
+    files = raw_case(nnunet_3d)
+    model = load_model(nnunet_3d, mirroring=False)
+    image = read_image(files[0])
+    calib = calibration_inputs(model, [image], n=4, seed=0)
+    assert tuple(calib.shape[1:]) == (1, *model.framework.patch_size)
+    config = QuantConfig(method="rtn", bits=8, granularity="channel", device="cpu")
+    result = quantize_loaded_model(model, calib, config)
+    assert len(result.members) == 1  # fold 1 beside fold 0
+    variant = quantized_variant(result, model, name="W8 RTN")
+    out = save_quantized_model(result, model, tmp_path / "q8", label="W8 RTN")
+    for fold in ("0", "1"):
+        assert (out / f"fold_{fold}" / "quantized.safetensors").is_file()
+    ours = predict(variant, image, device="cpu")
+    _, reference = nnunet_reference(out, files, mirroring=False)
+    assert np.abs(ours - to_ijk(reference)).max() <= 1e-4
+    float_probs = predict(model, image, device="cpu")
+    change = np.abs(ours - float_probs)
+    assert change.max() > 0 and change.mean() < 0.01  # quantized, but close at 8 bits
+    reopened = load_model(out, mirroring=False)
+    assert reopened.is_quantized and "W8 RTN" in reopened.name
+    np.testing.assert_allclose(predict(reopened, image, device="cpu"), ours, atol=1e-6)
+    with pytest.raises(ValueError, match="does not hold a quantized model"):
+        save_quantized_model(result, model, nnunet_3d, overwrite=True)
+
+
+def test_activation_quantization_is_refused_in_words(nnunet_2d: Path) -> None:
+    from core.quant import QuantConfig, quantize_loaded_model
+
+    model = load_model(nnunet_2d)
+    config = QuantConfig(method="rtn", bits=8, act_bits=8, device="cpu")
+    with pytest.raises(ValueError, match="weights only"):
+        quantize_loaded_model(model, torch.zeros(1, 1, 8, 8), config)
+
+
+def test_flexround_learns_on_aliased_convs(nnunet_2d: Path) -> None:
+    """dynamic_network_architectures registers each conv twice (``.conv`` and inside an
+    ``nn.Sequential``); the quantizer must wrap both names or reconstruction learns nothing."""
+    from core.models import calibration_inputs
+    from core.quant import QuantConfig, quantize_loaded_model
+
+    model = load_model(nnunet_2d)
+    calib = calibration_inputs(model, [read_image(raw_case(nnunet_2d)[0])], n=4, seed=0)
+    config = QuantConfig(method="flexround", bits=4, iters=15, batch_size=4, device="cpu")
+    result = quantize_loaded_model(model, calib, config)
+    before, after = result.block_losses["encoder"]
+    assert after < before
+
+
+def test_progress_names_stages_and_folds_and_cancel_stops_between_tiles(nnunet_3d: Path) -> None:
+    from core.jobs import CancelToken, JobCancelled
+
+    model = load_model(nnunet_3d, mirroring=False)
+    image = read_image(raw_case(nnunet_3d)[0])
+    seen = []
+    predict(model, image, device="cpu", on_progress=seen.append)
+    stages = [p.stage for p in seen]
+    assert stages[0] == "preprocessing" and stages[-1] == "export"
+    tiles = [p for p in seen if p.stage == "inference"]
+    assert {p.message.split(":")[0] for p in tiles} == {"nnU-Net fold 0", "nnU-Net fold 1"}
+    assert tiles[-1].step == tiles[-1].total
+    token = CancelToken()
+    calls = []
+
+    def cancel_after_first_tile(progress) -> None:
+        calls.append(progress)
+        if progress.stage == "inference":
+            token.cancel()
+
+    with pytest.raises(JobCancelled):
+        predict(model, image, device="cpu", on_progress=cancel_after_first_tile, cancel=token)
+    assert sum(p.stage == "inference" for p in calls) == 1

@@ -25,6 +25,7 @@ __all__ = [
     "FrameworkModel",
     "UntrustedCodeError",
     "detect_framework",
+    "locate_framework_folder",
     "open_framework_model",
 ]
 
@@ -41,6 +42,31 @@ def detect_framework(path: Path) -> str | None:
         return "nnunetv2"
     if is_monai_bundle(path):
         return "monai-bundle"
+    return None
+
+
+def locate_framework_folder(path: Path) -> tuple[Path, list[str] | None] | None:
+    """The framework model folder a path names or lies in, and the fold a checkpoint names.
+
+    A file dialog hands over a file: ``plans.json`` or ``dataset.json`` of an nnU-Net folder
+    opens the folder; ``fold_K/checkpoint_*.pth`` opens the folder with fold K alone; any file
+    in a MONAI bundle's ``configs/`` or ``models/`` opens the bundle. Returns None when no
+    framework claims the path.
+    """
+    if path.is_dir():
+        return (path, None) if detect_framework(path) else None
+    if path.name in ("plans.json", "dataset.json") and detect_framework(path.parent):
+        return path.parent, None
+    bundle = path.parent.parent
+    if path.parent.name in ("configs", "models") and detect_framework(bundle) == "monai-bundle":
+        return bundle, None
+    fold_folder = path.parent
+    if (
+        path.suffix == ".pth"
+        and fold_folder.name.startswith("fold_")
+        and detect_framework(fold_folder.parent)
+    ):
+        return fold_folder.parent, [fold_folder.name[len("fold_") :]]
     return None
 
 
@@ -102,8 +128,8 @@ def open_framework_model(
     folds: Sequence[str | int] | None = None,
     checkpoint: str | None = None,
     mirroring: bool = True,
-) -> LoadedModel | None:
-    """Open ``path`` with its framework, or return None when no framework claims it.
+) -> LoadedModel:
+    """Open the framework model folder ``path`` with its framework.
 
     Parameters
     ----------
@@ -140,4 +166,4 @@ def open_framework_model(
         return LoadedModel(
             module=bundle.network, spec=_monai_spec(bundle, path), path=path, framework=bundle
         )
-    return None
+    raise ValueError(f"{path}: not a model folder of a known framework")

@@ -61,6 +61,9 @@ class FrameworkModel(Protocol):
     def with_members(self, modules: Sequence[nn.Module]) -> FrameworkModel:
         """The same model running ``modules`` instead of its members' networks."""
 
+    def layout_names(self, names: set[str]) -> set[str]:
+        """Which of ``names`` (entries of a folder) belong to this framework's model layout."""
+
     def save_members(self, folder: Path) -> list[Path]:
         """Write the model in the framework's own layout into the empty ``folder``.
 

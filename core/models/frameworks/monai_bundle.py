@@ -645,6 +645,10 @@ class MonaiBundleModel:
         load_member_state(network, state, str(self.folder))
         return replace(self, network=network.eval())
 
+    def layout_names(self, names: set[str]) -> set[str]:
+        """``configs`` and ``models`` among ``names``: what a saved bundle consists of."""
+        return names & {"configs", "models"}
+
     def save_members(self, folder: Path) -> list[Path]:
         """Write a bundle folder MONAI opens: the configs copied, the network's weights saved.
 

@@ -261,6 +261,7 @@ class NnUNetModel:
             "checkpoint": self.checkpoint,
             "input_channels": self.input_channels,
             "channel_names": list((self.dataset_json.get("channel_names") or {}).values()),
+            "normalization": [str(n) for n in self.configuration_manager.normalization_schemes],
             "patch_size": list(self.patch_size),
             "spacing_mm": list(self.spacing),
             "region_based": self.has_regions,
@@ -301,6 +302,10 @@ class NnUNetModel:
         network = copy.deepcopy(self.network)
         network.load_state_dict(parameters[0])
         return replace(self, parameters=parameters, network=network.eval())
+
+    def layout_names(self, names: set[str]) -> set[str]:
+        """``plans.json``, ``dataset.json`` and the ``fold_*`` folders among ``names``."""
+        return {n for n in names if n in ("plans.json", "dataset.json") or n.startswith("fold_")}
 
     def save_members(self, folder: Path) -> list[Path]:
         """Write the model as an nnU-Net trained model folder that ``nnUNetPredictor`` opens.
