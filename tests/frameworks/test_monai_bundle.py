@@ -384,20 +384,33 @@ def test_hostile_bundle_runs_when_trusted(tmp_path: Path) -> None:
     assert marker.exists()
 
 
-@pytest.mark.parametrize("command", ["info", "segment"])
+@pytest.mark.parametrize("command", ["info", "segment", "quantize", "evaluate"])
 def test_hostile_bundle_through_the_commands(
     command: str, tmp_path: Path, other_grid_image: Path
 ) -> None:
     marker = tmp_path / "ran.txt"
     folder = hostile_bundle(tmp_path, marker, "referenced-expression")
-    if command == "info":
-        result = run_cli("info", folder)
-    else:
-        out = tmp_path / "mask.nii.gz"
-        result = run_cli("segment", other_grid_image, "--model", folder, "--out", out)
-        assert not out.exists()
+    out = tmp_path / "out"  # what each command would write, and must not
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    image = nib.load(other_grid_image)
+    nib.save(
+        nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), labels / "other.nii.gz"
+    )
+    arguments = {
+        "info": ("info", folder),
+        "segment": ("segment", other_grid_image, "--model", folder, "--out", tmp_path / "m.nii.gz"),
+        "quantize": ("quantize", "--model", folder, "--calib", other_grid_image, "--out", out),
+        "evaluate": (
+            "evaluate", "--model", folder, "--images", other_grid_image,
+            "--labels", labels / "other.nii.gz", "--report", tmp_path / "r.json",
+        ),
+    }  # fmt: skip
+    result = run_cli(*arguments[command])
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "Python expression" in lines[0] and "--trust" in lines[0], lines[0]
     assert not marker.exists()
+    assert not out.exists() and not (tmp_path / "m.nii.gz").exists()
+    assert not (tmp_path / "r.json").exists()
