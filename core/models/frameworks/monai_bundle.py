@@ -584,7 +584,8 @@ class MonaiBundleModel:
     def spatial_dims(self) -> int:
         if self.patch_size is not None:
             return len(self.patch_size)
-        return int(self.config.get("network_def", {}).get("spatial_dims", 3))
+        dims = _network_def(self.config).get("spatial_dims", 3)
+        return dims if isinstance(dims, int) else 3  # not a literal: the usual 3-D
 
     def _output_names(self) -> list[str]:
         """One name per network output channel: metadata's ``channel_def``, else "class i"."""
@@ -893,8 +894,14 @@ def _load_weights(network: nn.Module, path: Path, trust: bool) -> None:
         ) from None
 
 
+def _network_def(config: dict[str, Any]) -> dict[str, Any]:
+    """The raw ``network_def`` when it is a plain mapping (a trusted one may be an expression)."""
+    network_def = config.get("network_def")
+    return network_def if isinstance(network_def, dict) else {}
+
+
 def _input_channels(config: dict[str, Any], metadata: dict[str, Any]) -> int:
-    channels = config.get("network_def", {}).get("in_channels")
+    channels = _network_def(config).get("in_channels")
     if isinstance(channels, int):
         return channels
     inputs = (metadata.get("network_data_format") or {}).get("inputs") or {}
@@ -904,7 +911,7 @@ def _input_channels(config: dict[str, Any], metadata: dict[str, Any]) -> int:
 
 def _output_channels(network: nn.Module, config: dict[str, Any], meta: dict[str, Any]) -> int:
     for value in (
-        config.get("network_def", {}).get("out_channels"),
+        _network_def(config).get("out_channels"),
         getattr(network, "out_channels", None),
     ):
         if isinstance(value, int):
