@@ -160,17 +160,19 @@ def make_bundle(
     network_def: dict[str, Any] = NETWORK_DEF,
     seed: int = 0,
 ) -> Path:
-    """Write a bundle folder with a random UNet's state dict; return the folder.
+    """Write a bundle folder with a random network's state dict; return the folder.
 
-    The weights are those of ``network_def`` (the config's own may be hostile on purpose).
+    The weights are those of ``network_def``, a ``monai.networks.nets`` class and its arguments
+    (the config's own may be hostile on purpose).
     """
-    from monai.networks.nets import UNet
+    from monai.networks import nets
 
     (folder / "configs").mkdir(parents=True, exist_ok=True)
     (folder / "models").mkdir(exist_ok=True)
     config = config if config is not None else bundle_config(activation)
     torch.manual_seed(seed)
-    network = UNet(**{k: v for k, v in network_def.items() if k != "_target_"})
+    network_class = getattr(nets, network_def["_target_"])
+    network = network_class(**{k: v for k, v in network_def.items() if k != "_target_"})
     torch.save(network.state_dict(), folder / "models" / "model.pt")
     (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
     if channel_def is None:

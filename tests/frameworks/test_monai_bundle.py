@@ -212,22 +212,40 @@ def test_members_saved_as_a_bundle_monai_opens(
     assert np.abs(ours - original).max() > 1e-3, "the variant's weights were not used"
 
 
+SEGRESNET_DEF = {
+    "_target_": "SegResNet",
+    "spatial_dims": 3,
+    "in_channels": 1,
+    "out_channels": 3,
+    "init_filters": 8,
+    "blocks_down": [1, 1],
+    "blocks_up": [1],
+}
+
+
+@pytest.mark.parametrize("network", ["UNet", "SegResNet"])
 def test_quantized_bundle_runs_and_saves_as_a_bundle(
-    monai_bundle: Path, other_grid_image: Path, tmp_path: Path
+    network: str, monai_bundle: Path, other_grid_image: Path, tmp_path: Path
 ) -> None:
-    """RTN W4 on the UNet (its BatchNorms folded by the quantizer): the variant runs the
-    quantized network through the bundle's pipeline, and the saved folder is a bundle that MONAI
-    runs with its own config and a strict state-dict load."""
+    """RTN W4 on the UNet (its BatchNorms folded by the quantizer) and on a SegResNet
+    (GroupNorm): the variant runs the quantized network through the bundle's pipeline, and the
+    saved folder is a bundle that MONAI runs with its own config and a strict state-dict load."""
     from core.models.calibration import calibration_inputs
     from core.models.loading import quantized_variant, save_quantized_model
     from core.quant.config import QuantConfig
     from core.quant.ensemble import quantize_loaded_model
 
-    model = load_model(monai_bundle)
+    if network == "SegResNet":
+        config = bundle_config()
+        config["network_def"] = dict(SEGRESNET_DEF)
+        source = make_bundle(tmp_path / "segresnet", config=config, network_def=SEGRESNET_DEF)
+    else:
+        source = monai_bundle
+    model = load_model(source)
     image = read_image(other_grid_image)
     calib = calibration_inputs(model, [image], n=4, seed=0)
     result = quantize_loaded_model(model, calib, QuantConfig(method="rtn", bits=4))
-    assert result.folded_batchnorm, "the UNet's BatchNorms should have been folded"
+    assert bool(result.folded_batchnorm) == (network == "UNet")
     variant = quantized_variant(result, model)
     with torch.no_grad():
         assert torch.equal(variant.framework.network(calib), result.model.cpu()(calib))
