@@ -19,8 +19,9 @@ DESCRIPTION = """\
 Describe PATH without changing it:
   an image file (NIfTI, NRRD, MHA, PNG, one DICOM file): shape, voxel type, spacing,
     orientation, modality, display window, intensity range and reading warnings;
-  a model (folder with model.json, .safetensors or .pt file, or a bare model.json spec): the
-    spec, quantization metadata, every layer with its parameters, and the total;
+  a model (folder with model.json, .safetensors or .pt file, a bare model.json spec, an
+    nnU-Net v2 model folder or a MONAI bundle): the spec, quantization metadata, every layer
+    with its parameters, and the total;
   a folder of DICOM files: its series (UID, modality, description, slices, slice size)."""
 EPILOG = """\
 examples:
@@ -121,7 +122,15 @@ def _format_spec(spec: dict[str, Any]) -> list[str]:
 def _format_framework(facts: dict[str, Any]) -> list[str]:
     """Framework lines of a model: what runs it, and with which settings."""
     lines = [f"  framework: {facts['framework']}"]
+    # nnU-Net states sizes in its own (z, y, x) order; a MONAI bundle in the order of its
+    # preprocessed array (the inferer's roi_size, the Spacingd pixdim).
+    nnunet = facts["framework"] == "nnU-Net v2"
     labels = {
+        "bundle": "bundle",
+        "version": "version",
+        "config": "config",
+        "weights": "weights",
+        "network": "network",
         "configuration": "configuration",
         "trainer": "trainer",
         "plans": "plans",
@@ -129,8 +138,9 @@ def _format_framework(facts: dict[str, Any]) -> list[str]:
         "checkpoint": "checkpoint",
         "channel_names": "input channels",
         "normalization": "normalization",
-        "patch_size": "patch size (z, y, x)",
-        "spacing_mm": "target spacing (z, y, x mm)",
+        "activation": "activation",
+        "patch_size": "patch size (z, y, x)" if nnunet else "patch size (inferer roi_size)",
+        "spacing_mm": "target spacing (z, y, x mm)" if nnunet else "target spacing (Spacingd mm)",
         "region_based": "region-based",
         "mirroring": "mirroring axes",
         "tile_step_size": "tile step",
@@ -139,11 +149,11 @@ def _format_framework(facts: dict[str, Any]) -> list[str]:
         if key not in facts:
             continue
         value = facts[key]
-        if key in ("patch_size", "spacing_mm"):
+        if key in ("patch_size", "spacing_mm") and value:
             value = _join(value)
         elif isinstance(value, list):
             value = ", ".join(str(v) for v in value)
-        lines.append(f"    {label}: {value if value not in ('', []) else 'none'}")
+        lines.append(f"    {label}: {value if value not in ('', [], None) else 'none'}")
     return lines
 
 

@@ -243,7 +243,7 @@ def load_model(
     ----------
     path : str or Path
         A model folder, a ``.safetensors`` / ``.pt`` file (see the module docstring), or a
-        framework's model folder (an nnU-Net v2 trained model folder; see
+        framework's model folder (an nnU-Net v2 trained model folder or a MONAI bundle; see
         :mod:`core.models.frameworks`).
     trust : bool
         Allow unpickling a full Python module, which runs code from the file, and framework
@@ -284,8 +284,9 @@ def load_model(
         spec_path = path / SPEC_FILE
         if not spec_path.exists():
             raise ValueError(
-                f"{path}: not a model folder (no {SPEC_FILE} inside, and not an nnU-Net v2 "
-                "trained model folder with plans.json, dataset.json and fold_K/)"
+                f"{path}: not a model folder (no {SPEC_FILE} inside, not an nnU-Net v2 trained "
+                "model folder with plans.json, dataset.json and fold_K/, nor a MONAI bundle with "
+                "configs/metadata.json, configs/inference.json and models/model.pt)"
             )
         spec = ModelSpec.read(spec_path)
         if spec.quantization is not None:

@@ -26,7 +26,7 @@ SPEC_FORMAT_VERSION = 1
 
 #: Architecture names for networks whose code travels with the file instead of the registry,
 #: or that another framework builds and runs (core.models.frameworks).
-EXTERNAL_ARCHITECTURES = ("torchscript", "pickled-module", "nnunetv2")
+EXTERNAL_ARCHITECTURES = ("torchscript", "pickled-module", "nnunetv2", "monai-bundle")
 
 _ACTIVATIONS = ("softmax", "sigmoid")
 _MODES = ("2d", "3d")

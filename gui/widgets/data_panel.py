@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QSettings, Signal
 from PySide6.QtWidgets import (
@@ -47,20 +48,33 @@ def describe_image(image: Image) -> str:
     return "<br>".join(lines)
 
 
+def _framework_line(facts: dict[str, Any], in_channels: int) -> str:
+    """What runs the model and how: nnU-Net configuration and folds, a MONAI bundle's name and
+    network, then input channels, patch and spacing where the framework has them."""
+    head = " ".join(
+        str(facts[k]) for k in ("framework", "configuration", "bundle", "version") if facts.get(k)
+    )
+    parts = [head]
+    if facts.get("folds"):
+        parts.append(f"fold(s) {', '.join(facts['folds'])}")
+    if facts.get("network"):
+        parts.append(f"network {facts['network']}")
+    parts.append(f"input: {', '.join(facts.get('channel_names') or []) or in_channels}")
+    if facts.get("patch_size"):
+        parts.append(f"patch {' x '.join(map(str, facts['patch_size']))}")
+    if facts.get("spacing_mm"):
+        parts.append(f"spacing {' x '.join(f'{s:g}' for s in facts['spacing_mm'])} mm")
+    if "mirroring" in facts:
+        parts.append(f"mirroring {'on' if facts['mirroring'] else 'off'}")
+    return "; ".join(parts)
+
+
 def describe_model(model: LoadedModel) -> str:
     spec = model.spec
     classes = ", ".join(spec.class_names)
     text = f"<b>{model.name}</b><br>{spec.architecture}, {spec.mode}, {spec.activation}<br>"
     if model.framework is not None:
-        facts = model.framework.describe()
-        channels = ", ".join(facts.get("channel_names") or []) or str(spec.in_channels)
-        text += (
-            f"{facts['framework']} {facts.get('configuration', '')}, "
-            f"fold(s) {', '.join(facts.get('folds', []))}; input: {channels}; "
-            f"patch {' x '.join(map(str, facts.get('patch_size', [])))}, "
-            f"spacing {' x '.join(f'{s:g}' for s in facts.get('spacing_mm', []))} mm; "
-            f"mirroring {'on' if facts.get('mirroring') else 'off'}<br>"
-        )
+        text += _framework_line(model.framework.describe(), spec.in_channels) + "<br>"
     return text + f"classes: {classes}"
 
 
@@ -99,8 +113,9 @@ class DataPanel(QWidget):
         self.open_model_button = QPushButton("Model…", self)
         self.open_model_button.setToolTip(
             "Open a model folder (model.json + weights), a .safetensors with its .json, "
-            "a TorchScript file, or an nnU-Net v2 trained model folder (pick its plans.json, or "
-            "a fold's checkpoint for that fold alone; or drop the folder on the window)"
+            "a TorchScript file, an nnU-Net v2 trained model folder (pick its plans.json, or a "
+            "fold's checkpoint for that fold alone) or a MONAI bundle (pick its "
+            "configs/metadata.json or models/model.pt); or drop a model folder on the window"
         )
         self.open_model_button.clicked.connect(self._on_open_model_clicked)
         row.addWidget(self.open_gt_button)

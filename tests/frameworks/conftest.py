@@ -1,4 +1,5 @@
-"""nnU-Net model folders for the framework tests, made once per session by nnU-Net itself."""
+"""Framework models for the tests, made once per session: nnU-Net folders by nnU-Net itself,
+MONAI bundles with MONAI's own classes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.frameworks.monai_bundles import make_bundle
 from tests.frameworks.nnunet_models import make_nnunet_model
 
 
@@ -34,6 +36,12 @@ def nnunet_regions(tmp_path_factory: pytest.TempPathFactory) -> Path:
         channels=2,
         dataset_id=503,
     )
+
+
+@pytest.fixture(scope="session")
+def monai_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MONAI bundle: 3-D UNet, softmax over background/organ/lesion, Spacingd 1.5x1.5x2 mm."""
+    return make_bundle(tmp_path_factory.mktemp("monai") / "tiny_unet_segmentation")
 
 
 def raw_case(model_folder: Path, case: str = "case_000") -> list[Path]:

@@ -232,7 +232,12 @@ def test_dropped_paths_are_routed_by_kind(window, monkeypatch, tmp_path):
     window.open_dropped(str(dicom_dir))
     window.open_dropped(str(tmp_path / "x.safetensors"))
     window.open_dropped(str(tmp_path / "scan.nii.gz"))
-    assert [c[0] for c in calls] == ["model", "dicom", "model", "image"]
+    bundle = tmp_path / "bundle"  # a MONAI bundle's layout (detection only looks at names)
+    for name in ("configs/metadata.json", "configs/inference.json", "models/model.pt"):
+        (bundle / name).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / name).write_text("{}")
+    window.open_dropped(str(bundle))
+    assert [c[0] for c in calls] == ["model", "dicom", "model", "image", "model"]
 
 
 def test_run_without_model_explains_in_words(window, qtbot):

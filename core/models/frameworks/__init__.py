@@ -4,7 +4,8 @@
 opens it as a :class:`~core.models.loaded.LoadedModel` whose ``framework`` attribute runs the
 framework's inference (see :class:`~core.models.frameworks.base.FrameworkModel`):
 
-* ``nnunetv2`` - an nnU-Net v2 trained model folder (:mod:`.nnunet`).
+* ``nnunetv2`` - an nnU-Net v2 trained model folder (:mod:`.nnunet`);
+* ``monai-bundle`` - a MONAI bundle folder (:mod:`.monai_bundle`).
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ QUANTIZATION_FILE = "segbench_quantization.json"
 
 
 def detect_framework(path: Path) -> str | None:
-    """``"nnunetv2"`` for an nnU-Net trained model folder, None for anything else."""
+    """``"nnunetv2"`` or ``"monai-bundle"`` for those frameworks' folders, else None."""
+    from core.models.frameworks.monai_bundle import is_monai_bundle
     from core.models.frameworks.nnunet import is_nnunet_folder
 
     if is_nnunet_folder(path):
         return "nnunetv2"
+    if is_monai_bundle(path):
+        return "monai-bundle"
     return None
 
 
@@ -45,13 +49,17 @@ def locate_framework_folder(path: Path) -> tuple[Path, list[str] | None] | None:
     """The framework model folder a path names or lies in, and the fold a checkpoint names.
 
     A file dialog hands over a file: ``plans.json`` or ``dataset.json`` of an nnU-Net folder
-    opens the folder; ``fold_K/checkpoint_*.pth`` opens the folder with fold K alone. Returns
-    None when no framework claims the path.
+    opens the folder; ``fold_K/checkpoint_*.pth`` opens the folder with fold K alone; any file
+    in a MONAI bundle's ``configs/`` or ``models/`` opens the bundle. Returns None when no
+    framework claims the path.
     """
     if path.is_dir():
         return (path, None) if detect_framework(path) else None
     if path.name in ("plans.json", "dataset.json") and detect_framework(path.parent):
         return path.parent, None
+    bundle = path.parent.parent
+    if path.parent.name in ("configs", "models") and detect_framework(bundle) == "monai-bundle":
+        return bundle, None
     fold_folder = path.parent
     if (
         path.suffix == ".pth"
@@ -94,6 +102,25 @@ def _nnunet_spec(model: Any, folder: Path) -> ModelSpec:
     )
 
 
+def _monai_spec(model: Any, folder: Path) -> ModelSpec:
+    facts = model.describe()
+    version = f" {model.version}" if model.version else ""
+    return ModelSpec(
+        architecture="monai-bundle",
+        class_names=tuple(model.class_names()),
+        in_channels=model.input_channels,
+        activation=model.activation,
+        mode="2d" if model.spatial_dims == 2 else "3d",
+        patch_size=model.patch_size,
+        name=model.name,
+        description=(
+            f"MONAI bundle {model.name}{version}: {facts['network']} "
+            f"({facts['config']}, {facts['weights']})"
+        ),
+        quantization=_quantization_metadata(folder),
+    )
+
+
 def open_framework_model(
     path: Path,
     *,
@@ -109,7 +136,8 @@ def open_framework_model(
     path : pathlib.Path
         A model folder in a framework's layout.
     trust : bool
-        Allow files or configs that run code (pickled objects, classes outside the framework).
+        Allow files or configs that run code (pickled objects, classes outside the framework,
+        MONAI config expressions).
     folds, checkpoint
         nnU-Net: the folds to ensemble (all when omitted) and the checkpoint file name.
     mirroring : bool
@@ -130,5 +158,12 @@ def open_framework_model(
         model.use_mirroring = mirroring
         return LoadedModel(
             module=model.network, spec=_nnunet_spec(model, path), path=path, framework=model
+        )
+    if kind == "monai-bundle":
+        from core.models.frameworks.monai_bundle import open_monai_bundle
+
+        bundle = open_monai_bundle(path, trust=trust)
+        return LoadedModel(
+            module=bundle.network, spec=_monai_spec(bundle, path), path=path, framework=bundle
         )
     raise ValueError(f"{path}: not a model folder of a known framework")

@@ -36,6 +36,14 @@ from core.device import resolve_device
 from core.io.image import Image
 from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.models.frameworks.checkpoints import read_checkpoint
+from core.models.frameworks.common import (
+    background_for_multilabel,
+    load_member_state,
+    padded_shape,
+    random_patches,
+    read_json,
+    stack_foreground_patches,
+)
 from core.models.trust import UntrustedCodeError
 
 __all__ = [
@@ -63,18 +71,6 @@ def is_nnunet_folder(path: Path) -> bool:
         and (path / "dataset.json").is_file()
         and any(p.is_dir() and p.name.startswith("fold_") for p in path.iterdir())
     )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ValueError(f"{path}: cannot read it ({error.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _quietly() -> contextlib.AbstractContextManager[Any]:
@@ -110,12 +106,6 @@ def _check_plans_are_data(configuration: Any, plans_path: Path) -> None:
                 "and torch.nn; nnU-Net would import and run it, so it is code: pass trust=True "
                 "only if you trust where the model came from"
             )
-
-
-def _padded_shape(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, ...]:
-    """The shape nnU-Net pads an input to (its trailing axes at least the patch size)."""
-    lead = len(shape) - len(patch)
-    return tuple(shape[:lead]) + tuple(max(s, p) for s, p in zip(shape[lead:], patch, strict=True))
 
 
 def image_to_nnunet(images: Sequence[Image]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -303,14 +293,21 @@ class NnUNetModel:
         return modules
 
     def with_members(self, modules: Sequence[nn.Module]) -> NnUNetModel:
-        """The same model with the folds' weights taken from ``modules`` (e.g. quantized ones)."""
+        """The same model with the folds' weights taken from ``modules`` (e.g. quantized ones).
+
+        BatchNorms that quantization folded away become identities, so every fold's weights
+        keep the planned network's layout (which the predictor loads strictly).
+        """
         if len(modules) != len(self.folds):
             raise ValueError(
                 f"expected {len(self.folds)} networks (one per fold), got {len(modules)}"
             )
-        parameters = [
-            {k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for m in modules
-        ]
+        parameters = []
+        for module in modules:
+            network = copy.deepcopy(self.network)
+            state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+            load_member_state(network, state, str(self.folder))
+            parameters.append({k: v.clone() for k, v in network.state_dict().items()})
         network = copy.deepcopy(self.network)
         network.load_state_dict(parameters[0])
         return replace(self, parameters=parameters, network=network.eval())
@@ -401,7 +398,7 @@ class NnUNetModel:
         return data, properties
 
     def _tiles_per_fold(self, predictor: Any, shape: Sequence[int]) -> int:
-        padded = _padded_shape(shape, self.patch_size)
+        padded = padded_shape(shape, self.patch_size)
         tiles = len(predictor._internal_get_sliding_window_slicers(padded))
         mirrors = 1
         if self.use_mirroring and self.mirror_axes:
@@ -474,8 +471,7 @@ class NnUNetModel:
             )
         probs = np.asarray(probs, dtype=np.float32)
         if self.has_regions:
-            background = 1.0 - probs.max(axis=0, keepdims=True)
-            probs = np.concatenate([background, probs], axis=0)
+            probs = background_for_multilabel(probs)
         return np.ascontiguousarray(probabilities_from_nnunet(probs, images[0].is_natural))
 
     def calibration_inputs(
@@ -488,8 +484,6 @@ class NnUNetModel:
         squares). Patches with more foreground are preferred, as for segbench's own models
         (:func:`core.models.calibration.choose_foreground_samples`).
         """
-        from core.models.calibration import choose_foreground_samples
-
         rng = np.random.default_rng(seed)
         patch = tuple(self.patch_size)
         if crop is not None:
@@ -506,21 +500,10 @@ class NnUNetModel:
                 volumes = [data[:, z] for z in range(data.shape[1])]
             else:
                 volumes = [data]
+            count = max(1, math.ceil(2 * n / max(1, len(volumes) * len(cases))))
             for volume in volumes:
-                target = _padded_shape(volume.shape[1:], patch)
-                padded = np.pad(
-                    volume,
-                    [(0, 0)] + [(0, t - s) for s, t in zip(volume.shape[1:], target, strict=True)],
-                )
-                for _ in range(max(1, math.ceil(2 * n / max(1, len(volumes) * len(cases))))):
-                    starts = [
-                        int(rng.integers(0, s - p + 1))
-                        for s, p in zip(padded.shape[1:], patch, strict=True)
-                    ]
-                    window = tuple(slice(o, o + p) for o, p in zip(starts, patch, strict=True))
-                    candidates.append(np.ascontiguousarray(padded[(slice(None), *window)]))
-        chosen = choose_foreground_samples(candidates, n, rng)
-        return torch.from_numpy(np.stack([candidates[i] for i in chosen])).float()
+                candidates.extend(random_patches(volume, patch, count, rng))
+        return stack_foreground_patches(candidates, n, rng)
 
 
 def open_nnunet_folder(
@@ -555,8 +538,8 @@ def open_nnunet_folder(
     UntrustedCodeError
         Code would run and ``trust`` is False.
     """
-    plans = _read_json(folder / "plans.json")
-    dataset_json = _read_json(folder / "dataset.json")
+    plans = read_json(folder / "plans.json")
+    dataset_json = read_json(folder / "dataset.json")
     if "labels" not in dataset_json or not (
         dataset_json.get("channel_names") or dataset_json.get("modality")
     ):

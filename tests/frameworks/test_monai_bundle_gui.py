@@ -1,0 +1,48 @@
+"""The workbench on a MONAI bundle: a dropped bundle opens and segments, and a hostile bundle
+asks for trust and runs nothing when refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.io import read_image
+from tests.frameworks.test_monai_bundle import hostile_bundle, other_grid_image  # noqa: F401
+from tests.gui.test_workbench import JOB_TIMEOUT, wait_idle, window  # noqa: F401 (fixture)
+
+
+def test_dropped_bundle_opens_and_segments(
+    window,  # noqa: F811
+    qtbot,
+    monai_bundle: Path,
+    other_grid_image: Path,  # noqa: F811
+) -> None:
+    window.open_image(str(other_grid_image))
+    qtbot.waitUntil(lambda: window.session.image is not None, timeout=30000)
+    wait_idle(qtbot, window)
+    window.open_dropped(str(monai_bundle))
+    qtbot.waitUntil(lambda: window.session.base_variant is not None, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    assert "MONAI bundle tiny_unet_segmentation" in window.data_panel.model_info.text()
+    window.segmentation_panel._on_run_clicked()
+    qtbot.waitUntil(lambda: len(window.session.results) == 1, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    entry = next(iter(window.session.results.values()))
+    assert entry.result.mask.shape == read_image(other_grid_image).shape3
+    assert not window.error_boxes
+
+
+def test_hostile_bundle_asks_and_refusal_runs_nothing(
+    window,  # noqa: F811
+    qtbot,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "ran.txt"
+    folder = hostile_bundle(tmp_path, marker, "expression")
+    questions: list[str] = []
+    window.ask_trust = lambda message: questions.append(message) or False
+    window.open_model(str(folder))
+    qtbot.waitUntil(lambda: bool(questions), timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    assert "Python expression" in questions[0]
+    assert window.session.base_variant is None
+    assert not marker.exists()
