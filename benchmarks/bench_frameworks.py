@@ -3,8 +3,8 @@
 Usage::
 
     python benchmarks/bench_frameworks.py [--size 160 160 128] [--patch 128 128 128]
-        [--features 32 64 128 256 320 320] [--iters 100] [--samples 16] [--crop 48]
-        [--mirroring] [--skip-quant]
+        [--features 32 64 128 256 320 320] [--iters 100] [--samples 16] [--crop 32]
+        [--mirroring] [--skip-quant] [--skip-inference]
 
 Builds an nnU-Net 3d_fullres trained model folder with nnU-Net's own planner and trainer
 (``tests/frameworks/nnunet_models.py``), its network widened to the given stages (by default
@@ -221,10 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, nargs="+", default=(32, 64, 128, 256, 320, 320))
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--crop", type=int, default=48)
+    parser.add_argument("--crop", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--mirroring", action="store_true")
     parser.add_argument("--skip-quant", action="store_true")
+    parser.add_argument("--skip-inference", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_frameworks_") as folder:
         work = Path(folder)
@@ -236,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             f"model folder and volume made by nnU-Net's planner/trainer in "
             f"{time.perf_counter() - start:.0f} s: {model.name}"
         )
-        bench_inference(model, image, work, args)
+        if not args.skip_inference:
+            bench_inference(model, image, work, args)
         if not args.skip_quant:
             bench_quantization(model, image, args)
     return 0
