@@ -66,15 +66,20 @@ class LayerReport:
         ``s1 * (q - z)`` for every code q: shape (1, 2**bits) per tensor, (Cout, 2**bits) per
         channel.
     loss_before, loss_after : float
-        The layer's own output error (channel-summed squared error, averaged over the rest) on
-        the calibration data at round-to-nearest and after learning, with the layer's input
-        taken from the quantized model.
+        The layer's reconstruction error on its block's held-out calibration samples (never
+        trained on) at round-to-nearest and in the kept result: channel-summed squared error,
+        averaged over the rest, between its output in the quantized model and the float
+        model's output of the same layer; ``loss_after <= loss_before``. For layer-wise
+        reconstruction this is the loss that was minimised.
     weight_rel_error, weight_rel_error_rtn : float
         ``||W - W_hat|| / ||W||`` after learning and for round-to-nearest.
     act_step : float or None
         Step of the layer's input fake quantization (``act_bits`` runs only).
-    fell_back : bool
-        True when learning did not lower the block's loss and round-to-nearest was kept.
+    kept_nearest : bool
+        True when the layer's result is its round-to-nearest start (no learned iterate beat it
+        on the held-out samples, or one raised this layer's error), not what learning found.
+    kept_reason : str
+        Why that result was kept, in words.
     """
 
     name: str
@@ -99,7 +104,8 @@ class LayerReport:
     loss_after: float
     weight_rel_error: float
     weight_rel_error_rtn: float
-    fell_back: bool = False
+    kept_nearest: bool = True
+    kept_reason: str = ""
     act_step: float | None = None
 
 
@@ -113,7 +119,8 @@ def build_layer_report(
     block: str,
     loss_before: float,
     loss_after: float,
-    fell_back: bool,
+    kept_nearest: bool,
+    kept_reason: str = "",
     seed: int = 0,
     act_step: float | None = None,
 ) -> LayerReport:
@@ -162,7 +169,8 @@ def build_layer_report(
         loss_after=float(loss_after),
         weight_rel_error=float((w_hat - weight).norm()) / norm,
         weight_rel_error_rtn=float((w_rtn - weight).norm()) / norm,
-        fell_back=fell_back,
+        kept_nearest=kept_nearest,
+        kept_reason=kept_reason,
         act_step=act_step,
     )
 
@@ -188,8 +196,8 @@ def layer_summary(layer: LayerReport) -> dict[str, Any]:
     -------
     dict
         name, kind, block, bits, s1_ratio (mean learned/initial grid step), percent_changed,
-        percent_moved_2plus, loss_before, loss_after, weight_rel_error, weight_rel_error_rtn,
-        fell_back.
+        percent_moved_2plus, loss_before, loss_after (held-out), weight_rel_error,
+        weight_rel_error_rtn, kept_nearest, kept_reason.
     """
     return {
         "name": layer.name,
@@ -203,5 +211,6 @@ def layer_summary(layer: LayerReport) -> dict[str, Any]:
         "loss_after": float(layer.loss_after),
         "weight_rel_error": float(layer.weight_rel_error),
         "weight_rel_error_rtn": float(layer.weight_rel_error_rtn),
-        "fell_back": bool(layer.fell_back),
+        "kept_nearest": bool(layer.kept_nearest),
+        "kept_reason": layer.kept_reason,
     }

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -49,7 +50,7 @@ from PySide6.QtWidgets import (
 from core.quant import LayerReport, QuantResult
 from core.quant.diagnostics import layer_summary
 
-__all__ = ["PLOT_KEYS", "TABLE_COLUMNS", "WeightScalesPanel"]
+__all__ = ["KEPT_NEAREST_TEXT", "PLOT_KEYS", "TABLE_COLUMNS", "WeightScalesPanel"]
 
 #: The panel's plots, in display order.
 PLOT_KEYS = ("divisor", "delta", "scatter", "weights", "s3", "s4")
@@ -78,11 +79,16 @@ TABLE_COLUMNS = (
     "s1 learned / initial",
     "% changed",
     "% moved ≥2 levels",
-    "Loss before (nearest)",
-    "Loss after",
+    "Held-out loss before (nearest)",
+    "Held-out loss after",
     "Weight rel. error",
     "Weight rel. error (nearest)",
+    "Result",
 )
+#: What the "Result" column says for a learned layer that kept its round-to-nearest start.
+KEPT_NEAREST_TEXT = "nearest kept"
+#: Background of the rows of such layers (a learned method whose learning was not kept).
+KEPT_NEAREST_BRUSH = QBrush(QColor(255, 228, 170))
 
 _NEAREST_METHODS = ("rtn", "rtn-minmax")
 _HIST_PEN = pg.mkPen((40, 110, 200), width=1)
@@ -347,9 +353,12 @@ class WeightScalesPanel(QWidget):
             ratio_text = _format_number(summary["s1_ratio"])
             if layer.s1_init.size > 1:
                 ratio_text += f" (mean of {layer.s1_init.size})"
-            after = _format_number(summary["loss_after"])
-            if summary["fell_back"]:
-                after += " (kept nearest)"
+            # Only a learned method can end at its start; for round-to-nearest that is the method.
+            marked = summary["kept_nearest"] and layer.method not in _NEAREST_METHODS
+            if layer.method in _NEAREST_METHODS:
+                outcome = "nearest (method)"
+            else:
+                outcome = KEPT_NEAREST_TEXT if marked else "learned"
             cells = (
                 summary["name"],
                 str(summary["bits"]),
@@ -357,12 +366,16 @@ class WeightScalesPanel(QWidget):
                 f"{summary['percent_changed']:.2f}",
                 f"{summary['percent_moved_2plus']:.2f}",
                 _format_number(summary["loss_before"]),
-                after,
+                _format_number(summary["loss_after"]),
                 _format_number(summary["weight_rel_error"]),
                 _format_number(summary["weight_rel_error_rtn"]),
+                outcome,
             )
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
+                item.setToolTip(summary["kept_reason"])
+                if marked:
+                    item.setBackground(KEPT_NEAREST_BRUSH)
                 if column > 0:
                     item.setTextAlignment(
                         Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
@@ -379,6 +392,7 @@ class WeightScalesPanel(QWidget):
             f"{layer.bits} bit, {layer.method}, block {layer.block or '(model)'}): "
             f"{100 * layer.frac_changed:.2f} % of codes differ from rounding to nearest, "
             f"{100 * layer.frac_moved_2plus:.2f} % by two levels or more."
+            + self._outcome_text(layer)
         )
         self._plot_divisor(layer)
         self._plot_delta(layer)
@@ -393,6 +407,19 @@ class WeightScalesPanel(QWidget):
         self._plot_weights(layer)
         self._plot_factor("s3", layer, layer.s3)
         self._plot_factor("s4", layer, layer.s4)
+
+    @staticmethod
+    def _outcome_text(layer: LayerReport) -> str:
+        """What was kept, with the held-out losses (empty for round-to-nearest methods)."""
+        if layer.method in _NEAREST_METHODS:
+            return ""
+        losses = (
+            f"held-out loss {_format_number(layer.loss_before)} at round-to-nearest, "
+            f"{_format_number(layer.loss_after)} kept"
+        )
+        if layer.kept_nearest:
+            return f"<br><b>Round-to-nearest start kept</b> ({losses}): {layer.kept_reason}."
+        return f"<br>Learned result kept ({losses}): {layer.kept_reason}."
 
     def _histogram(self, key: str, values: np.ndarray, bins: Any) -> None:
         counts, edges = np.histogram(values, bins=bins)
