@@ -66,18 +66,21 @@ class LayerReport:
         ``s1 * (q - z)`` for every code q: shape (1, 2**bits) per tensor, (Cout, 2**bits) per
         channel.
     loss_before, loss_after : float
-        The layer's reconstruction error on its block's held-out calibration samples (never
-        trained on) at round-to-nearest and in the kept result: channel-summed squared error,
-        averaged over the rest, between its output in the quantized model and the float
-        model's output of the same layer; ``loss_after <= loss_before``. For layer-wise
-        reconstruction this is the loss that was minimised.
+        The held-out reconstruction loss of the unit the layer was learned in (its block; the
+        layer itself with layer-wise reconstruction) at round-to-nearest and in the kept
+        result: channel-summed squared error against the float model, averaged over the rest,
+        on calibration samples never trained on; ``loss_after <= loss_before``.
+    layer_error_before, layer_error_after : float
+        The same error measured at this layer's own output (against the float model's same
+        layer, fed the float inputs). Equal to the losses for layer-wise reconstruction; inside
+        a block it may rise while the block's output gets closer to the float one.
     weight_rel_error, weight_rel_error_rtn : float
         ``||W - W_hat|| / ||W||`` after learning and for round-to-nearest.
     act_step : float or None
         Step of the layer's input fake quantization (``act_bits`` runs only).
     kept_nearest : bool
-        True when the layer's result is its round-to-nearest start (no learned iterate beat it
-        on the held-out samples, or one raised this layer's error), not what learning found.
+        True when the layer's result is its round-to-nearest start (no learned iterate of its
+        block beat it on the held-out samples), not what learning found.
     kept_reason : str
         Why that result was kept, in words.
     """
@@ -104,6 +107,8 @@ class LayerReport:
     loss_after: float
     weight_rel_error: float
     weight_rel_error_rtn: float
+    layer_error_before: float = float("nan")
+    layer_error_after: float = float("nan")
     kept_nearest: bool = True
     kept_reason: str = ""
     act_step: float | None = None
@@ -120,6 +125,8 @@ def build_layer_report(
     loss_before: float,
     loss_after: float,
     kept_nearest: bool,
+    layer_error_before: float = float("nan"),
+    layer_error_after: float = float("nan"),
     kept_reason: str = "",
     seed: int = 0,
     act_step: float | None = None,
@@ -167,6 +174,8 @@ def build_layer_report(
         grid_levels=grid_levels.numpy(),
         loss_before=float(loss_before),
         loss_after=float(loss_after),
+        layer_error_before=float(layer_error_before),
+        layer_error_after=float(layer_error_after),
         weight_rel_error=float((w_hat - weight).norm()) / norm,
         weight_rel_error_rtn=float((w_rtn - weight).norm()) / norm,
         kept_nearest=kept_nearest,
@@ -196,8 +205,9 @@ def layer_summary(layer: LayerReport) -> dict[str, Any]:
     -------
     dict
         name, kind, block, bits, s1_ratio (mean learned/initial grid step), percent_changed,
-        percent_moved_2plus, loss_before, loss_after (held-out), weight_rel_error,
-        weight_rel_error_rtn, kept_nearest, kept_reason.
+        percent_moved_2plus, loss_before, loss_after (its block's, held-out),
+        layer_error_before, layer_error_after, weight_rel_error, weight_rel_error_rtn,
+        kept_nearest, kept_reason.
     """
     return {
         "name": layer.name,
@@ -209,6 +219,8 @@ def layer_summary(layer: LayerReport) -> dict[str, Any]:
         "percent_moved_2plus": 100.0 * float(layer.frac_moved_2plus),
         "loss_before": float(layer.loss_before),
         "loss_after": float(layer.loss_after),
+        "layer_error_before": float(layer.layer_error_before),
+        "layer_error_after": float(layer.layer_error_after),
         "weight_rel_error": float(layer.weight_rel_error),
         "weight_rel_error_rtn": float(layer.weight_rel_error_rtn),
         "kept_nearest": bool(layer.kept_nearest),

@@ -397,10 +397,12 @@ def quantize_model(
             for name in block_layers:
                 layer_losses[name] = {
                     "block": block_name,
-                    "loss_before": outcome.layer_loss_before[name],
-                    "loss_after": outcome.layer_loss_after[name],
-                    "kept_nearest": outcome.kept_nearest[name],
-                    "kept_reason": outcome.kept_reason[name],
+                    "loss_before": outcome.loss_before,
+                    "loss_after": outcome.loss_after,
+                    "layer_error_before": outcome.layer_loss_before[name],
+                    "layer_error_after": outcome.layer_loss_after[name],
+                    "kept_nearest": outcome.kept_nearest,
+                    "kept_reason": outcome.kept_reason,
                 }
             del q_cache, fp_cache
         else:
@@ -410,6 +412,8 @@ def quantize_model(
                     "block": block_name,
                     "loss_before": float("nan"),
                     "loss_after": float("nan"),
+                    "layer_error_before": float("nan"),
+                    "layer_error_after": float("nan"),
                     "kept_nearest": True,
                     "kept_reason": "the block never ran on the calibration data",
                 }

@@ -201,10 +201,10 @@ class BlockOutcome:
         float inputs) at round-to-nearest and in the kept result.
     kept_iteration : int
         Iteration of the kept iterate; 0 is the round-to-nearest start.
-    kept_nearest : dict of str to bool
-        Per layer: True when its result is the round-to-nearest start.
-    kept_reason : dict of str to str
-        Per layer: why that result was kept, in words.
+    kept_nearest : bool
+        True when the block's result is its round-to-nearest start.
+    kept_reason : str
+        Why that result was kept, in words.
     """
 
     history: list[float]
@@ -214,8 +214,8 @@ class BlockOutcome:
     layer_loss_before: dict[str, float]
     layer_loss_after: dict[str, float]
     kept_iteration: int
-    kept_nearest: dict[str, bool]
-    kept_reason: dict[str, str]
+    kept_nearest: bool
+    kept_reason: str
     seconds: float = 0.0
 
 
@@ -325,10 +325,6 @@ class _Candidate:
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(self.iteration, self.loss, dict(self.layer_losses))
 
-    def raised(self, start: _Candidate) -> list[str]:
-        """Layers whose held-out error is above their error in ``start``."""
-        return [n for n, v in self.layer_losses.items() if not v <= start.layer_losses[n]]
-
 
 def _snapshot(layers: dict[str, QuantLayer]) -> dict[str, dict[str, torch.Tensor]]:
     return {n: layer.quantizer_state() for n, layer in layers.items()}
@@ -390,10 +386,11 @@ def reconstruct_block(
     A share of the cached samples (``config.holdout_fraction``) is held out: the optimizer
     trains on the rest, and at ``config.checkpoints`` evenly spaced iterations the iterate is
     scored with hard rounding on the held-out samples. The kept result is the candidate with
-    the lowest held-out block loss among those that raise no layer's held-out error above
-    its round-to-nearest value; round-to-nearest itself is a candidate, so the kept result is
-    never worse than the start on either count. When the best checkpoint fails only because of
-    some layers, it is also tried with those layers put back to round-to-nearest.
+    the lowest held-out block loss; round-to-nearest itself is a candidate, so the kept result
+    is never worse than the start. Each layer's error against the float model is measured too
+    (a diagnostic: inside a block a layer may move away from its float output so that the
+    block's output gets closer; constraining it made W2 results much worse, see
+    docs/FLEXROUND_IMPL.md).
     """
     generator = torch.Generator().manual_seed(config.seed * 100003 + block_index)
     train, held = split_holdout(q_cache.size, config.holdout_fraction, generator)
@@ -416,7 +413,7 @@ def reconstruct_block(
     history: list[float] = []
     iters = config.iters if config.learned else 0
     if iters == 0 or not any(layer.learnable_parameters() for layer in layers.values()):
-        return _outcome(history, [start.checkpoint()], start, start, set(layers), "nothing learned")
+        return _outcome(history, [start.checkpoint()], start, start, "nothing learned")
 
     lr = config.effective_lr
     groups = []
@@ -442,8 +439,7 @@ def reconstruct_block(
     use_qdrop = config.qdrop_prob > 0 and bool(fp_cache.args)
     scored_at = checkpoint_iterations(iters, config.checkpoints)
     checkpoints = [start.checkpoint()]
-    best = start  # lowest held-out loss among the candidates that raise no layer's error
-    lowest: _Candidate | None = None  # lowest held-out loss among the others
+    best = start  # the candidate with the lowest held-out block loss so far
     for iteration in range(iters):
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -474,10 +470,7 @@ def reconstruct_block(
             candidate = score(iteration + 1)
             checkpoints.append(candidate.checkpoint())
             if candidate.loss < best.loss:
-                if not candidate.raised(start):
-                    best = candidate
-                elif lowest is None or candidate.loss < lowest.loss:
-                    lowest = candidate
+                best = candidate
             learn_mode()
         report(
             Progress(
@@ -490,20 +483,9 @@ def reconstruct_block(
         )
     for p in params:
         p.requires_grad_(False)
-    reverted: set[str] = set()
-    if lowest is not None and lowest.loss < best.loss:
-        # The best checkpoint raised some layers' error: try it with those layers at
-        # round-to-nearest (their inputs change, so the whole block is scored again).
-        raised = lowest.raised(start)
-        _restore(layers, lowest.state)
-        _restore({n: layers[n] for n in raised}, start.state)
-        mixed = score(lowest.iteration)
-        if mixed.loss < best.loss and not mixed.raised(start):
-            best, reverted = mixed, set(raised)
     _restore(layers, best.state)
     _set_hard(layers, True)
-    nearest = set(layers) if best is start else reverted
-    return _outcome(history, checkpoints, start, best, nearest, "")
+    return _outcome(history, checkpoints, start, best, "")
 
 
 def _outcome(
@@ -511,29 +493,21 @@ def _outcome(
     checkpoints: list[Checkpoint],
     start: _Candidate,
     kept: _Candidate,
-    nearest: set[str],
     why_nearest: str,
 ) -> BlockOutcome:
-    """The outcome of keeping ``kept``; ``nearest`` are the layers left at round-to-nearest."""
-    reasons = {}
-    for n in start.layer_losses:
-        if why_nearest:
-            reasons[n] = why_nearest
-        elif kept is start:
-            reasons[n] = (
-                "no checkpoint lowered the held-out block loss without raising a layer's "
-                f"held-out error (round-to-nearest {start.loss:.4g})"
-            )
-        elif n in nearest:
-            reasons[n] = (
-                f"learned rounding raised this layer's held-out error at iteration "
-                f"{kept.iteration}; the rest of the block kept it"
-            )
-        else:
-            reasons[n] = (
-                f"iteration {kept.iteration}: held-out block loss {kept.loss:.4g} "
-                f"(round-to-nearest {start.loss:.4g})"
-            )
+    """The outcome of keeping ``kept`` (``start`` is round-to-nearest)."""
+    if why_nearest:
+        reason = why_nearest
+    elif kept is start:
+        reason = (
+            f"no checkpoint lowered the held-out block loss below round-to-nearest's "
+            f"({start.loss:.4g}; lowest {min(c.loss for c in checkpoints[1:]):.4g})"
+        )
+    else:
+        reason = (
+            f"iteration {kept.iteration}: held-out block loss {kept.loss:.4g} "
+            f"(round-to-nearest {start.loss:.4g})"
+        )
     return BlockOutcome(
         history=history,
         checkpoints=checkpoints,
@@ -542,6 +516,6 @@ def _outcome(
         layer_loss_before=dict(start.layer_losses),
         layer_loss_after=dict(kept.layer_losses),
         kept_iteration=kept.iteration,
-        kept_nearest={n: n in nearest for n in start.layer_losses},
-        kept_reason=reasons,
+        kept_nearest=kept is start,
+        kept_reason=reason,
     )

@@ -81,10 +81,25 @@ TABLE_COLUMNS = (
     "% moved ≥2 levels",
     "Held-out loss before (nearest)",
     "Held-out loss after",
+    "Layer error (nearest)",
+    "Layer error",
     "Weight rel. error",
     "Weight rel. error (nearest)",
     "Result",
 )
+_COLUMN_TIPS = {
+    "Held-out loss before (nearest)": "Reconstruction loss of the layer's block (the layer "
+    "itself with layer-wise reconstruction) at round-to-nearest, on calibration samples that "
+    "were never trained on.",
+    "Held-out loss after": "The same loss for the kept result: never above the loss before, "
+    "because round-to-nearest is one of the candidates.",
+    "Layer error (nearest)": "Error of this layer's own output against the float model on the "
+    "held-out samples, at round-to-nearest.",
+    "Layer error": "The same for the kept result; inside a block it may rise while the block's "
+    "output gets closer to the float one.",
+    "Result": "learned: the block's best held-out iterate was kept; nearest kept: no iterate "
+    "beat round-to-nearest on the held-out samples (hover a row for the reason).",
+}
 #: What the "Result" column says for a learned layer that kept its round-to-nearest start.
 KEPT_NEAREST_TEXT = "nearest kept"
 #: Background of the rows of such layers (a learned method whose learning was not kept).
@@ -208,6 +223,8 @@ class WeightScalesPanel(QWidget):
 
         self.table = QTableWidget(0, len(TABLE_COLUMNS), splitter)
         self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
+        for column, tip in _COLUMN_TIPS.items():
+            self.table.horizontalHeaderItem(TABLE_COLUMNS.index(column)).setToolTip(tip)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -367,6 +384,8 @@ class WeightScalesPanel(QWidget):
                 f"{summary['percent_moved_2plus']:.2f}",
                 _format_number(summary["loss_before"]),
                 _format_number(summary["loss_after"]),
+                _format_number(summary["layer_error_before"]),
+                _format_number(summary["layer_error_after"]),
                 _format_number(summary["weight_rel_error"]),
                 _format_number(summary["weight_rel_error_rtn"]),
                 outcome,

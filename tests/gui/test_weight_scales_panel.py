@@ -79,6 +79,8 @@ def test_table_rows_match_the_layer_reports(panel, results):
         for title, value in (
             ("Held-out loss before (nearest)", layer.loss_before),
             ("Held-out loss after", layer.loss_after),
+            ("Layer error (nearest)", layer.layer_error_before),
+            ("Layer error", layer.layer_error_after),
             ("Weight rel. error", layer.weight_rel_error),
             ("Weight rel. error (nearest)", layer.weight_rel_error_rtn),
         ):
