@@ -15,15 +15,16 @@ trained here on phantoms. Weights per tensor, first and last layer 8 bit. Parts:
     error against the float layer at round-to-nearest, at the worst and the last checkpoint and
     in the kept result, and the share of codes moved.
 ``lr``
-    Each learned method's learning rate chosen at W2, seed 0, on the calibration split (Dice
-    agreement with the float model on slices of another training phantom; no labels, never the
-    test volume). Later parts use the chosen rates.
+    Each learned method's learning rate chosen at W2 by the mean over the seeds of the Dice
+    agreement with the float model on a calibration split (slices of another training phantom;
+    no labels, never the test volume). Later parts use the chosen rates.
 ``compare``
     Every method at each bit width over the seeds: test Dice mean and spread, FlexRound -
     AdaRound per bit width (paired by seed) with its spread, time.
 ``ablate``
-    FlexRound at W2 over the seeds: the default against twice the iterations, QDrop (p 0.5),
-    layer instead of block reconstruction, and AdaRound with layer reconstruction.
+    FlexRound at W2 over the seeds: the chosen rate against twice the iterations, QDrop
+    (p 0.5), layer instead of block reconstruction, half the rate, and AdaRound with layer
+    reconstruction.
 
 Spreads are population standard deviations over seeds. Runs are single-threaded.
 """
@@ -154,14 +155,20 @@ def part_layers(bench: Bench) -> None:
 
 
 def part_lr(bench: Bench) -> None:
-    print("\n[lr] learning rate per method at W2, seed 0, chosen on the calibration split")
+    seeds = bench.args.seeds
+    print(
+        f"\n[lr] learning rate per method at W2, chosen by the mean calibration-split agreement "
+        f"over seeds {seeds}"
+    )
     for method in LEARNED:
         best = None
         for lr in LR_CANDIDATES[method]:
-            dice, agreement, _ = bench.scores(bench.config(method, 2, 0, lr=lr))
+            rows = [bench.scores(bench.config(method, 2, seed, lr=lr)) for seed in seeds]
+            agreement = statistics.mean(100 * r[1] for r in rows)
             print(
-                f"  {method:<10} lr {lr:<7g} split agreement {100 * agreement:6.2f}  "
-                f"(test Dice {100 * dice:6.2f}, not used)",
+                f"  {method:<10} lr {lr:<7g} split agreement {agreement:6.2f} "
+                f"+-{spread([100 * r[1] for r in rows]):4.2f}  (test Dice "
+                f"{statistics.mean(100 * r[0] for r in rows):6.2f}, not used)",
                 flush=True,
             )
             if best is None or agreement > best[0]:

@@ -22,7 +22,7 @@ RECONSTRUCTIONS = ("block", "layer")
 # round-to-nearest (about 2 at W2, 130 at W8), so the largest weights' codes move at the same
 # pace at every bit width. AdaRound's is on V, which does not scale with the bits.
 # Chosen on a calibration split by benchmarks/bench_flexround.py (docs/FLEXROUND_IMPL.md).
-DEFAULT_LR = {"flexround": 2e-2, "adaround": 3e-1}
+DEFAULT_LR = {"flexround": 5e-2, "adaround": 3e-1}
 
 
 def default_lr(method: str) -> float | None:

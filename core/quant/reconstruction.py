@@ -315,12 +315,12 @@ def checkpoint_iterations(iters: int, count: int) -> set[int]:
 
 @dataclass
 class _Candidate:
-    """A scored iterate: held-out losses and the quantizer states that produce them."""
+    """A scored iterate: held-out losses and (once it is the best) the quantizer states."""
 
     iteration: int
     loss: float
     layer_losses: dict[str, float]
-    state: dict[str, dict[str, torch.Tensor]]
+    state: dict[str, dict[str, torch.Tensor]] | None = None
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(self.iteration, self.loss, dict(self.layer_losses))
@@ -407,9 +407,10 @@ def reconstruct_block(
         loss, per_layer = _evaluate(
             block, layers, q_cache, fp_cache, held, references, **eval_kwargs
         )
-        return _Candidate(iteration, loss, per_layer, _snapshot(layers))
+        return _Candidate(iteration, loss, per_layer)
 
     start = score(0)
+    start.state = _snapshot(layers)
     history: list[float] = []
     iters = config.iters if config.learned else 0
     if iters == 0 or not any(layer.learnable_parameters() for layer in layers.values()):
@@ -470,6 +471,7 @@ def reconstruct_block(
             candidate = score(iteration + 1)
             checkpoints.append(candidate.checkpoint())
             if candidate.loss < best.loss:
+                candidate.state = _snapshot(layers)  # copies only for a new best
                 best = candidate
             learn_mode()
         report(
