@@ -102,7 +102,7 @@ def test_demo_no_layer_ends_above_its_round_to_nearest_start_on_held_out_samples
         )
 
 
-def test_an_8_bit_head_learned_with_the_old_unscaled_rate_is_not_kept(monkeypatch):
+def test_8_bit_layers_learned_at_the_old_unscaled_rate_still_end_at_or_below_the_start(monkeypatch):
     # The blow-up of the issue: every log factor at 1e-2 moves an 8-bit layer's largest codes
     # ~1.3 levels per step; whatever the iterate does, the kept result may not be worse.
     torch.manual_seed(2)
