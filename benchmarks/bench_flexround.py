@@ -1,15 +1,32 @@
-"""FlexRound vs AdaRound vs round-to-nearest on the demo segmentation model: Dice and time.
+"""FlexRound vs AdaRound vs round-to-nearest on two segmentation networks, with ablations.
 
 Usage::
 
-    python benchmarks/bench_flexround.py [--iters 150] [--calib 64] [--crop 64] [--seeds 0 1 2]
+    python benchmarks/bench_flexround.py [--networks demo fcn] [--parts layers lr compare ablate]
+        [--iters 150] [--calib 64] [--crop 64] [--seeds 0 1 2] [--bits 4 3 2]
 
-Quantizes the demo 2-D U-Net (``resources/demo/model``) with weights at W4, W3 and W2 per tensor
-(first and last layer 8 bit) using rtn-minmax, rtn (Lp range search), AdaRound and FlexRound
-(block reconstruction), and reports the mean foreground Dice (argmax) on the held-out demo
-volume, mean and spread over seeds, with the time each method took. Calibration slices come from
-a different phantom (seed 1, one of the training phantoms), randomly cropped. When the demo is
-missing a small U-Net is trained on phantoms first (a printed note says so).
+Networks (``benchmarks/flexround_models.py``): the demo 2-D U-Net and a dilated residual FCN
+trained here on phantoms. Weights per tensor, first and last layer 8 bit. Parts:
+
+``layers``
+    The 8-bit layers before and after the fix: layer-wise reconstruction at W4 (first and last
+    layer 8 bit) and W8 with the old unscaled learning rate (1e-2 on every log factor) and with
+    the default (grid levels per step, scaled per layer by 1 / reach): each layer's held-out
+    error against the float layer at round-to-nearest, at the worst and the last checkpoint and
+    in the kept result, and the share of codes moved.
+``lr``
+    Each learned method's learning rate chosen at W2 by the mean over the seeds of the Dice
+    agreement with the float model on a calibration split (slices of another training phantom;
+    no labels, never the test volume). Later parts use the chosen rates.
+``compare``
+    Every method at each bit width over the seeds: test Dice mean and spread, FlexRound -
+    AdaRound per bit width (paired by seed) with its spread, time.
+``ablate``
+    FlexRound at W2 over the seeds: the chosen rate against twice the iterations, QDrop
+    (p 0.5), layer instead of block reconstruction, half the rate, and AdaRound with layer
+    reconstruction.
+
+Spreads are population standard deviations over seeds. Runs are single-threaded.
 """
 
 from __future__ import annotations
@@ -19,213 +36,230 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "benchmarks"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
-from core.io import read_image  # noqa: E402
-from core.metrics import dice_score  # noqa: E402
-from core.models import (  # noqa: E402
-    LoadedModel,
-    ModelSpec,
-    UNet,
-    calibration_inputs,
-    load_model,
-    model_input,
-)
-from core.phantom import make_phantom  # noqa: E402
+from flexround_models import NETWORKS, Network  # noqa: E402
+
 from core.quant import QuantConfig, quantize_model  # noqa: E402
+from core.quant.config import DEFAULT_LR  # noqa: E402
+from core.quant.quantizers import FlexRoundQuantizer  # noqa: E402
 
 METHODS = ("rtn-minmax", "rtn", "adaround", "flexround")
-DETERMINISTIC = ("rtn-minmax", "rtn")  # no calibration-dependent step: one run is enough
+LEARNED = ("adaround", "flexround")
+LR_CANDIDATES = {"flexround": (5e-3, 1e-2, 2e-2, 5e-2), "adaround": (3e-2, 1e-1, 3e-1)}
+PARTS = ("layers", "lr", "compare", "ablate")
 
 
-def fallback_model() -> tuple[LoadedModel, object, np.ndarray]:
-    """A small U-Net trained briefly on phantoms, with a held-out phantom (demo stand-in)."""
-    print("NOTE: resources/demo is incomplete; training a small stand-in U-Net on phantoms")
-    spec = ModelSpec(
-        architecture="unet",
-        arguments={"dims": 2, "base_channels": 8, "depth": 2, "norm": "batch"},
-        in_channels=1,
-        class_names=("background", "liver", "kidney", "lesion"),
-        class_colors=((0, 0, 0), (220, 120, 60), (70, 160, 230), (250, 230, 40)),
-        activation="softmax",
-        preprocessing=({"name": "ct_window", "center": 40.0, "width": 400.0},),
-        mode="2d",
-        patch_size=None,
-        size_divisor=4,
-        name="bench-stand-in",
-    )
-    torch.manual_seed(0)
-    module = UNet(1, 4, dims=2, base_channels=8, depth=2, norm="batch")
-    model = LoadedModel(module=module, spec=spec)
-    shape = (96, 96, 24)
-    volumes = [make_phantom(seed, shape=shape) for seed in (1, 2, 3)]
-    x = torch.cat(
-        [torch.from_numpy(model_input(model, im)).permute(3, 0, 1, 2) for im, _ in volumes]
-    )
-    y = torch.cat([torch.from_numpy(lab.astype(np.int64)).permute(2, 0, 1) for _, lab in volumes])
-    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(0)
-    module.train()
-    for _ in range(300):
-        index = torch.randint(0, x.shape[0], (16,), generator=generator)
-        loss = F.cross_entropy(module(x[index]), y[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    module.eval()
-    image, label = make_phantom(1000, shape=shape)
-    return model, image, label
+def spread(values: list[float]) -> float:
+    return statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
-def demo_model() -> tuple[LoadedModel, object, np.ndarray, str]:
-    demo = ROOT / "resources" / "demo"
+@contextlib.contextmanager
+def unscaled_flexround_lr():
+    """The learning rate before the fix: every log factor at the configured rate, all bits."""
+    original = FlexRoundQuantizer.lr_scale
+    FlexRoundQuantizer.lr_scale = lambda self: 1.0
     try:
-        model = load_model(demo / "model")
-        image = read_image(demo / "image.nii.gz")
-        label = np.asarray(read_image(demo / "label.nii.gz").array).astype(np.int64)
-        return model, image, label, "demo model resources/demo/model"
-    except (ValueError, OSError, FileNotFoundError) as error:
-        print(f"NOTE: demo not usable ({error})")
-        model, image, label = fallback_model()
-        return model, image, label, "stand-in U-Net (demo missing)"
+        yield
+    finally:
+        FlexRoundQuantizer.lr_scale = original
 
 
-def calibration(model: LoadedModel, n: int, crop: int, seed: int) -> torch.Tensor:
-    """``n`` random ``crop`` x ``crop`` patches of slices of a training phantom."""
-    shape = (160, 160, 48) if model.spec.name != "bench-stand-in" else (96, 96, 24)
-    image, _ = make_phantom(1, shape=shape)
-    slices = calibration_inputs(model, image, n=n, seed=seed)
-    rng = np.random.default_rng(seed)
-    h, w = slices.shape[-2:]
-    crop = min(crop, h, w)
-    patches = []
-    for sample in slices:
-        i0, j0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-        patches.append(sample[:, i0 : i0 + crop, j0 : j0 + crop])
-    return torch.stack(patches)
+class Bench:
+    """Runs quantizations of one network with the common settings and scores them."""
+
+    def __init__(self, network: Network, args: argparse.Namespace) -> None:
+        self.network = network
+        self.args = args
+        self.fp_module = network.model.module.eval()
+        self.fp_split = network.predict(self.fp_module, network.split_inputs)
+        self.fp_dice = network.test_dice(self.fp_module)
+        self.lr = dict(DEFAULT_LR)
+
+    def config(self, method: str, bits: int, seed: int, **changes) -> QuantConfig:
+        base = QuantConfig(
+            method=method,
+            bits=bits,
+            iters=self.args.iters,
+            batch_size=self.args.batch,
+            seed=seed,
+            device="cpu",
+            lr=self.lr.get(method),
+        )
+        return replace(base, **changes)
+
+    def run(self, config: QuantConfig):
+        calib = self.network.calibration(self.args.calib, self.args.crop, config.seed)
+        clock = time.process_time()
+        result = quantize_model(self.network.model, calib, config)
+        return result, time.process_time() - clock
+
+    def scores(self, config: QuantConfig) -> tuple[float, float, float]:
+        """(test Dice, calibration-split agreement, CPU seconds) of one run."""
+        result, cpu = self.run(config)
+        module = result.model.eval()
+        agreement = self.network.split_agreement(module, self.fp_split)
+        return self.network.test_dice(module), agreement, cpu
 
 
-@torch.no_grad()
-def mean_dice(module: torch.nn.Module, inputs: torch.Tensor, label: np.ndarray) -> float:
-    """Mean foreground Dice (argmax) over the held-out volume, slice-wise along k."""
-    predictions = []
-    for start in range(0, inputs.shape[0], 16):
-        predictions.append(module(inputs[start : start + 16]).argmax(dim=1))
-    prediction = torch.cat(predictions).permute(1, 2, 0).numpy()  # (I, J, K)
-    classes = int(label.max()) + 1
-    scores = dice_score(prediction[None], label[None], num_classes=max(classes, 2))
-    return float(np.mean(scores[0, 1:]))
+def part_layers(bench: Bench) -> None:
+    print(
+        "\n[layers] 8-bit layers, layer-wise reconstruction, seed 0: held-out error against the "
+        "float layer\n  (RTN start, worst and last checkpoint, kept result, % codes moved, "
+        "% moved 2+ levels)"
+    )
+    settings = (
+        ("1e-2 unscaled (old)", 1e-2, unscaled_flexround_lr),
+        (f"{bench.lr['flexround']:g} levels (new)", bench.lr["flexround"], contextlib.nullcontext),
+    )
+    for bits in (4, 8):
+        for label, lr, patch in settings:
+            with patch():
+                result, _ = bench.run(
+                    bench.config("flexround", bits, 0, reconstruction="layer", lr=lr)
+                )
+            ratios = []
+            for layer in result.layers:
+                losses = [c.layer_losses[layer.name] for c in result.checkpoints[layer.name]]
+                ratios.append((losses[-1] / losses[0], max(losses) / losses[0], layer.name))
+                if bits == 4 and layer.bits == 8:
+                    kept = "nearest" if layer.kept_nearest else "learned"
+                    print(
+                        f"  W4 {layer.name:<17} {label:<21} RTN {losses[0]:.3e}  worst "
+                        f"{max(losses):.3e}  last {losses[-1]:.3e}  kept {layer.loss_after:.3e} "
+                        f"({kept})  {100 * layer.frac_changed:5.1f} % moved, "
+                        f"{100 * layer.frac_moved_2plus:4.1f} % 2+"
+                    )
+            if bits == 8:
+                worse = sum(r[0] > 1 for r in ratios)
+                last, worst = max(ratios), max(ratios, key=lambda r: r[1])
+                kept_ok = all(r.loss_after <= r.loss_before for r in result.layers)
+                print(
+                    f"  W8 all layers, {label:<21}: {worse}/{len(ratios)} layers end above RTN, "
+                    f"worst last/RTN {last[0]:.2f}x ({last[2]}), worst checkpoint/RTN "
+                    f"{worst[1]:.2f}x ({worst[2]}); kept <= RTN everywhere: {kept_ok}"
+                )
+            sys.stdout.flush()
+
+
+def part_lr(bench: Bench) -> None:
+    seeds = bench.args.seeds
+    print(
+        f"\n[lr] learning rate per method at W2, chosen by the mean calibration-split agreement "
+        f"over seeds {seeds}"
+    )
+    for method in LEARNED:
+        best = None
+        for lr in LR_CANDIDATES[method]:
+            rows = [bench.scores(bench.config(method, 2, seed, lr=lr)) for seed in seeds]
+            agreement = statistics.mean(100 * r[1] for r in rows)
+            print(
+                f"  {method:<10} lr {lr:<7g} split agreement {agreement:6.2f} "
+                f"+-{spread([100 * r[1] for r in rows]):4.2f}  (test Dice "
+                f"{statistics.mean(100 * r[0] for r in rows):6.2f}, not used)",
+                flush=True,
+            )
+            if best is None or agreement > best[0]:
+                best = (agreement, lr)
+        bench.lr[method] = best[1]
+        print(f"  -> {method} lr {best[1]:g}")
+
+
+def part_compare(bench: Bench) -> None:
+    args = bench.args
+    lrs = ", ".join(f"{m} {bench.lr[m]:g}" for m in LEARNED)
+    print(f"\n[compare] test Dice per bit width (lr: {lrs}); FP32 {100 * bench.fp_dice:.2f}")
+    results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for bits in args.bits:
+        for seed in args.seeds:
+            for method in METHODS:
+                if method not in LEARNED and seed != args.seeds[0]:
+                    continue  # nothing seeded in round-to-nearest: one run is enough
+                dice, _agreement, cpu = bench.scores(bench.config(method, bits, seed))
+                results.setdefault((method, bits), []).append((100 * dice, cpu))
+                print(f"  W{bits} {method:<10} seed {seed}: Dice {100 * dice:6.2f} cpu {cpu:.1f} s")
+    print(f"  {'method':<11}" + "".join(f"{'W' + str(b):>16}" for b in args.bits) + "   cpu s")
+    for method in METHODS:
+        cells = ""
+        for bits in args.bits:
+            dices = [d for d, _ in results[(method, bits)]]
+            cells += f"{statistics.mean(dices):>9.2f} +-{spread(dices):4.2f}"
+        cpu = statistics.mean(c for b in args.bits for _, c in results[(method, b)])
+        print(f"  {method:<11}{cells}{cpu:>8.1f}")
+    for bits in args.bits:
+        diffs = [
+            f[0] - a[0]
+            for f, a in zip(results[("flexround", bits)], results[("adaround", bits)], strict=True)
+        ]
+        print(
+            f"  FlexRound - AdaRound W{bits}: {statistics.mean(diffs):+.2f} +- {spread(diffs):.2f} "
+            f"Dice points (per seed: {', '.join(f'{d:+.2f}' for d in diffs)})"
+        )
+    if 4 in args.bits:
+        gap = 100 * bench.fp_dice - statistics.mean(d for d, _ in results[("flexround", 4)])
+        print(f"  FlexRound W4: {gap:.2f} Dice points below FP32")
+
+
+def part_ablate(bench: Bench) -> None:
+    args = bench.args
+    variants = (
+        ("flexround default", "flexround", {}),
+        (f"flexround iters {2 * args.iters}", "flexround", {"iters": 2 * args.iters}),
+        ("flexround QDrop 0.5", "flexround", {"qdrop_prob": 0.5}),
+        ("flexround layer-wise", "flexround", {"reconstruction": "layer"}),
+        ("flexround lr x0.5", "flexround", {"lr": 0.5 * bench.lr["flexround"]}),
+        ("adaround layer-wise", "adaround", {"reconstruction": "layer"}),
+    )
+    print(f"\n[ablate] W2, seeds {args.seeds}: test Dice (split agreement)")
+    for label, method, changes in variants:
+        rows = [bench.scores(bench.config(method, 2, s, **changes)) for s in args.seeds]
+        dices = [100 * r[0] for r in rows]
+        agreements = [100 * r[1] for r in rows]
+        print(
+            f"  {label:<24} {statistics.mean(dices):6.2f} +-{spread(dices):4.2f}  "
+            f"({statistics.mean(agreements):6.2f} +-{spread(agreements):4.2f})  "
+            f"cpu {statistics.mean(r[2] for r in rows):5.1f} s",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", nargs="+", choices=tuple(NETWORKS), default=list(NETWORKS))
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--iters", type=int, default=150, help="optimizer steps per block")
     parser.add_argument("--calib", type=int, default=64, help="calibration patches")
     parser.add_argument("--crop", type=int, default=64, help="calibration patch size")
     parser.add_argument("--batch", type=int, default=8, help="batch size")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 3, 2])
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-
-    model, image, label, source = demo_model()
-    inputs = torch.from_numpy(model_input(model, image)).permute(3, 0, 1, 2).contiguous()
-    divisor = max(model.spec.size_divisor, int(getattr(model.module, "size_divisor", 1)))
-    pad = [(-s) % divisor for s in inputs.shape[-2:]]
-    inputs = F.pad(inputs, (0, pad[1], 0, pad[0]), mode="replicate")
-    crop_to = label.shape[:2]
-    module = model.module.eval()
-
-    def dice_of(m: torch.nn.Module) -> float:
-        def cropped(x: torch.Tensor) -> torch.Tensor:
-            return m(x)[..., : crop_to[0], : crop_to[1]]
-
-        return mean_dice(cropped, inputs, label)
-
-    fp_dice = dice_of(module)
-    print(f"model: {source}; eval: {label.shape[2]} held-out slices {label.shape[:2]}")
-    print(
-        f"settings: iters/block={args.iters} calib={args.calib} patches {args.crop}x{args.crop} "
-        f"batch={args.batch} seeds={args.seeds} per-tensor, first/last 8 bit, block "
-        f"reconstruction, device={args.device}, torch threads=1"
-    )
-    print(f"FP32 Dice {100 * fp_dice:.2f}")
-    # Methods run side by side for each seed (not all seeds of one method in a row), and both
-    # wall and CPU time are kept: on a shared machine the wall time follows the neighbours'
-    # load, the single-threaded CPU time much less so.
-    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
-    for bits in args.bits:
-        for seed in args.seeds:
-            for method in METHODS:
-                if method in DETERMINISTIC and seed != args.seeds[0]:
-                    continue
-                calib = calibration(model, args.calib, args.crop, seed)
-                config = QuantConfig(
-                    method=method,
-                    bits=bits,
-                    iters=args.iters,
-                    batch_size=args.batch,
-                    seed=seed,
-                    device=args.device,
-                )
-                wall, cpu = time.perf_counter(), time.process_time()
-                result = quantize_model(model, calib, config)
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                dice = dice_of(result.model.cpu())
-                results.setdefault((method, bits), []).append((dice, wall, cpu))
-                print(
-                    f"  W{bits} {method:<10} seed {seed}: Dice {100 * dice:6.2f}  "
-                    f"wall {wall:6.1f} s  cpu {cpu:6.1f} s",
-                    flush=True,
-                )
-
-    def mean_of(method: str, bits: int, index: int) -> float:
-        return statistics.mean(v[index] for v in results[(method, bits)])
-
-    print()
-    print(
-        f"{'method':<11}"
-        + "".join(f"{'W' + str(b) + ' Dice':>18}" for b in args.bits)
-        + "".join(f"{'W' + str(b) + ' cpu s':>11}" for b in args.bits)
-    )
-    print(f"{'fp32':<11}" + "".join(f"{100 * fp_dice:>18.2f}" for _ in args.bits))
-    for method in METHODS:
-        row = f"{method:<11}"
-        for bits in args.bits:
-            dices = [100 * v[0] for v in results[(method, bits)]]
-            spread = statistics.pstdev(dices) if len(dices) > 1 else 0.0
-            row += f"{statistics.mean(dices):>11.2f} +-{spread:4.2f}"
-        for bits in args.bits:
-            row += f"{mean_of(method, bits, 2):>11.1f}"
-        print(row)
-    print("(+- is the population standard deviation over seeds; rtn methods run once)")
-
-    print()
-    if 4 in args.bits:
-        gap = 100 * (fp_dice - mean_of("flexround", 4, 0))
-        print(f"FlexRound W4 vs FP32: {gap:+.2f} Dice points below FP32 (target <= 1)")
-    if 2 in args.bits:
-        lead = 100 * (mean_of("flexround", 2, 0) - mean_of("adaround", 2, 0))
-        print(f"FlexRound - AdaRound at W2 (seed mean): {lead:+.2f} Dice points (target >= 0)")
-    for label, index in (("cpu", 2), ("wall", 1)):
-        ratios = [mean_of("flexround", b, index) / mean_of("adaround", b, index) for b in args.bits]
+    for key in args.networks:
+        network = NETWORKS[key]()
+        bench = Bench(network, args)
         print(
-            f"{label} time FlexRound / AdaRound: "
-            + ", ".join(f"W{b} {r:.2f}x" for b, r in zip(args.bits, ratios, strict=True))
-            + " (target <= 1.3)"
+            f"\n=== {network.source}: FP32 test Dice {100 * bench.fp_dice:.2f}; iters/block "
+            f"{args.iters}, {args.calib} calibration patches {args.crop}x{args.crop}, batch "
+            f"{args.batch}, per tensor, first/last 8 bit, block reconstruction, 1 thread",
+            flush=True,
         )
+        for part in PARTS:
+            if part in args.parts:
+                globals()[f"part_{part}"](bench)
+                sys.stdout.flush()
     return 0
 
 

@@ -49,9 +49,10 @@ LAYER_COLUMNS: tuple[Column, ...] = (
     ("s1_ratio", "s1 ratio", ".4f"),
     ("percent_changed", "% changed", ".2f"),
     ("percent_moved_2plus", "% moved 2+", ".2f"),
-    ("loss_before", "loss before", ".4g"),
-    ("loss_after", "loss after", ".4g"),
+    ("loss_before", "held-out loss before", ".4g"),
+    ("loss_after", "held-out loss after", ".4g"),
     ("weight_rel_error", "rel. weight err", ".4f"),
+    ("kept_nearest", "nearest kept", ""),
 )
 
 
@@ -105,7 +106,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="optimizer steps per block for flexround/adaround (default 150)",
     )
     parser.add_argument(
-        "--lr", type=positive_float, default=None, help="learning rate (default: the method's)"
+        "--lr",
+        type=positive_float,
+        default=None,
+        help="learning rate; flexround's is in grid levels per step, scaled per layer so one "
+        "value suits 2 to 8 bits (default: the method's own, core.quant.config.DEFAULT_LR, "
+        "which the GUI uses too)",
     )
     parser.add_argument(
         "--samples",

@@ -5,13 +5,29 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["DEFAULT_LR", "METHODS", "GRANULARITIES", "RECONSTRUCTIONS", "QuantConfig"]
+__all__ = [
+    "DEFAULT_LR",
+    "METHODS",
+    "GRANULARITIES",
+    "RECONSTRUCTIONS",
+    "QuantConfig",
+    "default_lr",
+]
 
 METHODS = ("flexround", "adaround", "rtn", "rtn-minmax")
 GRANULARITIES = ("tensor", "channel")
 RECONSTRUCTIONS = ("block", "layer")
-# Chosen with a sweep on the demo U-Net at W2, 150 iterations per block (docs/FLEXROUND_IMPL.md).
-DEFAULT_LR = {"flexround": 1e-2, "adaround": 1e-1}
+# The one default of every front end (API, CLI, GUI panel). FlexRound's is in grid levels per
+# step: each layer's log factors get lr / reach, reach being the largest |code - z| of
+# round-to-nearest (about 2 at W2, 130 at W8), so the largest weights' codes move at the same
+# pace at every bit width. AdaRound's is on V, which does not scale with the bits.
+# Chosen on a calibration split by benchmarks/bench_flexround.py (docs/FLEXROUND_IMPL.md).
+DEFAULT_LR = {"flexround": 5e-2, "adaround": 3e-1}
+
+
+def default_lr(method: str) -> float | None:
+    """The learning rate a method uses when none is given (None for round-to-nearest)."""
+    return DEFAULT_LR.get(method)
 
 
 @dataclass(frozen=True)
@@ -38,10 +54,12 @@ class QuantConfig:
     iters : int
         Optimizer steps per block (ignored by the round-to-nearest methods).
     lr : float or None
-        Adam learning rate; None picks the method's default: FlexRound 1e-2 (on its log
-        factors), AdaRound 1e-1 (on V, which must travel several units to saturate the rectified
-        sigmoid within the schedule; at 1e-3, BRECQ's value for 20k iterations, a few hundred
-        iterations leave AdaRound at round-to-nearest).
+        Adam learning rate; None picks the method's default (:data:`DEFAULT_LR`). FlexRound's is
+        in grid levels per step: each layer's log factors learn at ``lr / reach`` with
+        ``reach`` the largest ``|code - z|`` of round-to-nearest, so one value works from 2 to 8
+        bits. AdaRound's acts on V directly (V must travel several units to saturate the
+        rectified sigmoid within the schedule; at 1e-3, BRECQ's value for 20k iterations, a
+        few hundred iterations leave AdaRound at round-to-nearest).
     batch_size : int
         Calibration samples per optimizer step and per forward pass while caching activations.
     qdrop_prob : float
@@ -64,6 +82,13 @@ class QuantConfig:
     max_cache_fraction : float
         Largest share of free CUDA memory the cached block inputs and targets may take before
         they are kept on the CPU and streamed batch by batch.
+    holdout_fraction : float
+        Share of the calibration samples (at least one when there are two or more) that is never
+        trained on and decides which iterate is kept: round-to-nearest or the checkpoint with
+        the lowest held-out block loss that raises no layer's held-out error.
+    checkpoints : int
+        How many times per block the iterate is scored on the held-out samples (evenly spaced,
+        the last at the final iteration); round-to-nearest is always scored first.
     """
 
     method: str = "flexround"
@@ -83,6 +108,8 @@ class QuantConfig:
     mixed_precision: bool = False
     act_bits: int | None = None
     max_cache_fraction: float = 0.5
+    holdout_fraction: float = 0.25
+    checkpoints: int = 10
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -116,6 +143,14 @@ class QuantConfig:
             raise ValueError(
                 f"max_cache_fraction must lie in (0, 1], got {self.max_cache_fraction!r}"
             )
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must lie in (0, 1), got {self.holdout_fraction!r}")
+        if (
+            isinstance(self.checkpoints, bool)
+            or not isinstance(self.checkpoints, int)
+            or (self.checkpoints < 1)
+        ):
+            raise ValueError(f"checkpoints must be a positive integer, got {self.checkpoints!r}")
         if isinstance(self.skip, str):
             raise ValueError("skip must be a tuple of name patterns, not a single string")
         object.__setattr__(self, "skip", tuple(self.skip))
@@ -134,7 +169,7 @@ class QuantConfig:
         """The learning rate used, after the per-method default."""
         if self.lr is not None:
             return self.lr
-        return DEFAULT_LR.get(self.method, 1e-2)
+        return default_lr(self.method) or DEFAULT_LR["flexround"]
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-serialisable dictionary."""

@@ -66,15 +66,23 @@ class LayerReport:
         ``s1 * (q - z)`` for every code q: shape (1, 2**bits) per tensor, (Cout, 2**bits) per
         channel.
     loss_before, loss_after : float
-        The layer's own output error (channel-summed squared error, averaged over the rest) on
-        the calibration data at round-to-nearest and after learning, with the layer's input
-        taken from the quantized model.
+        The held-out reconstruction loss of the unit the layer was learned in (its block; the
+        layer itself with layer-wise reconstruction) at round-to-nearest and in the kept
+        result: channel-summed squared error against the float model, averaged over the rest,
+        on calibration samples never trained on; ``loss_after <= loss_before``.
+    layer_error_before, layer_error_after : float
+        The same error measured at this layer's own output (against the float model's same
+        layer, fed the float inputs). Equal to the losses for layer-wise reconstruction; inside
+        a block it may rise while the block's output gets closer to the float one.
     weight_rel_error, weight_rel_error_rtn : float
         ``||W - W_hat|| / ||W||`` after learning and for round-to-nearest.
     act_step : float or None
         Step of the layer's input fake quantization (``act_bits`` runs only).
-    fell_back : bool
-        True when learning did not lower the block's loss and round-to-nearest was kept.
+    kept_nearest : bool
+        True when the layer's result is its round-to-nearest start (no learned iterate of its
+        block beat it on the held-out samples), not what learning found.
+    kept_reason : str
+        Why that result was kept, in words.
     """
 
     name: str
@@ -99,7 +107,10 @@ class LayerReport:
     loss_after: float
     weight_rel_error: float
     weight_rel_error_rtn: float
-    fell_back: bool = False
+    layer_error_before: float = float("nan")
+    layer_error_after: float = float("nan")
+    kept_nearest: bool = True
+    kept_reason: str = ""
     act_step: float | None = None
 
 
@@ -113,7 +124,10 @@ def build_layer_report(
     block: str,
     loss_before: float,
     loss_after: float,
-    fell_back: bool,
+    kept_nearest: bool,
+    layer_error_before: float = float("nan"),
+    layer_error_after: float = float("nan"),
+    kept_reason: str = "",
     seed: int = 0,
     act_step: float | None = None,
 ) -> LayerReport:
@@ -160,9 +174,12 @@ def build_layer_report(
         grid_levels=grid_levels.numpy(),
         loss_before=float(loss_before),
         loss_after=float(loss_after),
+        layer_error_before=float(layer_error_before),
+        layer_error_after=float(layer_error_after),
         weight_rel_error=float((w_hat - weight).norm()) / norm,
         weight_rel_error_rtn=float((w_rtn - weight).norm()) / norm,
-        fell_back=fell_back,
+        kept_nearest=kept_nearest,
+        kept_reason=kept_reason,
         act_step=act_step,
     )
 
@@ -188,8 +205,9 @@ def layer_summary(layer: LayerReport) -> dict[str, Any]:
     -------
     dict
         name, kind, block, bits, s1_ratio (mean learned/initial grid step), percent_changed,
-        percent_moved_2plus, loss_before, loss_after, weight_rel_error, weight_rel_error_rtn,
-        fell_back.
+        percent_moved_2plus, loss_before, loss_after (its block's, held-out),
+        layer_error_before, layer_error_after, weight_rel_error, weight_rel_error_rtn,
+        kept_nearest, kept_reason.
     """
     return {
         "name": layer.name,
@@ -201,7 +219,10 @@ def layer_summary(layer: LayerReport) -> dict[str, Any]:
         "percent_moved_2plus": 100.0 * float(layer.frac_moved_2plus),
         "loss_before": float(layer.loss_before),
         "loss_after": float(layer.loss_after),
+        "layer_error_before": float(layer.layer_error_before),
+        "layer_error_after": float(layer.layer_error_after),
         "weight_rel_error": float(layer.weight_rel_error),
         "weight_rel_error_rtn": float(layer.weight_rel_error_rtn),
-        "fell_back": bool(layer.fell_back),
+        "kept_nearest": bool(layer.kept_nearest),
+        "kept_reason": layer.kept_reason,
     }

@@ -29,7 +29,7 @@ from core.quant.quantizers import (
     WeightQuantizer,
     dequantize,
 )
-from core.quant.reconstruction import capture_block, reconstruct_block
+from core.quant.reconstruction import Checkpoint, capture_block, reconstruct_block
 from core.quant.wrapper import QuantLayer
 
 __all__ = [
@@ -112,8 +112,11 @@ class QuantResult:
         Input fake quantization per layer when ``config.act_bits`` is set (empty otherwise);
         the result model applies it with forward pre-hooks.
     block_losses : dict of str to (float, float)
-        Each block's reconstruction loss on the calibration data (hard rounding) at
-        round-to-nearest and after learning.
+        Each block's reconstruction loss (hard rounding) on its held-out calibration samples
+        at round-to-nearest and of the kept result (never higher).
+    checkpoints : dict of str to list of Checkpoint
+        Per block, every scored iterate (held-out block loss and each layer's held-out error
+        against the float model), round-to-nearest (iteration 0) first.
     device : str
         Where the reconstruction ran, in words.
     members : list of QuantResult
@@ -131,6 +134,7 @@ class QuantResult:
     folded_batchnorm: list[tuple[str, str]] = field(default_factory=list)
     blocks: list[str] = field(default_factory=list)
     block_losses: dict[str, tuple[float, float]] = field(default_factory=dict)
+    checkpoints: dict[str, list[Checkpoint]] = field(default_factory=dict)
     activations: dict[str, ActivationGrid] = field(default_factory=dict)
     device: str = ""
     members: list[QuantResult] = field(default_factory=list)
@@ -350,7 +354,8 @@ def quantize_model(
     history: dict[str, list[float]] = {}
     block_losses: dict[str, tuple[float, float]] = {}
     timings: dict[str, float] = {"fold": t_fold - t_start, "init": t_init - t_fold}
-    layer_losses: dict[str, tuple[float, float, bool, str]] = {}
+    checkpoints: dict[str, list[Checkpoint]] = {}
+    layer_losses: dict[str, dict[str, Any]] = {}
     t_rec = time.perf_counter()
     for index, block_name in enumerate(block_order):
         check()
@@ -386,8 +391,6 @@ def quantize_model(
                 cache_budget=cache_budget,
                 cancel=cancel,
             )
-            if config.qdrop_prob == 0:
-                fp_cache.args, fp_cache.kwargs = [], {}
             outcome = reconstruct_block(
                 block_name,
                 block_module,
@@ -404,18 +407,30 @@ def quantize_model(
             )
             history[block_name] = outcome.history
             block_losses[block_name] = (outcome.loss_before, outcome.loss_after)
+            checkpoints[block_name] = outcome.checkpoints
             for name in block_layers:
-                layer_losses[name] = (
-                    outcome.layer_loss_before.get(name, float("nan")),
-                    outcome.layer_loss_after.get(name, float("nan")),
-                    outcome.fell_back,
-                    block_name,
-                )
+                layer_losses[name] = {
+                    "block": block_name,
+                    "loss_before": outcome.loss_before,
+                    "loss_after": outcome.loss_after,
+                    "layer_error_before": outcome.layer_loss_before[name],
+                    "layer_error_after": outcome.layer_loss_after[name],
+                    "kept_nearest": outcome.kept_nearest,
+                    "kept_reason": outcome.kept_reason,
+                }
             del q_cache, fp_cache
         else:
             history[block_name] = []
             for name in block_layers:
-                layer_losses[name] = (float("nan"), float("nan"), False, block_name)
+                layer_losses[name] = {
+                    "block": block_name,
+                    "loss_before": float("nan"),
+                    "loss_after": float("nan"),
+                    "layer_error_before": float("nan"),
+                    "layer_error_after": float("nan"),
+                    "kept_nearest": True,
+                    "kept_reason": "the block never ran on the calibration data",
+                }
         for wrapper in block_layers.values():
             wrapper.freeze()
         step += max(iters, 1)
@@ -457,17 +472,13 @@ def quantize_model(
         if act is not None and bool(act.initialised):
             low, high = act.bounds
             activations[name] = ActivationGrid(float(act.step().detach()), low, high, act.bits)
-        before, after, fell_back, block_name = layer_losses[name]
         reports.append(
             build_layer_report(
                 name,
                 type(wrapper.layer).__name__,
                 tuple(layer.weight.shape),
                 quantizer,
-                block=block_name,
-                loss_before=before,
-                loss_after=after,
-                fell_back=fell_back,
+                **layer_losses[name],
                 seed=config.seed,
                 act_step=activations[name].step if name in activations else None,
             )
@@ -486,6 +497,7 @@ def quantize_model(
         folded_batchnorm=folded_pairs,
         blocks=block_order,
         block_losses=block_losses,
+        checkpoints=checkpoints,
         activations=activations,
         device=choice.description,
     )

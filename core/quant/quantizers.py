@@ -84,6 +84,10 @@ class WeightQuantizer(nn.Module):
         with torch.no_grad():
             return dequantize(self.codes(), self.scale(), self.zero_point)
 
+    def lr_scale(self) -> float:
+        """Factor from the configured learning rate to this quantizer's own (1 unless FlexRound)."""
+        return 1.0
+
     def regularizer(self, beta: float) -> torch.Tensor:
         """Extra loss term of the method (zero unless AdaRound)."""
         return self.weight.new_zeros(())
@@ -142,6 +146,22 @@ class FlexRoundQuantizer(WeightQuantizer):
         if self.log_s4 is not None:
             total = total + self.log_s4
         return total
+
+    def reach(self) -> float:
+        """The largest ``|code - z|`` of round-to-nearest: how many grid steps the largest weight
+        lies from zero (about ``2**(bits-1)``), at least 1."""
+        with torch.no_grad():
+            return max(1.0, float((self.rtn_codes() - self.zero_point).abs().max()))
+
+    def lr_scale(self) -> float:
+        """``1 / reach``: the configured learning rate is in grid levels per step.
+
+        Adam moves every log factor by about ``lr`` per step whatever its gradient, and a change
+        ``d`` of a log factor moves the code of weight ``w`` by about ``d * |w| / s1`` levels, up
+        to ``d * reach``. Without this factor the same ``lr`` moves the largest codes ~64x more
+        levels per step at 8 bits than at 2 bits (the 8-bit blow-up, docs/FLEXROUND_IMPL.md).
+        """
+        return 1.0 / self.reach()
 
     def _codes(self, scale: torch.Tensor, hard: bool) -> torch.Tensor:
         ratio = self.weight / (scale * torch.exp(self.log_divisor()))

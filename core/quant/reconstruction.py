@@ -19,7 +19,15 @@ from core.jobs import CancelToken, Progress
 from core.quant.config import QuantConfig
 from core.quant.wrapper import QuantLayer, channel_sum_mse
 
-__all__ = ["BlockCache", "capture_block", "BlockOutcome", "reconstruct_block"]
+__all__ = [
+    "BlockCache",
+    "capture_block",
+    "BlockOutcome",
+    "Checkpoint",
+    "reconstruct_block",
+    "split_holdout",
+    "checkpoint_iterations",
+]
 
 # AdaRound schedule and regulariser weight from Nagel et al. (2020) / BRECQ.
 ADAROUND_REG_WEIGHT = 0.01
@@ -183,16 +191,50 @@ def capture_block(
     )
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """One scored iterate of a block: its held-out block loss and each layer's error."""
+
+    iteration: int
+    loss: float
+    layer_losses: dict[str, float]
+
+
 @dataclass
 class BlockOutcome:
-    """What reconstructing one block produced."""
+    """What reconstructing one block produced.
+
+    All losses are measured with hard rounding on the block's held-out calibration samples,
+    which the optimizer never sees.
+
+    Attributes
+    ----------
+    history : list of float
+        Training loss (mini-batch, soft rounding for AdaRound) per iteration.
+    checkpoints : list of Checkpoint
+        Every scored iterate, starting with round-to-nearest (iteration 0).
+    loss_before, loss_after : float
+        Held-out block loss at round-to-nearest and of the kept result.
+    layer_loss_before, layer_loss_after : dict of str to float
+        Each layer's held-out output error against the float model's same layer (fed the
+        float inputs) at round-to-nearest and in the kept result.
+    kept_iteration : int
+        Iteration of the kept iterate; 0 is the round-to-nearest start.
+    kept_nearest : bool
+        True when the block's result is its round-to-nearest start.
+    kept_reason : str
+        Why that result was kept, in words.
+    """
 
     history: list[float]
+    checkpoints: list[Checkpoint]
     loss_before: float
     loss_after: float
     layer_loss_before: dict[str, float]
     layer_loss_after: dict[str, float]
-    fell_back: bool
+    kept_iteration: int
+    kept_nearest: bool
+    kept_reason: str
     seconds: float = 0.0
 
 
@@ -202,36 +244,121 @@ def _block_loss(block: nn.Module, args: list, kwargs: dict, targets: list[torch.
 
 
 @torch.no_grad()
+def _float_layer_outputs(
+    block: nn.Module,
+    layers: dict[str, QuantLayer],
+    fp_cache: BlockCache,
+    samples: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> list[dict[str, list[torch.Tensor]]]:
+    """Per batch of ``samples``: each layer's outputs in the float block on the float inputs.
+
+    The block's layers run in ``'fp'`` mode, which is the float model's block (both are the
+    same BatchNorm-folded copy), so these are the targets of each layer's error.
+    """
+    modes = {name: layer.mode for name, layer in layers.items()}
+    batches = []
+    try:
+        for layer in layers.values():
+            layer.set_mode("fp")
+        for start in range(0, len(samples), batch_size):
+            args, kwargs = fp_cache.inputs(samples[start : start + batch_size], device)
+            for layer in layers.values():
+                layer.record(True)
+            block(*args, **kwargs)
+            batches.append({name: layer.record(False) for name, layer in layers.items()})
+    finally:
+        for name, layer in layers.items():
+            layer.record(False)
+            layer.mode = modes[name]
+    return batches
+
+
+@torch.no_grad()
 def _evaluate(
     block: nn.Module,
     layers: dict[str, QuantLayer],
     q_cache: BlockCache,
     targets: BlockCache,
+    samples: torch.Tensor,
+    references: list[dict[str, list[torch.Tensor]]],
     *,
     batch_size: int,
     device: torch.device,
     cancel: CancelToken | None,
 ) -> tuple[float, dict[str, float]]:
+    """Block loss and each layer's error against its float outputs (``references``), hard
+    rounding, on ``samples``."""
     for layer in layers.values():
         layer.set_mode("hard")
         layer.reset_error()
-        layer.track_error = True
     total, count = 0.0, 0
-    n = q_cache.size
     try:
-        for start in range(0, n, batch_size):
+        for batch, start in enumerate(range(0, len(samples), batch_size)):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            index = torch.arange(start, min(start + batch_size, n))
+            index = samples[start : start + batch_size]
+            for name, layer in layers.items():
+                layer.compare(references[batch][name])
             args, kwargs = q_cache.inputs(index, device)
             loss = _block_loss(block, args, kwargs, targets.targets(index, device))
             total += float(loss) * len(index)
             count += len(index)
     finally:
         for layer in layers.values():
-            layer.track_error = False
+            layer.compare(None)
     per_layer = {name: layer.reset_error() for name, layer in layers.items()}
     return total / max(count, 1), per_layer
+
+
+def split_holdout(n: int, fraction: float, generator: torch.Generator):
+    """Random ``(train, held_out)`` sample indices; both are everything when ``n < 2``.
+
+    The held-out part has ``round(n * fraction)`` samples, at least one and at most ``n - 1``.
+    """
+    if n < 2:
+        everything = torch.arange(n)
+        return everything, everything
+    order = torch.randperm(n, generator=generator)
+    n_held = min(n - 1, max(1, round(n * fraction)))
+    return order[n_held:].sort().values, order[:n_held].sort().values
+
+
+def checkpoint_iterations(iters: int, count: int) -> set[int]:
+    """``count`` evenly spaced iterations in ``1 .. iters``, always including ``iters``."""
+    count = min(count, iters)
+    return {round((k + 1) * iters / count) for k in range(count)}
+
+
+@dataclass
+class _Candidate:
+    """A scored iterate: held-out losses and (once it is the best) the quantizer states."""
+
+    iteration: int
+    loss: float
+    layer_losses: dict[str, float]
+    state: dict[str, dict[str, torch.Tensor]] | None = None
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.iteration, self.loss, dict(self.layer_losses))
+
+
+def _snapshot(layers: dict[str, QuantLayer]) -> dict[str, dict[str, torch.Tensor]]:
+    return {n: layer.quantizer_state() for n, layer in layers.items()}
+
+
+def _restore(layers: dict[str, QuantLayer], state: dict[str, dict[str, torch.Tensor]]) -> None:
+    for n, layer in layers.items():
+        layer.load_quantizer_state(state[n])
+
+
+def _set_hard(layers: dict[str, QuantLayer], hard: bool) -> None:
+    """Switch AdaRound between soft (learning) and hard (scoring) rounding."""
+    for layer in layers.values():
+        if hasattr(layer.quantizer, "hard"):
+            layer.quantizer.hard = hard
 
 
 def _mix_qdrop(q_args: list, fp_args: list, prob: float, generator: torch.Generator) -> list:
@@ -272,35 +399,74 @@ def reconstruct_block(
 ) -> BlockOutcome:
     """Learn the quantizers of ``layers`` so that ``block`` reproduces its float outputs.
 
-    ``fp_cache`` holds the float block outputs (the targets) and, for QDrop, the float inputs.
-    The iterate is evaluated with hard rounding before and after learning on all cached samples;
-    when learning did not lower that loss the quantizers go back to round-to-nearest.
+    ``fp_cache`` holds the float block's inputs and outputs (the targets); the inputs give each
+    layer's float outputs on the held-out samples and, for QDrop, the mixed inputs (without
+    QDrop they are dropped once the references are taken).
+    A share of the cached samples (``config.holdout_fraction``) is held out: the optimizer
+    trains on the rest, and at ``config.checkpoints`` evenly spaced iterations the iterate is
+    scored with hard rounding on the held-out samples. The kept result is the candidate with
+    the lowest held-out block loss; round-to-nearest itself is a candidate, so the kept result
+    is never worse than the start. Each layer's error against the float model is measured too
+    (a diagnostic: inside a block a layer may move away from its float output so that the
+    block's output gets closer; constraining it made W2 results much worse, see
+    docs/FLEXROUND_IMPL.md).
     """
+    generator = torch.Generator().manual_seed(config.seed * 100003 + block_index)
+    train, held = split_holdout(q_cache.size, config.holdout_fraction, generator)
     eval_kwargs = {"batch_size": config.batch_size, "device": device, "cancel": cancel}
-    loss_before, layer_before = _evaluate(block, layers, q_cache, fp_cache, **eval_kwargs)
+
+    references = _float_layer_outputs(
+        block, layers, fp_cache, held, batch_size=config.batch_size, device=device
+    )
+    if config.qdrop_prob == 0:  # the float inputs were only needed for the references
+        fp_cache.args, fp_cache.kwargs = [], {}
+
+    def score(iteration: int) -> _Candidate:
+        _set_hard(layers, True)
+        loss, per_layer = _evaluate(
+            block, layers, q_cache, fp_cache, held, references, **eval_kwargs
+        )
+        return _Candidate(iteration, loss, per_layer)
+
+    start = score(0)
+    start.state = _snapshot(layers)
     history: list[float] = []
     iters = config.iters if config.learned else 0
-    params = [p for layer in layers.values() for p in layer.learnable_parameters()]
-    if iters == 0 or not params:
-        return BlockOutcome([], loss_before, loss_before, layer_before, layer_before, False)
+    if iters == 0 or not any(layer.learnable_parameters() for layer in layers.values()):
+        return _outcome(history, [start.checkpoint()], start, start, "nothing learned")
 
-    snapshot = {n: layer.quantizer_state() for n, layer in layers.items()}
+    lr = config.effective_lr
+    groups = []
     for layer in layers.values():
-        layer.set_mode("learn")
-        if hasattr(layer.quantizer, "hard"):
-            layer.quantizer.hard = False
+        weight_params = list(layer.quantizer.parameters())
+        if weight_params:
+            groups.append({"params": weight_params, "lr": lr * layer.quantizer.lr_scale()})
+        if layer.act_quantizer is not None:
+            groups.append({"params": list(layer.act_quantizer.parameters()), "lr": lr})
+    params = [p for group in groups for p in group["params"]]
+
+    def learn_mode() -> None:
+        _set_hard(layers, False)
+        for layer in layers.values():
+            layer.set_mode("learn")
+
+    learn_mode()
     for p in params:
         p.requires_grad_(True)
-    optimizer = torch.optim.Adam(params, lr=config.effective_lr)
+    optimizer = torch.optim.Adam(groups, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=iters)
-    generator = torch.Generator().manual_seed(config.seed * 100003 + block_index)
-    n = q_cache.size
     use_amp = config.mixed_precision and device.type == "cuda"
     use_qdrop = config.qdrop_prob > 0 and bool(fp_cache.args)
+    scored_at = checkpoint_iterations(iters, config.checkpoints)
+    checkpoints = [start.checkpoint()]
+    best = start  # the candidate with the lowest held-out block loss so far
     for iteration in range(iters):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        index = torch.randint(0, n, (min(config.batch_size, n),), generator=generator)
+        pick = torch.randint(
+            0, len(train), (min(config.batch_size, len(train)),), generator=generator
+        )
+        index = train[pick]
         args, kwargs = q_cache.inputs(index, device)
         if use_qdrop:
             fp_args, _ = fp_cache.inputs(index, device)
@@ -320,6 +486,13 @@ def reconstruct_block(
         schedule.step()
         value = float(rec.detach())
         history.append(value)
+        if iteration + 1 in scored_at:
+            candidate = score(iteration + 1)
+            checkpoints.append(candidate.checkpoint())
+            if candidate.loss < best.loss:
+                candidate.state = _snapshot(layers)  # copies only for a new best
+                best = candidate
+            learn_mode()
         report(
             Progress(
                 step=step_offset + iteration + 1,
@@ -331,13 +504,39 @@ def reconstruct_block(
         )
     for p in params:
         p.requires_grad_(False)
-    for layer in layers.values():
-        if hasattr(layer.quantizer, "hard"):
-            layer.quantizer.hard = True
-    loss_after, layer_after = _evaluate(block, layers, q_cache, fp_cache, **eval_kwargs)
-    fell_back = loss_after > loss_before
-    if fell_back:
-        for n_, layer in layers.items():
-            layer.load_quantizer_state(snapshot[n_])
-        loss_after, layer_after = loss_before, dict(layer_before)
-    return BlockOutcome(history, loss_before, loss_after, layer_before, layer_after, fell_back)
+    _restore(layers, best.state)
+    _set_hard(layers, True)
+    return _outcome(history, checkpoints, start, best, "")
+
+
+def _outcome(
+    history: list[float],
+    checkpoints: list[Checkpoint],
+    start: _Candidate,
+    kept: _Candidate,
+    why_nearest: str,
+) -> BlockOutcome:
+    """The outcome of keeping ``kept`` (``start`` is round-to-nearest)."""
+    if why_nearest:
+        reason = why_nearest
+    elif kept is start:
+        reason = (
+            f"no checkpoint lowered the held-out block loss below round-to-nearest's "
+            f"({start.loss:.4g}; lowest {min(c.loss for c in checkpoints[1:]):.4g})"
+        )
+    else:
+        reason = (
+            f"iteration {kept.iteration}: held-out block loss {kept.loss:.4g} "
+            f"(round-to-nearest {start.loss:.4g})"
+        )
+    return BlockOutcome(
+        history=history,
+        checkpoints=checkpoints,
+        loss_before=start.loss,
+        loss_after=kept.loss,
+        layer_loss_before=dict(start.layer_losses),
+        layer_loss_after=dict(kept.layer_losses),
+        kept_iteration=kept.iteration,
+        kept_nearest=kept is start,
+        kept_reason=reason,
+    )

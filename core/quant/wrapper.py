@@ -31,8 +31,10 @@ class QuantLayer(nn.Module):
 
     With an activation quantizer, the input is fake-quantized in every mode but ``'fp'``.
 
-    While :attr:`track_error` is on, every call also runs the float layer on the same input and
-    accumulates the channel-summed squared output error (the layer's own reconstruction error).
+    Two probes measure the layer's reconstruction error against the float model:
+    :meth:`record` keeps the outputs of the coming calls (run in ``'fp'`` mode on the float
+    block's inputs, they are the float model's outputs of this layer), and :meth:`compare`
+    accumulates the channel-summed squared error of the coming calls against given outputs.
     """
 
     def __init__(
@@ -47,7 +49,8 @@ class QuantLayer(nn.Module):
         self.act_quantizer = act_quantizer
         self.mode = "fp"
         self.frozen_weight: torch.Tensor | None = None
-        self.track_error = False
+        self._recorded: list[torch.Tensor] | None = None
+        self._references: list[torch.Tensor] | None = None
         self.error_sum = 0.0
         self.error_count = 0
 
@@ -84,8 +87,18 @@ class QuantLayer(nn.Module):
                 {k[2:]: v for k, v in state.items() if k[:2] == "a."}
             )
 
+    def record(self, on: bool) -> list[torch.Tensor]:
+        """Start (``on``) or stop keeping the outputs of every call; returns those kept."""
+        kept = self._recorded or []
+        self._recorded = [] if on else None
+        return kept
+
+    def compare(self, references: list[torch.Tensor] | None) -> None:
+        """Score the coming calls against ``references`` (one per call, in order); None stops."""
+        self._references = list(references) if references is not None else None
+
     def reset_error(self) -> float:
-        """Return the mean tracked error since the last reset and start again."""
+        """Return the mean compared error since the last reset and start again."""
         value = self.error_sum / self.error_count if self.error_count else float("nan")
         self.error_sum, self.error_count = 0.0, 0
         return value
@@ -110,9 +123,11 @@ class QuantLayer(nn.Module):
         if self.act_quantizer is not None and self.mode != "fp":
             layer_input = self.act_quantizer(x)
         out = self._run(layer_input, self.current_weight(), *args, **kwargs)
-        if self.track_error and self.mode != "fp":
+        if self._recorded is not None:
+            self._recorded.append(out.detach())
+        if self._references:
             with torch.no_grad():
-                reference = self._run(x, self.layer.weight, *args, **kwargs)
-                self.error_sum += float(channel_sum_mse(out, reference)) * x.shape[0]
-                self.error_count += x.shape[0]
+                error = channel_sum_mse(out, self._references.pop(0))
+            self.error_sum += float(error) * x.shape[0]
+            self.error_count += x.shape[0]
         return out

@@ -44,6 +44,7 @@ from core.io import Image
 from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.models import LoadedModel, quantized_variant, save_quantized_model
 from core.quant import QuantConfig, QuantResult
+from core.quant.config import default_lr
 from core.quantize_images import quantize_from_images
 from gui.widgets.loss_curve import LossCurveView
 
@@ -242,14 +243,20 @@ class QuantizationPanel(QWidget):
         )
         form.addRow("Iterations", self.iters_spin)
 
+        # 0 stands for "the method's default", the same one the CLI and the API use.
         self.lr_spin = QDoubleSpinBox(self)
         self.lr_spin.setDecimals(5)
-        self.lr_spin.setRange(1e-5, 1e-1)
-        self.lr_spin.setSingleStep(5e-4)
-        self.lr_spin.setValue(3e-3)
+        self.lr_spin.setRange(0.0, 1.0)
+        self.lr_spin.setSingleStep(5e-3)
+        self.lr_spin.setSpecialValueText("Method default")
+        self.lr_spin.setValue(0.0)
         self.lr_spin.setToolTip(
-            "Adam learning rate of the rounding parameters (cosine decay to 0). 3e-4 to 3e-3 "
-            "give about the same result. Not used by round-to-nearest."
+            "Adam learning rate of the rounding parameters (cosine decay to 0); 'Method "
+            f"default' uses FlexRound {default_lr('flexround'):g}, AdaRound "
+            f"{default_lr('adaround'):g}, as the command line does.\n"
+            "FlexRound's rate is in grid levels per step: each layer's log factors learn at "
+            "rate / reach (reach: how many grid steps its largest weight lies from zero), so "
+            "one value suits 2 to 8 bits. Not used by round-to-nearest."
         )
         form.addRow("Learning rate", self.lr_spin)
         layout.addWidget(method_box)
@@ -387,7 +394,7 @@ class QuantizationPanel(QWidget):
             act_bits=8 if self.act_check.isChecked() else None,
             reconstruction=self.reconstruction_combo.currentData(),
             iters=self.iters_spin.value(),
-            lr=self.lr_spin.value(),
+            lr=self.lr_spin.value() or None,
             batch_size=min(8 if self.crop_spin.value() else 32, self.samples_spin.value()),
             seed=self.seed_spin.value(),
             device=self.device_combo.currentData(),
@@ -555,7 +562,9 @@ class QuantizationPanel(QWidget):
             ("granularity", self.granularity_combo),
             ("reconstruction", self.reconstruction_combo),
             ("iters", self.iters_spin),
-            ("lr", self.lr_spin),
+            # not "lr": values stored under that key were the old shared 3e-3, which FlexRound
+            # now reads in grid levels per step
+            ("learning_rate", self.lr_spin),
             ("source", self.source_combo),
             ("folder", self.folder_edit),
             ("samples", self.samples_spin),

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -49,7 +50,7 @@ from core.quant import LayerReport, QuantResult
 from core.quant.diagnostics import layer_summary
 from gui.widgets.table_rows import fill_text_rows
 
-__all__ = ["PLOT_KEYS", "TABLE_COLUMNS", "WeightScalesPanel"]
+__all__ = ["KEPT_NEAREST_TEXT", "PLOT_KEYS", "TABLE_COLUMNS", "WeightScalesPanel"]
 
 #: The panel's plots, in display order.
 PLOT_KEYS = ("divisor", "delta", "scatter", "weights", "s3", "s4")
@@ -78,11 +79,31 @@ TABLE_COLUMNS = (
     "s1 learned / initial",
     "% changed",
     "% moved ≥2 levels",
-    "Loss before (nearest)",
-    "Loss after",
+    "Held-out loss before (nearest)",
+    "Held-out loss after",
+    "Layer error (nearest)",
+    "Layer error",
     "Weight rel. error",
     "Weight rel. error (nearest)",
+    "Result",
 )
+_COLUMN_TIPS = {
+    "Held-out loss before (nearest)": "Reconstruction loss of the layer's block (the layer "
+    "itself with layer-wise reconstruction) at round-to-nearest, on calibration samples that "
+    "were never trained on.",
+    "Held-out loss after": "The same loss for the kept result: never above the loss before, "
+    "because round-to-nearest is one of the candidates.",
+    "Layer error (nearest)": "Error of this layer's own output against the float model on the "
+    "held-out samples, at round-to-nearest.",
+    "Layer error": "The same for the kept result; inside a block it may rise while the block's "
+    "output gets closer to the float one.",
+    "Result": "learned: the block's best held-out iterate was kept; nearest kept: no iterate "
+    "beat round-to-nearest on the held-out samples (hover a row for the reason).",
+}
+#: What the "Result" column says for a learned layer that kept its round-to-nearest start.
+KEPT_NEAREST_TEXT = "nearest kept"
+#: Background of the rows of such layers (a learned method whose learning was not kept).
+KEPT_NEAREST_BRUSH = QBrush(QColor(255, 228, 170))
 
 _NEAREST_METHODS = ("rtn", "rtn-minmax")
 _HIST_PEN = pg.mkPen((40, 110, 200), width=1)
@@ -202,6 +223,8 @@ class WeightScalesPanel(QWidget):
 
         self.table = QTableWidget(0, len(TABLE_COLUMNS), splitter)
         self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
+        for column, tip in _COLUMN_TIPS.items():
+            self.table.horizontalHeaderItem(TABLE_COLUMNS.index(column)).setToolTip(tip)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -341,15 +364,19 @@ class WeightScalesPanel(QWidget):
 
     def _fill_table(self, result: QuantResult) -> None:
         rows = []
+        marks: list[tuple[str, bool]] = []
         for layer in result.layers:
             # The same per-layer numbers the `segbench quantize` report prints.
             summary = layer_summary(layer)
             ratio_text = _format_number(summary["s1_ratio"])
             if layer.s1_init.size > 1:
                 ratio_text += f" (mean of {layer.s1_init.size})"
-            after = _format_number(summary["loss_after"])
-            if summary["fell_back"]:
-                after += " (kept nearest)"
+            # Only a learned method can end at its start; for round-to-nearest that is the method.
+            marked = summary["kept_nearest"] and layer.method not in _NEAREST_METHODS
+            if layer.method in _NEAREST_METHODS:
+                outcome = "nearest (method)"
+            else:
+                outcome = KEPT_NEAREST_TEXT if marked else "learned"
             rows.append(
                 (
                     summary["name"],
@@ -358,12 +385,23 @@ class WeightScalesPanel(QWidget):
                     f"{summary['percent_changed']:.2f}",
                     f"{summary['percent_moved_2plus']:.2f}",
                     _format_number(summary["loss_before"]),
-                    after,
+                    _format_number(summary["loss_after"]),
+                    _format_number(summary["layer_error_before"]),
+                    _format_number(summary["layer_error_after"]),
                     _format_number(summary["weight_rel_error"]),
                     _format_number(summary["weight_rel_error_rtn"]),
+                    outcome,
                 )
             )
+            marks.append((summary["kept_reason"], marked))
         fill_text_rows(self.table, rows)
+        # Tooltips and tints change no column width: set after the columns were measured once.
+        for row, (reason, marked) in enumerate(marks):
+            for column in range(self.table.columnCount()):
+                item = self.table.item(row, column)
+                item.setToolTip(reason)
+                if marked:
+                    item.setBackground(KEPT_NEAREST_BRUSH)
 
     def _show_layer(self) -> None:
         layer = self.current_layer()
@@ -375,6 +413,7 @@ class WeightScalesPanel(QWidget):
             f"{layer.bits} bit, {layer.method}, block {layer.block or '(model)'}): "
             f"{100 * layer.frac_changed:.2f} % of codes differ from rounding to nearest, "
             f"{100 * layer.frac_moved_2plus:.2f} % by two levels or more."
+            + self._outcome_text(layer)
         )
         self._plot_divisor(layer)
         self._plot_delta(layer)
@@ -389,6 +428,19 @@ class WeightScalesPanel(QWidget):
         self._plot_weights(layer)
         self._plot_factor("s3", layer, layer.s3)
         self._plot_factor("s4", layer, layer.s4)
+
+    @staticmethod
+    def _outcome_text(layer: LayerReport) -> str:
+        """What was kept, with the held-out losses (empty for round-to-nearest methods)."""
+        if layer.method in _NEAREST_METHODS:
+            return ""
+        losses = (
+            f"held-out loss {_format_number(layer.loss_before)} at round-to-nearest, "
+            f"{_format_number(layer.loss_after)} kept"
+        )
+        if layer.kept_nearest:
+            return f"<br><b>Round-to-nearest start kept</b> ({losses}): {layer.kept_reason}."
+        return f"<br>Learned result kept ({losses}): {layer.kept_reason}."
 
     def _histogram(self, key: str, values: np.ndarray, bins: Any) -> None:
         counts, edges = np.histogram(values, bins=bins)

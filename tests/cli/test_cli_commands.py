@@ -167,7 +167,8 @@ def test_quantize_report_covers_every_layer_with_its_bits(quantized):
     for row in layers:
         assert 0.0 <= row["percent_moved_2plus"] <= row["percent_changed"] <= 100.0
         assert row["s1_ratio"] > 0 and row["weight_rel_error"] >= 0
-        assert {"loss_before", "loss_after", "weight_rel_error_rtn", "fell_back"} <= set(row)
+        assert {"loss_before", "loss_after", "weight_rel_error_rtn", "kept_nearest"} <= set(row)
+        assert row["loss_after"] <= row["loss_before"] and row["kept_reason"]
     assert report["config"]["iters"] == 5 and report["calibration"]["samples"] == 8
     assert {"load_model", "calibration_inputs", "save", "total"} <= set(report["timings_s"])
     assert any(key.startswith("quantize:") for key in report["timings_s"])

@@ -11,6 +11,7 @@ from core.io import Image
 from core.models import LoadedModel, load_model
 from core.phantom import make_phantom
 from core.quant import METHODS, QuantConfig
+from core.quant.config import DEFAULT_LR
 from core.quantize_images import images_in_folder, quantize_from_images
 from gui.widgets.quantization_panel import (
     QuantizationPanel,
@@ -156,6 +157,22 @@ def test_round_to_nearest_names_and_disables_learning_options(make_panel, qtbot,
     assert list(panel.variants) == ["W3 RTN (channel)", "W3 RTN (channel) #2"]
     panel.clear_variants()
     assert not panel.variants and not panel.save_button.isEnabled()
+
+
+def test_learning_rate_default_is_the_one_the_cli_and_the_api_use(make_panel):
+    from core.cli.parser import build_parser
+
+    panel, _ = make_panel()
+    args = build_parser().parse_args(
+        ["quantize", "--model", "m", "--calib", "a.nii.gz", "--out", "q"]
+    )
+    for method in ("flexround", "adaround"):
+        panel.method_combo.setCurrentIndex(panel.method_combo.findData(method))
+        config = panel.config()
+        assert config.lr is None and args.lr is None  # nobody overrides the default
+        assert config.effective_lr == QuantConfig(method=method).effective_lr
+        assert config.effective_lr == DEFAULT_LR[method]
+    assert panel.lr_spin.text() == "Method default"
 
 
 def test_settings_persist_between_panels(make_panel, settings):

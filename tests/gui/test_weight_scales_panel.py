@@ -5,11 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 import pytest
+from PySide6.QtCore import Qt
 
 from core.models import calibration_inputs
 from core.phantom import make_phantom
 from core.quant import QuantConfig, quantize_model
-from gui.widgets.weight_scales_panel import PLOT_KEYS, TABLE_COLUMNS, WeightScalesPanel
+from gui.widgets.weight_scales_panel import (
+    KEPT_NEAREST_TEXT,
+    PLOT_KEYS,
+    TABLE_COLUMNS,
+    WeightScalesPanel,
+)
 from tests.tiny_models import tiny_unet
 
 
@@ -71,7 +77,10 @@ def test_table_rows_match_the_layer_reports(panel, results):
         ratio = float(table.item(row, TABLE_COLUMNS.index("s1 learned / initial")).text())
         assert ratio == pytest.approx(layer.s1_learned[0] / layer.s1_init[0], rel=1e-3)
         for title, value in (
-            ("Loss before (nearest)", layer.loss_before),
+            ("Held-out loss before (nearest)", layer.loss_before),
+            ("Held-out loss after", layer.loss_after),
+            ("Layer error (nearest)", layer.layer_error_before),
+            ("Layer error", layer.layer_error_after),
             ("Weight rel. error", layer.weight_rel_error),
             ("Weight rel. error (nearest)", layer.weight_rel_error_rtn),
         ):
@@ -193,3 +202,27 @@ def test_empty_panel_and_removing_variants(panel, results):
     panel.remove_variant("rtn")
     assert panel.variant_names() == [] and panel.table.rowCount() == 0
     assert "No quantized variant" in panel.note("weights")
+
+
+def test_layers_that_kept_their_round_to_nearest_start_are_marked(panel, results):
+    result = results["flex"]
+    panel.add_variant("flex", result)
+    table = panel.table
+    result_col = TABLE_COLUMNS.index("Result")
+    for row, layer in enumerate(result.layers):
+        text = table.item(row, result_col).text()
+        assert text == (KEPT_NEAREST_TEXT if layer.kept_nearest else "learned")
+        marked = table.item(row, 0).background().style() != Qt.BrushStyle.NoBrush
+        assert marked == layer.kept_nearest
+        assert table.item(row, 0).toolTip() == layer.kept_reason
+        panel.select("flex", layer.name)
+        assert ("Round-to-nearest start kept" in panel.summary_label.text()) == layer.kept_nearest
+    # a round-to-nearest variant is not "marked": nearest is what the method does
+    panel.add_variant("rtn", results["rtn"])
+    assert {table.item(r, result_col).text() for r in range(table.rowCount())} == {
+        "nearest (method)"
+    }
+    assert all(
+        table.item(r, 0).background().style() == Qt.BrushStyle.NoBrush
+        for r in range(table.rowCount())
+    )
