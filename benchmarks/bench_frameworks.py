@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_frameworks.py [--size 160 160 128] [--patch 128 128 128]
-        [--features 32 64 128 256 320 320] [--iters 100] [--samples 16] [--crop 32]
+        [--features 32 64 128 256 320 320] [--iters 100] [--samples 16] [--crop 64]
         [--mirroring] [--skip-quant] [--skip-inference]
 
 Builds an nnU-Net 3d_fullres trained model folder with nnU-Net's own planner and trainer
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, nargs="+", default=(32, 64, 128, 256, 320, 320))
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--crop", type=int, default=32)
+    parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--mirroring", action="store_true")
     parser.add_argument("--skip-quant", action="store_true")

@@ -488,9 +488,10 @@ class NnUNetModel:
         patch = tuple(self.patch_size)
         if crop is not None:
             # Rounded up to what the network's downsampling needs (nnU-Net plans its patch
-            # sizes as multiples of the strides' product; a 48 crop breaks a 6-stage U-Net).
+            # sizes as multiples of the strides' product; a 48 crop breaks a 6-stage U-Net),
+            # and at least two bottleneck voxels per axis: InstanceNorm cannot normalise one.
             patch = tuple(
-                min(p, -(-min(crop, p) // m) * m)
+                min(p, max(-(-min(crop, p) // m) * m, 2 * m))
                 for p, m in zip(patch, self.size_multiple(), strict=True)
             )
         candidates: list[np.ndarray] = []
