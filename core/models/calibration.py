@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from core.io.channels import with_channel_files
 from core.io.image import Image
 from core.models.inference import window_starts
-from core.models.inputs import image_channels, model_input
+from core.models.inputs import model_input
 from core.models.loaded import LoadedModel
 
 __all__ = ["calibration_inputs", "choose_foreground_samples"]
@@ -82,7 +83,7 @@ def calibration_inputs(
         raise ValueError("calibration_inputs needs at least one image")
     if model.framework is not None:
         # In the network's own input space: the framework preprocesses each case.
-        cases = [image_channels(image, model.spec.in_channels) for image in images]
+        cases = [with_channel_files(image, model.spec.in_channels) for image in images]
         return model.framework.calibration_inputs(cases, n=n, seed=seed, crop=crop)
     spec = model.spec
     divisor = max(spec.size_divisor, int(getattr(model.module, "size_divisor", 1)))

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.device import resolve_device
+from core.io.channels import with_channel_files
 from core.io.image import Image
 from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.memory import require_memory
 from core.models.footprint import activation_bytes_per_voxel, inference_bytes
-from core.models.inputs import check_model_voxels, image_channels, model_input
+from core.models.inputs import check_model_voxels, model_input
 from core.models.loaded import LoadedModel
 
 __all__ = ["FLOAT16_OUTPUT_BYTES", "gaussian_importance", "predict", "window_starts"]
@@ -336,7 +337,7 @@ def predict(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if model.framework is not None:
         # The framework's own pipeline (preprocessing, sliding window, ensemble, export).
-        channels = image_channels(image, spec.in_channels)
+        channels = with_channel_files(image, spec.in_channels)
         for channel in channels:
             check_model_voxels(channel)
         probs = model.framework.predict(

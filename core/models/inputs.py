@@ -12,20 +12,10 @@ from core.io.image import Image
 from core.models.loaded import LoadedModel
 from core.models.preprocessing import apply_preprocessing
 
-__all__ = ["check_model_voxels", "image_channels", "model_input"]
+__all__ = ["check_model_voxels", "model_input"]
 
 # ITU-R BT.601 luma weights: the usual grey value of an RGB pixel.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def image_channels(image: Image, count: int = 1) -> list[Image]:
-    """The images holding each input channel of ``image``, for a model of ``count`` channels.
-
-    A multi-channel case (``case_0000``, ``case_0001``, ... of an nnU-Net dataset) is one
-    :class:`Image` carrying the further channels in ``extra_channels``, or read from the files
-    beside ``case_0000`` (:func:`core.io.channels.with_channel_files`).
-    """
-    return with_channel_files(image, count)
 
 
 def check_model_voxels(image: Image) -> None:
@@ -79,7 +69,9 @@ def model_input(model: LoadedModel, image: Image) -> np.ndarray:
         if spec.in_channels == 1:
             channels = np.tensordot(_LUMA, channels, axes=1)[np.newaxis]
     elif image.extra_channels:
-        channels = np.stack([np.asarray(c.array, dtype=np.float32) for c in image_channels(image)])
+        channels = np.stack(
+            [np.asarray(c.array, dtype=np.float32) for c in with_channel_files(image, 1)]
+        )
     else:
         channels = array.astype(np.float32)[np.newaxis]
         if spec.in_channels == 3:
