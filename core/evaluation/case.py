@@ -95,7 +95,7 @@ def load_models(paths: Sequence[str | os.PathLike[str]], options: dict[str, Any]
     """Load every model as the command line does (errors name the file and ``--trust``)."""
     from core.cli.model_loading import load_cli_model
 
-    return [load_cli_model(path, **options) for path in paths]
+    return [load_cli_model(path, **{"trust": False, **options}) for path in paths]
 
 
 def _labelled(on_progress: ProgressCallback | None, prefix: str) -> ProgressCallback | None:
