@@ -20,7 +20,7 @@ from typing import Any
 from core.evaluation.case import CaseOutcome, EvaluationSettings, evaluate_case, load_models
 from core.evaluation.means import mean_rows
 from core.jobs import CancelToken, Progress, ProgressCallback
-from core.report_files import write_json_atomic
+from core.report_files import json_ready, write_json_atomic
 
 __all__ = [
     "EXECUTORS",
@@ -250,8 +250,8 @@ class EvaluationRun:
         }
 
     def write(self, *, complete: bool = False) -> dict[str, Any]:
-        """Write the report atomically; returns it."""
-        report = self.report(complete=complete)
+        """Write the report atomically; returns it as written (floats rounded)."""
+        report = json_ready(self.report(complete=complete))
         write_json_atomic(report, self.report_path)
         return report
 

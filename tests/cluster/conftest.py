@@ -44,7 +44,7 @@ def eval_data(tmp_path_factory: pytest.TempPathFactory) -> EvalData:
     return EvalData(images, labels, models, cases)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ray_cluster():
     """A head without CPUs and two one-CPU worker nodes on this machine; the driver joined."""
     ray = pytest.importorskip("ray")
