@@ -168,11 +168,12 @@ def run_sweep(
     variants = out / "variants"
     variants.mkdir(parents=True, exist_ok=True)
     jobs = {
+        # Absolute paths: a Ray worker's working folder is not the driver's.
         point: (
-            str(model_path),
-            [str(p) for p in calib_paths],
+            str(Path(model_path).absolute()),
+            [str(Path(p).absolute()) for p in calib_paths],
             replace(base_config, method=point.method, bits=point.bits, seed=point.seed),
-            str(variants / point.folder_name),
+            str(variants.absolute() / point.folder_name),
             samples,
             crop,
             settings.model_options,
@@ -190,7 +191,7 @@ def run_sweep(
     with session:
         quantized(0)
         seconds = _quantize_all(jobs, executor, cluster, base_config.device, quantized, cancel)
-        paths = [str(model_path), *(jobs[p][3] for p in points)]
+        paths = [str(model_path), *(str(variants / p.folder_name) for p in points)]
         report = evaluate_cases(
             cases,
             paths,

@@ -6,12 +6,19 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from core.cluster.resources import TaskResources, case_memory_bytes, check_fits_cluster, wants_gpu
 from core.cluster.session import ClusterOptions, ray_session
 from core.cluster.tasks import TaskRequest, run_tasks
-from core.evaluation.case import CaseOutcome, EvaluationSettings, evaluate_case, load_models
+from core.evaluation.case import (
+    CaseOutcome,
+    EvaluationSettings,
+    LabelledCase,
+    evaluate_case,
+    load_models,
+)
 from core.jobs import CancelToken, ProgressCallback
 
 __all__ = ["run_cases_on_ray", "score_case_task"]
@@ -22,13 +29,25 @@ _loaded: dict[str, list[Any]] = {}
 
 
 def score_case_task(
-    case: Any,
+    case: LabelledCase,
+    given: tuple[str, str],
     model_paths: Sequence[str],
     model_ids: Sequence[str],
     settings: EvaluationSettings,
     threads: int,
 ) -> tuple[CaseOutcome, str, float]:
     """The body of one Ray task: :func:`core.evaluation.evaluate_case` on a worker.
+
+    Parameters
+    ----------
+    case : LabelledCase
+        With absolute paths: a worker's working folder is not the driver's.
+    given : (str, str)
+        The image and label paths as the user gave them, for the report.
+    model_paths, model_ids, settings
+        Absolute model paths, their report ids, the run's settings.
+    threads : int
+        Torch threads (the CPUs the task reserved).
 
     Returns
     -------
@@ -48,6 +67,7 @@ def score_case_task(
         settings = replace(settings, device="cuda")
     clock = time.perf_counter()
     outcome = evaluate_case(case, _loaded[key], model_ids, settings)
+    outcome.record["image"], outcome.record["label"] = given
     return outcome, ray.get_runtime_context().get_node_id(), time.perf_counter() - clock
 
 
@@ -83,6 +103,7 @@ def run_cases_on_ray(
         gpu = wants_gpu(run.settings.device, cluster_gpus)
         remote = ray.remote(score_case_task)
         nodes = ray.nodes()
+        absolute_models = [str(Path(p).absolute()) for p in model_paths]
         requests = []
         for case in run.pending:
             resources = TaskResources(
@@ -91,7 +112,18 @@ def run_cases_on_ray(
                 memory=case_memory_bytes(case.image, models),
             )
             check_fits_cluster(resources, nodes, str(case.image))
-            args = (case, list(model_paths), run.model_ids, run.settings, options.threads_per_task)
+            absolute = LabelledCase(
+                case.name, Path(case.image).absolute(), Path(case.label).absolute()
+            )
+            given = (str(case.image), str(case.label))
+            args = (
+                absolute,
+                given,
+                absolute_models,
+                run.model_ids,
+                run.settings,
+                options.threads_per_task,
+            )
             requests.append(TaskRequest(case.name, args, resources.ray_options()))
 
         def done(name: Any, result: tuple[CaseOutcome, str, float]) -> None:
