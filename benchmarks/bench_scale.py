@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_scale.py [--cases 24] [--shape 96 96 32] [--workers 2]
-        [--ct-shape 512 512 432] [--ct-cases 131] [--nodes 8] [--tasks-per-node 1]
+        [--ct-shape 512 512 432] [--ct-cases 131] [--nodes 8] [--tasks-per-node 1 4]
         [--gpu-inference-speedup 40]
 
 Generates ``--cases`` phantom CT cases (``core.phantom``), takes the bundled demo 2-D U-Net and
@@ -17,7 +17,9 @@ Then estimates the wall time of ``--ct-cases`` CT volumes of ``--ct-shape`` voxe
 volumes, 512 x 512 x 432 slices on average) on ``--nodes`` GPU nodes: the measured seconds per
 voxel of inference and of the decisions (from the report's timings) scaled to the CT size,
 inference divided by ``--gpu-inference-speedup`` (an assumption, not measured here: this machine
-has no GPU), the decisions kept at their CPU cost, plus the measured Ray overhead per case.
+has no GPU), the decisions kept at their CPU cost, plus the measured Ray overhead per case; for
+1 task per node and for several tasks sharing a node's GPU (``--gpus-per-task 1/N``), which
+keeps the GPU busy while the decisions of the other tasks run on the node's CPU cores.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def main() -> None:
     parser.add_argument("--ct-shape", type=int, nargs=3, default=(512, 512, 432))
     parser.add_argument("--ct-cases", type=int, default=131)
     parser.add_argument("--nodes", type=int, default=8)
-    parser.add_argument("--tasks-per-node", type=int, default=1)
+    parser.add_argument("--tasks-per-node", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--gpu-inference-speedup", type=float, default=40.0)
     args = parser.parse_args()
 
@@ -142,8 +144,6 @@ def main() -> None:
         + other_s * scale
         + max(overhead, 0.0)
     )
-    waves = math.ceil(args.ct_cases / (args.nodes * args.tasks_per_node))
-    total_h = waves * ct_case_s / 3600
     print()
     print(f"measured per case here ({voxels / 1e6:.2f} Mvoxel, 2 models, 3 decisions):")
     print(
@@ -151,13 +151,19 @@ def main() -> None:
         f"reading/other {other_s:.3f} s"
     )
     print(
-        f"estimate: {args.ct_cases} CT volumes of {tuple(args.ct_shape)} ({scale:.0f}x the voxels) "
-        f"on {args.nodes} GPU nodes, {args.tasks_per_node} task(s) per node, inference "
-        f"{args.gpu_inference_speedup:g}x faster on the GPU (assumed):"
+        f"estimate: {args.ct_cases} CT volumes of {tuple(args.ct_shape)} ({scale:.0f}x the "
+        f"voxels) on {args.nodes} one-GPU nodes, inference {args.gpu_inference_speedup:g}x "
+        f"faster on the GPU (assumed), decisions on one CPU thread per task as measured:"
     )
+    print(f"  {ct_case_s / 60:.1f} min per volume")
+    for tasks in args.tasks_per_node:
+        waves = math.ceil(args.ct_cases / (args.nodes * tasks))
+        print(
+            f"  {tasks} task(s) per node (--gpus-per-task {1 / tasks:g}): {waves} waves -> "
+            f"{waves * ct_case_s / 3600:.2f} h wall"
+        )
     print(
-        f"  {ct_case_s / 60:.1f} min per volume, {waves} waves -> {total_h:.2f} h wall "
-        f"(one CPU thread, all local: {args.ct_cases * (local_s / n) * scale / 3600:.1f} h)"
+        f"  all on this machine, one thread: {args.ct_cases * (local_s / n) * scale / 3600:.1f} h"
     )
 
 

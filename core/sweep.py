@@ -100,7 +100,8 @@ def _quantize_all(
     for point, args in jobs.items():
         # The calibration images in float32 and the model's working copies dominate.
         memory = BASE_TASK_BYTES + 8 * sum(image_voxels(p) for p in args[1])
-        resources = TaskResources(cluster.threads_per_task, int(gpu), memory)
+        gpus = cluster.gpus_per_task if gpu else 0
+        resources = TaskResources(cluster.threads_per_task, gpus, memory)
         requests.append(
             TaskRequest(point, (*args, cluster.threads_per_task), resources.ray_options())
         )

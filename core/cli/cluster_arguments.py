@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.cli.arguments import positive_int
+from core.cli.arguments import positive_float, positive_int
 
 __all__ = ["EXECUTOR_CHOICES", "add_cluster_options", "cluster_options"]
 
@@ -43,6 +43,14 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="CPU threads each Ray task reserves and gives torch (default 1)",
     )
+    group.add_argument(
+        "--gpus-per-task",
+        type=positive_float,
+        default=1.0,
+        metavar="F",
+        help="GPUs a Ray task reserves when the model runs on CUDA; 0.25 lets four tasks share "
+        "a GPU (default 1)",
+    )
 
 
 def cluster_options(args: argparse.Namespace) -> Any:
@@ -50,5 +58,8 @@ def cluster_options(args: argparse.Namespace) -> Any:
     from core.cluster.session import ClusterOptions
 
     return ClusterOptions(
-        address=args.address, workers=args.workers, threads_per_task=args.threads_per_task
+        address=args.address,
+        workers=args.workers,
+        threads_per_task=args.threads_per_task,
+        gpus_per_task=args.gpus_per_task,
     )

@@ -28,6 +28,7 @@ __all__ = [
     "MEAN_COLUMNS",
     "NAME",
     "add_arguments",
+    "evaluation_settings",
     "mean_rows",
     "run",
 ]
@@ -115,6 +116,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cluster_options(parser)
 
 
+def evaluation_settings(args: argparse.Namespace) -> Any:
+    """The :class:`core.evaluation.EvaluationSettings` of the options (shared with ``sweep``)."""
+    from core.evaluation import EvaluationSettings
+
+    return EvaluationSettings(
+        decisions=tuple(args.decisions),
+        pruning_prob=args.pruning,
+        per_slice=args.per_slice,
+        threshold=args.threshold,
+        device=args.device,
+        model_options=model_options(args),
+    )
+
+
 def _some_names(paths: list[Any], limit: int = 3) -> str:
     names = ", ".join(p.name for p in paths[:limit])
     return names + (", ..." if len(paths) > limit else "")
@@ -145,17 +160,10 @@ def run(args: argparse.Namespace) -> int:
     for path in pairing.unmatched_labels:
         _warn(f"{path}: no image file matches it")
 
-    from core.evaluation import EvaluationSettings, evaluate_cases
+    from core.evaluation import evaluate_cases
 
     quiet = bool(getattr(args, "quiet", False))
-    settings = EvaluationSettings(
-        decisions=tuple(args.decisions),
-        pruning_prob=args.pruning,
-        per_slice=args.per_slice,
-        threshold=args.threshold,
-        device=args.device,
-        model_options=model_options(args),
-    )
+    settings = evaluation_settings(args)
 
     def said(outcome: Any) -> None:
         for warning in outcome.record["warnings"]:

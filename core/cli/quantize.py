@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from core.cli.arguments import (
     GRANULARITY_CHOICES,
@@ -24,7 +25,15 @@ from core.cli.progress import ProgressPrinter
 from core.cli.tables import Column, format_table
 from core.report_files import write_json_atomic
 
-__all__ = ["HELP", "LAYER_COLUMNS", "NAME", "add_arguments", "add_reconstruction_options", "run"]
+__all__ = [
+    "HELP",
+    "LAYER_COLUMNS",
+    "NAME",
+    "add_arguments",
+    "add_reconstruction_options",
+    "quant_config",
+    "run",
+]
 
 NAME = "quantize"
 HELP = "quantize a model's weights (FlexRound, AdaRound, round-to-nearest) and save it"
@@ -146,6 +155,33 @@ def add_reconstruction_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def quant_config(args: argparse.Namespace, method: str, width: int, seed: int) -> Any:
+    """The :class:`core.quant.QuantConfig` of the options, for one method, bit width and seed.
+
+    Raises
+    ------
+    UsageError
+        A combination the quantizer refuses (exit 2).
+    """
+    from core.quant import QuantConfig
+
+    try:
+        return QuantConfig(
+            method=method,
+            bits=width,
+            first_last_bits=args.first_last_bits,
+            act_bits=args.act_bits,
+            granularity=args.granularity,
+            iters=args.iters,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=seed,
+            device=args.device,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def _check_paths(args: argparse.Namespace) -> None:
     check_outputs(
         {"--out": args.out, "--report": args.report},
@@ -187,26 +223,11 @@ def run(args: argparse.Namespace) -> int:
     from core import __version__
     from core.cli.model_loading import load_cli_model
     from core.io import read_image
-    from core.quant import QuantConfig
     from core.quant.diagnostics import layer_summary
     from core.quant.variant import quantize_to_folder
 
     quiet = bool(getattr(args, "quiet", False))
-    try:
-        config = QuantConfig(
-            method=args.method,
-            bits=args.bits,
-            first_last_bits=args.first_last_bits,
-            act_bits=args.act_bits,
-            granularity=args.granularity,
-            iters=args.iters,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            device=args.device,
-        )
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    config = quant_config(args, args.method, args.bits, args.seed)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     model = load_cli_model(args.model, **model_options(args))

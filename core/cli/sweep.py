@@ -13,13 +13,13 @@ from core.cli.arguments import (
     add_model_options,
     bits,
     decision_list,
-    model_options,
 )
 from core.cli.cluster_arguments import add_cluster_options, cluster_options
 from core.cli.errors import EXIT_OK, UsageError, handle_errors
+from core.cli.evaluate import evaluation_settings
 from core.cli.outputs import check_outputs
 from core.cli.progress import ProgressPrinter
-from core.cli.quantize import add_reconstruction_options
+from core.cli.quantize import add_reconstruction_options, quant_config
 from core.cli.tables import format_table
 from core.report_files import write_csv_atomic, write_json_atomic
 
@@ -132,40 +132,17 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         raise ValueError("no image matched a label by file name")
 
-    from core.evaluation import EvaluationSettings
-    from core.quant import QuantConfig
     from core.sweep import SweepPoint, run_sweep
     from core.sweep_plot import plot_dice_vs_bits
 
-    try:
-        base = QuantConfig(
-            method=args.methods[0],
-            bits=args.bits[0],
-            first_last_bits=args.first_last_bits,
-            act_bits=args.act_bits,
-            granularity=args.granularity,
-            iters=args.iters,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            seed=args.seeds[0],
-            device=args.device,
-        )
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    base = quant_config(args, args.methods[0], args.bits[0], args.seeds[0])
     points = [
         SweepPoint(method, width, seed)
         for method in args.methods
         for width in args.bits
         for seed in args.seeds
     ]
-    settings = EvaluationSettings(
-        decisions=tuple(args.decisions),
-        pruning_prob=args.pruning,
-        per_slice=args.per_slice,
-        threshold=args.threshold,
-        device=args.device,
-        model_options=model_options(args),
-    )
+    settings = evaluation_settings(args)
     quiet = bool(getattr(args, "quiet", False))
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,7 @@ def run_cases_on_ray(
         for case in run.pending:
             resources = TaskResources(
                 num_cpus=options.threads_per_task,
-                num_gpus=int(gpu),
+                num_gpus=options.gpus_per_task if gpu else 0,
                 memory=case_memory_bytes(case.image, models),
             )
             check_fits_cluster(resources, nodes, str(case.image))

@@ -35,7 +35,7 @@ class TaskResources:
     """Ray resource request of one task."""
 
     num_cpus: int
-    num_gpus: int
+    num_gpus: float
     memory: int
 
     def ray_options(self) -> dict[str, Any]:
@@ -143,7 +143,7 @@ def check_fits_cluster(
             return
     largest = max(alive, key=lambda r: r.get("memory", 0), default={})
     raise ValueError(
-        f"{what}: a task needs {resources.num_cpus} CPU, {resources.num_gpus} GPU and "
+        f"{what}: a task needs {resources.num_cpus} CPU, {resources.num_gpus:g} GPU and "
         f"{resources.memory / 2**30:.2f} GiB, more than any node of the cluster offers (largest: "
         f"{largest.get('CPU', 0):g} CPU, {largest.get('GPU', 0):g} GPU, "
         f"{largest.get('memory', 0) / 2**30:.2f} GiB)"

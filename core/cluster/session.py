@@ -30,6 +30,9 @@ class ClusterOptions:
     threads_per_task : int
         CPU threads each task asks Ray for and gives torch, so tasks sharing a node do not
         oversubscribe its cores.
+    gpus_per_task : float
+        GPUs a task asks for when its model runs on CUDA; a fraction (0.25) lets several tasks
+        share one GPU, their decision rules running on the node's other cores.
     attempts : int
         Tries of a task whose worker process or node dies before the run fails.
     """
@@ -37,6 +40,7 @@ class ClusterOptions:
     address: str | None = None
     workers: int | None = None
     threads_per_task: int = 1
+    gpus_per_task: float = 1.0
     attempts: int = 4
 
 

@@ -21,6 +21,15 @@ SETTINGS = EvaluationSettings(decisions=("argmax", "rma-dice", "rma-iou"), devic
 RUN_ONLY = ("executor", "timings", "run", "unmatched")
 
 
+def evaluate_cli(eval_data, decisions, report, *more):
+    """``main.py evaluate`` of both models over every case, on the CPU."""
+    return run_cli(
+        "evaluate", "--model", *eval_data.models, "--images", eval_data.images,
+        "--labels", eval_data.labels, "--decisions", decisions, "--device", "cpu",
+        "--report", report, *more,
+    )  # fmt: skip
+
+
 def scored(report: dict) -> dict:
     return {key: value for key, value in report.items() if key not in RUN_ONLY}
 
@@ -150,11 +159,7 @@ def test_resume_after_an_interrupted_local_run_equals_an_uninterrupted_run(
     assert partial["complete"] is False
     assert [c["name"] for c in partial["cases"]] == finished == ["case01", "case02"]
     assert len(partial["per_case"]) == 2 * 2 * 3 * 4  # cases x models x decisions x classes
-    result = run_cli(
-        "evaluate", "--model", *eval_data.models, "--images", eval_data.images,
-        "--labels", eval_data.labels, "--decisions", "argmax,rma-dice,rma-iou",
-        "--device", "cpu", "--report", path, "--resume", path,
-    )  # fmt: skip
+    result = evaluate_cli(eval_data, "argmax,rma-dice,rma-iou", path, "--resume", path)
     assert result.returncode == 0, result.stderr
     assert "(2 resumed)" in result.stdout
     report = json.loads(path.read_text())
@@ -166,11 +171,7 @@ def test_resume_after_an_interrupted_local_run_equals_an_uninterrupted_run(
 def test_resume_refuses_a_report_of_other_decisions(eval_data, local_report, tmp_path):
     path = tmp_path / "other.json"
     path.write_text(json.dumps(local_report))
-    result = run_cli(
-        "evaluate", "--model", *eval_data.models, "--images", eval_data.images,
-        "--labels", eval_data.labels, "--decisions", "argmax", "--device", "cpu",
-        "--report", tmp_path / "new.json", "--resume", path,
-    )  # fmt: skip
+    result = evaluate_cli(eval_data, "argmax", tmp_path / "new.json", "--resume", path)
     assert result.returncode == 1
     assert f"{path}: was made with other decisions" in result.stderr
     assert not (tmp_path / "new.json").exists()
