@@ -41,12 +41,16 @@ its label file by case name (case01.nii.gz with case01.nii.gz, case01_label.nii.
 case01_seg.nii.gz, ...; images named case01_0000.nii.gz pair with case01). The network runs
 once per model and image; the decision rules share its probabilities. The report holds the
 per-case Dice/IoU/volume of every class, their means per (model, decision, class), and the
-timings, so FP32 vs quantized and argmax vs RankSEG-RMA come out of one run."""
+timings, so FP32 vs quantized and argmax vs RankSEG-RMA come out of one run. The report is
+rewritten after every case (--resume takes an interrupted run's cases back); --executor ray
+scores each case as a Ray task, with the same report as a local run."""
 EPILOG = """\
 examples:
   main.py evaluate --model fp32 --model q4 --images imgs/ --labels labels/ --report eval.json
   main.py evaluate --model m --images a.nii.gz b.nii.gz --labels a_seg.nii.gz b_seg.nii.gz \\
       --decisions argmax,rma-dice,rma-iou --report eval.json --csv cases.csv
+  main.py evaluate --model m --images /shared/imgs --labels /shared/labels --report eval.json \\
+      --executor ray --address head:6379   (interrupted? the same plus --resume eval.json)
 
 exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
 
