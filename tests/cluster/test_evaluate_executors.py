@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 import nibabel as nib
 import numpy as np
@@ -67,15 +70,11 @@ def test_ray_run_losing_a_node_retries_its_case_and_equals_the_local_report(
     path = tmp_path / "ray.json"
     removed = []
 
-    def remove_the_node_that_just_finished(outcome):
-        # That node takes the next queued case at once: removing it kills a running task.
-        if removed:
-            return
-        report = json.loads(path.read_text())
-        finished_on = next(iter(report["run"]["nodes"]))
-        node = next(n for n in nodes if n.node_id == finished_on)
-        cluster.remove_node(node)
-        removed.append(node)
+    def remove_a_node_running_a_case(outcome):
+        if not removed:
+            for node, _ in _running_case_workers(nodes)[:1]:
+                cluster.remove_node(node)
+                removed.append(node)
 
     report = evaluate_cases(
         eval_data.cases,
@@ -84,7 +83,7 @@ def test_ray_run_losing_a_node_retries_its_case_and_equals_the_local_report(
         path,
         executor="ray",
         cluster=ClusterOptions(),
-        on_outcome=remove_the_node_that_just_finished,
+        on_outcome=remove_a_node_running_a_case,
     )
     assert removed
     assert report["run"]["failures"] >= 1
@@ -94,6 +93,69 @@ def test_ray_run_losing_a_node_retries_its_case_and_equals_the_local_report(
     # Replace the lost node for the tests after this one.
     nodes.remove(removed[0])
     nodes.append(cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20))
+
+
+def _descendants(pid: int) -> set[int]:
+    """Process ids under ``pid``, read from /proc (no psutil here)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def _running_case_workers(nodes) -> list[tuple[object, int]]:
+    """(node, worker pid) of this cluster's workers running a case task now; waits for one."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = []
+        for node in nodes:
+            for name, process in node.live_processes():
+                if name != "raylet":
+                    continue
+                for pid in _descendants(process.pid):
+                    try:
+                        title = open(f"/proc/{pid}/cmdline").read()
+                    except OSError:
+                        continue
+                    if title.startswith("ray::score_case_task"):
+                        found.append((node, pid))
+        if found:
+            return found
+        time.sleep(0.02)
+    return []
+
+
+@pytest.mark.slow
+def test_ray_run_whose_worker_process_is_killed_retries_the_case(
+    eval_data, local_report, ray_cluster, tmp_path
+):
+    _, nodes = ray_cluster
+    killed = []
+
+    def kill_a_running_worker(outcome):
+        if not killed:
+            for _, pid in _running_case_workers(nodes)[:1]:
+                os.kill(pid, signal.SIGKILL)  # a worker this test's cluster started
+                killed.append(pid)
+
+    path = tmp_path / "ray.json"
+    evaluate_cases(
+        eval_data.cases, eval_data.models, SETTINGS, path, executor="ray",
+        on_outcome=kill_a_running_worker,
+    )  # fmt: skip
+    report = json.loads(path.read_text())
+    assert killed
+    assert report["run"]["failures"] >= 1 and report["run"]["retries"] >= 1
+    assert scored(report) == scored(local_report)
 
 
 @pytest.mark.slow
