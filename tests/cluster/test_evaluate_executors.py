@@ -237,3 +237,14 @@ def test_resume_refuses_a_report_of_other_decisions(eval_data, local_report, tmp
     assert result.returncode == 1
     assert f"{path}: was made with other decisions" in result.stderr
     assert not (tmp_path / "new.json").exists()
+
+
+@pytest.mark.slow
+def test_cuda_tasks_ask_ray_for_a_gpu_which_this_cluster_lacks(eval_data, ray_cluster, tmp_path):
+    cuda = EvaluationSettings(decisions=("argmax",), device="cuda")
+    with pytest.raises(ValueError, match=r"case01\.nii\.gz: a task needs 1 CPU, 0\.25 GPU"):
+        evaluate_cases(
+            eval_data.cases, eval_data.models, cuda, tmp_path / "r.json", executor="ray",
+            cluster=ClusterOptions(gpus_per_task=0.25),
+        )  # fmt: skip
+    assert not (tmp_path / "r.json").exists()  # refused before any task ran
