@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +101,8 @@ class ReviewState:
         self.folder = worklist.review_dir
         self.cases: dict[str, CaseReview] = {name: CaseReview() for name in worklist.names}
         self.current: str | None = None
+        # Corrections are saved on a worker while verdicts are saved on the GUI thread.
+        self._lock = threading.Lock()
         self._load()
 
     # --- disk -------------------------------------------------------------------------------
@@ -123,14 +126,15 @@ class ReviewState:
 
     def save(self) -> Path:
         """Write the state file atomically (done after every change)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        data = {
-            "format": _FORMAT_VERSION,
-            "worklist": str(self.worklist.source),
-            "current": self.current,
-            "cases": {name: asdict(review) for name, review in self.cases.items()},
-        }
-        return write_json_atomic(data, self.path)
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            data = {
+                "format": _FORMAT_VERSION,
+                "worklist": str(self.worklist.source),
+                "current": self.current,
+                "cases": {name: asdict(review) for name, review in self.cases.items()},
+            }
+            return write_json_atomic(data, self.path)
 
     # --- changes ----------------------------------------------------------------------------
     def set_status(self, name: str, status: str, reviewer: str = "") -> None:
