@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtCore import QSettings
 
 from core.io import read_image, read_mask
-from core.review import ReviewState, read_worklist
+from core.review import read_worklist
 from gui.workbench_window import WorkbenchWindow
 from tests.review.cases import write_case_folder
 
