@@ -123,3 +123,52 @@ def test_review_statuses_comments_corrections_and_resume(qtbot, tmp_path, workli
     lines = (tmp_path / "review.csv").read_text().splitlines()
     assert len(lines) == 21 and lines[2].startswith(f"{names[1]},corrected,misses the lower slab")
     assert not again.error_boxes
+
+
+def test_resume_after_the_app_is_killed_in_the_middle_of_a_review(qtbot, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    folder = write_case_folder(tmp_path / "worklist", 20)
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_WAIT_POLICY": "PASSIVE"}
+    env["SEGBENCH_DATA_DIR"] = str(tmp_path / "data")
+    app = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.review.review_gui_writer",
+            str(folder),
+            str(tmp_path / "k.ini"),
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    done = []
+    try:
+        for line in app.stdout:
+            done.append(line.strip())
+            if len(done) == 7:
+                break
+        app.send_signal(signal.SIGKILL)  # while it moves on and reads the next case
+    finally:
+        app.kill()
+        app.wait(timeout=60)
+    assert len(done) == 7
+    names = read_worklist(folder).names
+    assert done == names[:7]
+    win = _window(qtbot, tmp_path / "after")
+    _open(qtbot, win, folder)
+    state = win.review.state
+    for index, name in enumerate(done):
+        assert state.cases[name].status == ("corrected" if index % 3 == 2 else "accepted"), name
+    assert names.index(win.review.current) >= 6  # resumes where the reviewer was
+    _go(qtbot, win, lambda: win.review.go_to(done[2]))
+    assert win.current_key.endswith("+ corrected")
+    assert not win.session.results[win.current_key].labels.array.any()
+    assert not win.error_boxes
