@@ -66,6 +66,8 @@ class ReviewController(QObject):
         self.dock = window.add_dock("Cases", self.panel, Qt.DockWidgetArea.RightDockWidgetArea)
         window.view_menu.addAction(self.dock.toggleViewAction())
         self.dock.hide()
+        #: Read and segment the next case as soon as one is shown (off: only on request).
+        self.read_ahead = True
         #: Seconds from asking for a case to seeing it, with whether it had been read ahead.
         self.waits: list[tuple[str, float, bool]] = []
         self._cache: dict[str, LoadedCase] = {}
@@ -275,7 +277,11 @@ class ReviewController(QObject):
         self._refresh_panel()
         self.case_shown.emit(case.name)
         following = self.state.next_case(case.name)
-        if following is not None and following not in self._cache | self._loading:
+        if (
+            self.read_ahead
+            and following is not None
+            and following not in self._cache | self._loading
+        ):
             self._load(following, title=f"Read ahead {following}", ahead=True)
 
     def _refresh_panel(self) -> None:
