@@ -65,10 +65,10 @@ def _run(app, folder: Path, settings: Path, read_ahead: bool, look: float) -> li
     pump_until(lambda: shown and not window.runner.is_busy)
     for _ in range(len(review.state.worklist.names) - 1):
         end = time.monotonic() + look
-        pump_until(lambda: time.monotonic() > end and not window.runner.is_busy)
+        pump_until(lambda end=end: time.monotonic() > end and not window.runner.is_busy)
         count = len(shown)
         review.step(1)
-        pump_until(lambda: len(shown) > count)
+        pump_until(lambda count=count: len(shown) > count)
     waits = [wait for _name, wait, _ahead in review.waits[1:]]
     pump_until(lambda: not window.runner.is_busy)
     window.close()
