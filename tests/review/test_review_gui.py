@@ -172,3 +172,62 @@ def test_resume_after_the_app_is_killed_in_the_middle_of_a_review(qtbot, tmp_pat
     assert win.current_key.endswith("+ corrected")
     assert not win.session.results[win.current_key].labels.array.any()
     assert not win.error_boxes
+
+
+def test_with_a_model_each_case_is_segmented_and_the_next_one_ahead(qtbot, tmp_path):
+    from core.demo import demo_paths
+
+    folder = write_case_folder(tmp_path / "worklist", 3, predictions=False)
+    win = _window(qtbot, tmp_path)
+    win.open_model(str(demo_paths().model))
+    _idle(qtbot, win)
+    win.segmentation_panel.decision_combo.setCurrentIndex(
+        win.segmentation_panel.decision_combo.findData("argmax")
+    )
+    _open(qtbot, win, folder)
+    names = read_worklist(folder).names
+    assert win.current_key.endswith("+ argmax")
+    assert names[1] in win.review._cache and win.review._cache[names[1]].segmented is not None
+    _go(qtbot, win, lambda: win.review.step(1))
+    entry = win.session.results[win.current_key]
+    truth = win.session.ground_truth
+    mask = entry.result.mask
+    for row in entry.result.rows:
+        a, b = mask == row.label, truth == row.label
+        total = a.sum() + b.sum()
+        assert row.dice == pytest.approx(1.0 if total == 0 else 2 * (a & b).sum() / total)
+    assert win.review.waits[-1][2] is True
+    assert not win.error_boxes
+
+
+def test_dicom_seg_opens_as_ground_truth_and_a_seg_of_another_series_is_refused(qtbot, tmp_path):
+    from pathlib import Path
+
+    from pydicom.data import get_testdata_file
+
+    from core.io.dicom_seg import write_dicom_seg
+    from core.phantom import make_phantom
+    from tests.dicom_series import write_dicom_series
+
+    ct5n = Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests" / "98892001" / "CT5N"
+    image = read_image(ct5n)
+    mask = np.zeros(image.shape3, np.uint8)
+    mask[3:9, 2:7, 1:4] = 1
+    seg = write_dicom_seg(mask, tmp_path / "ct5n.dcm", reference=image, class_names=["bg", "a"])
+    phantom, _ = make_phantom(1, shape=(16, 16, 16), spacing=(1.0, 1.0, 2.0))
+    write_dicom_series(phantom.array.astype(np.int16), phantom.affine, tmp_path / "other")
+    other = read_image(tmp_path / "other")
+    foreign = write_dicom_seg(
+        np.ones(other.shape3, np.uint8), tmp_path / "o.dcm", reference=other, class_names=["b", "x"]
+    )
+    win = _window(qtbot, tmp_path)
+    win.open_image(str(ct5n))
+    _idle(qtbot, win)
+    win.open_ground_truth(str(seg))
+    _idle(qtbot, win)
+    np.testing.assert_array_equal(win.session.ground_truth, mask)
+    win.open_ground_truth(str(foreign))
+    _idle(qtbot, win)
+    assert len(win.error_boxes) == 1
+    assert "made on series" in win.error_boxes[0].text() + win.error_boxes[0].informativeText()
+    np.testing.assert_array_equal(win.session.ground_truth, mask)  # the first one stays
