@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QMenu
+from PySide6.QtWidgets import QFileDialog, QMenu
 
 from core.review import ReviewState, class_volumes, mask_result, read_worklist
 from gui.review_jobs import LoadedCase, load_review_case
@@ -65,6 +65,8 @@ class ReviewController(QObject):
         self.panel.reviewer_edit.setText(str(window.settings.value("review/reviewer", "")))
         self.dock = window.add_dock("Cases", self.panel, Qt.DockWidgetArea.RightDockWidgetArea)
         window.view_menu.addAction(self.dock.toggleViewAction())
+        # A tab beside Overlay: a reviewer needs the case list more than the overlay settings.
+        window.tabifyDockWidget(window.overlay_dock, self.dock)
         self.dock.hide()
         #: Read and segment the next case as soon as one is shown (off: only on request).
         self.read_ahead = True
@@ -96,6 +98,9 @@ class ReviewController(QObject):
         self.open_action = QAction("Open &worklist…", window)
         self.open_action.triggered.connect(self._on_open_clicked)
         menu.addAction(self.open_action)
+        open_csv = QAction("Open worklist &CSV…", window)
+        open_csv.triggered.connect(self._on_open_csv_clicked)
+        menu.addAction(open_csv)
         file_actions = window.file_menu.actions()
         window.file_menu.insertAction(file_actions[1] if len(file_actions) > 1 else None,
                                       self.open_action)  # fmt: skip
@@ -118,9 +123,14 @@ class ReviewController(QObject):
         self.menu = menu
 
     def _on_open_clicked(self) -> None:
-        from PySide6.QtWidgets import QFileDialog
-
         path = QFileDialog.getExistingDirectory(self.window, "Open worklist folder")
+        if path:
+            self.open_worklist(path)
+
+    def _on_open_csv_clicked(self) -> None:
+        path = QFileDialog.getOpenFileName(
+            self.window, "Open worklist CSV", "", "Worklist (*.csv)"
+        )[0]
         if path:
             self.open_worklist(path)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -190,6 +190,8 @@ class CasesPanel(QWidget):
         self.table.blockSignals(True)
         fill_text_rows(self.table, texts, right_aligned_from=2)
         for r, row in enumerate(rows):
+            comment = self.table.item(r, len(COLUMNS) - 1)
+            comment.setTextAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
             color = _STATUS_COLORS.get(row["status"])
             if color is not None:
                 self.table.item(r, 1).setForeground(color)

@@ -72,6 +72,7 @@ class CorrectionToolbar(QToolBar):
             self.radius_spin.addAction(action)  # a key without a button of its own
         self.addWidget(QLabel(" Label ", self))
         self.label_combo = QComboBox(self)
+        self.label_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.label_combo.setToolTip("The label painted, erased or filled")
         self.label_combo.currentIndexChanged.connect(self._on_label_index)
         self.addWidget(self.label_combo)
