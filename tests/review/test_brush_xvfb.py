@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.xserver import missing_tools, x_env, xvfb
+from tests.xserver import missing_tools, run_probe
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()}")
+pytestmark = [
+    pytest.mark.xvfb,
+    pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()} (see .ci/run)"),
+]
 
 
 def test_brush_paints_under_the_real_pointer_in_every_view_of_an_oblique_volume(tmp_path):
-    with xvfb() as display:
-        env = x_env(display)
-        env["SEGBENCH_DATA_DIR"] = str(tmp_path / "data")
-        probe = subprocess.run(
-            [sys.executable, str(ROOT / "tests" / "review" / "xbrush_probe.py"), str(tmp_path)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-    assert probe.returncode == 0, probe.stderr[-2000:]
-    state = json.loads(probe.stdout.strip().splitlines()[-1])
+    state = run_probe(
+        ROOT / "tests" / "review" / "xbrush_probe.py", str(tmp_path), data_dir=tmp_path / "data"
+    )
     # A one-voxel brush paints exactly the voxel the cursor readout reports under the pointer.
     for view, click in state["clicks"].items():
         assert click["new"] == [click["hovered"]], view

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -25,6 +21,7 @@ from core.review import (
     read_worklist,
 )
 from tests.review.cases import OBLIQUE_AFFINE, case_arrays, write_case_folder
+from tests.review.killing import kill_after_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,24 +143,9 @@ def test_corrected_mask_is_saved_with_the_image_geometry_and_exported(tmp_path):
 
 def test_resume_after_sigkill_in_the_middle_of_a_review(tmp_path):
     folder = write_case_folder(tmp_path / "wl", 20, predictions=False)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.review.review_writer", str(folder)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
+    done = kill_after_lines(
+        "tests.review.review_writer", str(folder), lines=8, data_dir=tmp_path / "data"
     )
-    done = []
-    try:
-        for line in process.stdout:
-            done.append(line.strip())
-            if len(done) == 8:
-                break
-        process.send_signal(signal.SIGKILL)  # in the middle of the next case's writes
-    finally:
-        process.kill()
-        process.wait(timeout=60)
     assert len(done) == 8
     state = ReviewState(read_worklist(folder))
     for index, name in enumerate(done):

@@ -10,6 +10,7 @@ from core.io import read_image, read_mask
 from core.review import read_worklist
 from gui.workbench_window import WorkbenchWindow
 from tests.review.cases import write_case_folder
+from tests.review.killing import kill_after_lines
 
 JOB_TIMEOUT = 60_000
 
@@ -126,39 +127,14 @@ def test_review_statuses_comments_corrections_and_resume(qtbot, tmp_path, workli
 
 
 def test_resume_after_the_app_is_killed_in_the_middle_of_a_review(qtbot, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
     folder = write_case_folder(tmp_path / "worklist", 20)
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_WAIT_POLICY": "PASSIVE"}
-    env["SEGBENCH_DATA_DIR"] = str(tmp_path / "data")
-    app = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.review.review_gui_writer",
-            str(folder),
-            str(tmp_path / "k.ini"),
-        ],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
+    done = kill_after_lines(
+        "tests.review.review_gui_writer",
+        str(folder),
+        str(tmp_path / "k.ini"),
+        lines=7,
+        data_dir=tmp_path / "data",
     )
-    done = []
-    try:
-        for line in app.stdout:
-            done.append(line.strip())
-            if len(done) == 7:
-                break
-        app.send_signal(signal.SIGKILL)  # while it moves on and reads the next case
-    finally:
-        app.kill()
-        app.wait(timeout=60)
     assert len(done) == 7
     names = read_worklist(folder).names
     assert done == names[:7]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ def main() -> None:
     from PySide6.QtWidgets import QApplication
 
     from gui.workbench_window import WorkbenchWindow
+    from tests.xserver import EventPump
 
     work = Path(sys.argv[1])
     app = QApplication([])
@@ -49,15 +49,8 @@ def main() -> None:
     window.resize(1400, 900)
     window.show()
 
-    def pump(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            app.processEvents()
-            time.sleep(0.01)
-
-    def xdotool(*args: str) -> None:
-        subprocess.run(["xdotool", *args], check=True, timeout=10)
-        pump(0.3)
+    events = EventPump(app)
+    pump, xdotool = events.pump, events.xdotool
 
     window.review.open_worklist(_worklist(work / "worklist"))
     deadline = time.monotonic() + 60
