@@ -10,7 +10,6 @@ one JSON line on stdout.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -78,11 +77,7 @@ def main() -> None:
     for _ in range(3):
         xdotool("click", "4")
     state["slice_wheel"] = [slice_before, viewer.slice_index("axial")]
-    print(json.dumps(state), flush=True)
-    window.runner.cancel_all()
-    window.runner.wait(10000)
-    window.close()
-    pump(0.2)
+    events.report_and_close(window, state)
 
 
 if __name__ == "__main__":

@@ -166,3 +166,11 @@ class EventPump:
         """Run xdotool, then let Qt read the X events and pyqtgraph handle them."""
         subprocess.run(["xdotool", *args], check=True, timeout=10)
         self.pump(0.3)
+
+    def report_and_close(self, window, state: dict) -> None:
+        """Print the probe's findings as its last JSON line, then stop the jobs and close."""
+        print(json.dumps(state), flush=True)
+        window.runner.cancel_all()
+        window.runner.wait(10000)
+        window.close()
+        self.pump(0.2)

@@ -9,7 +9,6 @@ wider brush across the axial view. What was painted is printed as one JSON line.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -106,11 +105,7 @@ def main() -> None:
     state["row"] = window.current_key
     state["affine"] = window.session.image.affine.tolist()
     state["shape"] = list(window.session.image.shape3)
-    print(json.dumps(state), flush=True)
-    window.runner.cancel_all()
-    window.runner.wait(10000)
-    window.close()
-    pump(0.2)
+    events.report_and_close(window, state)
 
 
 if __name__ == "__main__":
