@@ -207,3 +207,16 @@ def test_dicom_seg_opens_as_ground_truth_and_a_seg_of_another_series_is_refused(
     assert len(win.error_boxes) == 1
     assert "made on series" in win.error_boxes[0].text() + win.error_boxes[0].informativeText()
     np.testing.assert_array_equal(win.session.ground_truth, mask)  # the first one stays
+    # Save mask (Ctrl+S) as .dcm: a DICOM SEG of CT5N with the row's labels.
+    from core.display import prepare_labels
+    from core.review import mask_result
+
+    edited = mask.copy()
+    edited[0:2, 0:2, 0] = 1
+    result = mask_result(edited, spacing=image.spacing, class_names=["bg", "a"],
+                         model_name="m", decision="file")  # fmt: skip
+    entry = win.session.add_result("m", result, prepare_labels(edited, win.session.image))
+    win.save_mask(entry.key, str(tmp_path / "saved.dcm"))
+    _idle(qtbot, win)
+    np.testing.assert_array_equal(read_mask(tmp_path / "saved.dcm", reference=image).array, edited)
+    assert len(win.error_boxes) == 1
