@@ -18,7 +18,8 @@ from PySide6.QtGui import QUndoCommand
 
 from core.display import LabelVolume, prepare_labels
 from core.display.planes import plane_to_voxel
-from core.review import Edit, brush, delete_component, fill_region, mask_result
+from core.review import Edit, brush, delete_component, fill_region
+from core.review.mask_result import joint_counts, result_from_joint, update_joint
 from gui.session import ResultEntry
 
 if TYPE_CHECKING:
@@ -59,10 +60,16 @@ class MaskEditor(QObject):
         self.radius_mm = 3.0
         self.label = 1
         self._sources: dict[str, np.ndarray] = {}  # corrected key -> the model's mask
+        # corrected key -> joint counts (corrected label, model label), kept up to date by edits
+        self._joints: dict[str, np.ndarray] = {}
         self._stroke: tuple[ResultEntry, str, list[Edit]] | None = None
         self._last_point: tuple[int, int] | None = None
         window.viewer.stroke.connect(self._on_stroke)
-        window.session.image_changed.connect(lambda _image: self._sources.clear())
+        window.session.image_changed.connect(lambda _image: self._forget())
+
+    def _forget(self) -> None:
+        self._sources.clear()
+        self._joints.clear()
 
     # --- settings ---------------------------------------------------------------------------
     def set_tool(self, tool: str) -> None:
@@ -94,27 +101,48 @@ class MaskEditor(QObject):
         image = self._window.session.image
         start = entry.labels.array if mask is None else mask
         labels = prepare_labels(np.array(start, copy=True), image, what="corrected mask")
-        self._sources[key] = entry.labels.array
+        model = entry.labels.array
+        self._sources[key] = model
+        n_classes = max(
+            len(self._window.viewer.label_names),
+            int(labels.array.max(initial=0)) + 1,
+            int(model.max(initial=0)) + 1,
+        )
+        self._joints[key] = joint_counts(labels.array, model, n_classes)  # one pass, then edits
         return self._update_row(entry.variant, key, labels.array)
 
     def _update_row(self, variant: str, key: str, array: np.ndarray) -> ResultEntry:
         window = self._window
         image = window.session.image
-        names = window.viewer.label_names
-        result = mask_result(
-            array,
+        joint = self._joints[key]
+        result = result_from_joint(
+            joint,
+            mask=array,
             spacing=image.spacing,
-            class_names=names,
+            class_names=window.viewer.label_names,
             model_name=variant,
             decision=CORRECTED,
-            reference=self._sources[key],
+            compared=True,
             natural=image.is_natural,
         )
-        labels = LabelVolume(array, int(array.max(initial=0)))
+        present = np.nonzero(joint.sum(axis=1))[0]
+        labels = LabelVolume(array, int(present.max(initial=0)))
         entry = window.session.add_result(variant, result, labels)
         if window.current_key == key:
             window.viewer.set_prediction(labels)
         return entry
+
+    def _count_edit(self, key: str, edit: Edit, *, undo: bool) -> None:
+        """Move an edit's voxels in the joint counts of ``key`` (a pass-free readout update)."""
+        joint = self._joints.get(key)
+        if joint is None:
+            return
+        needed = int(max(edit.before.max(initial=0), edit.after.max(initial=0))) + 1
+        if needed > joint.shape[0]:  # a label past the table: widen it
+            wider = np.zeros((needed, needed), joint.dtype)
+            wider[: joint.shape[0], : joint.shape[1]] = joint
+            self._joints[key] = joint = wider
+        update_joint(joint, edit, self._sources[key], undo=undo)
 
     def _changed(self, key: str, array: np.ndarray) -> None:
         """Readouts and views after the corrected mask ``key`` changed in place."""
@@ -224,8 +252,10 @@ class _StrokeCommand(QUndoCommand):
         if not self._done:
             self._edit.apply(self._mask)
         self._done = False
+        self._editor._count_edit(self._key, self._edit, undo=False)
         self._editor._changed(self._key, self._mask)
 
     def undo(self) -> None:
         self._edit.revert(self._mask)
+        self._editor._count_edit(self._key, self._edit, undo=True)
         self._editor._changed(self._key, self._mask)

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMenu
 
+from core.io import Image
 from core.review import ReviewState, class_volumes, mask_result, read_worklist
 from gui.review_jobs import LoadedCase, load_review_case
 from gui.widgets.cases_panel import CasesPanel
@@ -37,6 +40,18 @@ log = logging.getLogger("segbench.review")
 PREDICTION_FILE = "prediction file"
 #: Cases kept read ahead of time (each holds an image, its masks and probabilities).
 _CACHE_SIZE = 2
+
+
+@dataclass(frozen=True)
+class _PendingSave:
+    """A corrected mask waiting to be written, with what its case's row said."""
+
+    state: ReviewState
+    name: str
+    mask: np.ndarray
+    image: Image
+    edit_dice: float | None
+    volumes: dict[str, float]
 
 
 def open_review(path: str | Path) -> ReviewState:
@@ -77,6 +92,8 @@ class ReviewController(QObject):
         self._wanted: str | None = None
         self._asked_at = 0.0
         self._opened_at: float | None = None
+        self._saving = False  # a corrected mask is being written
+        self._pending_save: _PendingSave | None = None  # the correction to write next
         self.panel.case_requested.connect(self.go_to)
         self.panel.step_requested.connect(self.step)
         self.panel.next_unreviewed_requested.connect(self.next_unreviewed)
@@ -336,26 +353,53 @@ class ReviewController(QObject):
             self._refresh_panel()
 
     def _on_corrected(self, key: str) -> None:
-        """Save a corrected mask of the current case on the worker (the state after it)."""
-        if self.state is None or self.current is None:
+        """Save the corrected mask of the current case on the worker, one save at a time.
+
+        Strokes can come faster than a CT's mask is written: while a save runs, the latest
+        stroke is remembered and saved when it ends, so the file always ends as the last
+        stroke left it (two saves finishing out of order could leave an older one).
+        """
+        entry = self.window.session.results.get(key)
+        if self.state is None or self.current is None or entry is None:
             return
-        window = self.window
-        entry = window.session.results.get(key)
-        if entry is None:
+        # The case's own arrays and readouts, as they are now: by the time an earlier save ends
+        # the reviewer may be on another case, whose rows reuse the same keys.
+        self._pending_save = _PendingSave(
+            self.state,
+            self.current,
+            entry.labels.array,
+            self.window.session.image,
+            entry.result.mean_foreground("dice"),
+            class_volumes(entry.result),
+        )
+        if not self._saving:
+            self._save_pending()
+
+    def _save_pending(self) -> None:
+        pending, self._pending_save = self._pending_save, None
+        if pending is None:
             return
         self._leave()
-        state, name, image = self.state, self.current, window.session.image
-        mask = entry.labels.array.copy()  # later strokes must not change what is being written
-        edit_dice = entry.result.mean_foreground("dice")
-        volumes = class_volumes(entry.result)
+        mask = pending.mask.copy()  # later strokes must not change what is being written
         reviewer = self.reviewer
 
         def job(*, on_progress=None, cancel=None):
-            return state.save_corrected(
-                name, mask, image, edit_dice=edit_dice, volumes=volumes, reviewer=reviewer
+            return pending.state.save_corrected(
+                pending.name,
+                mask,
+                pending.image,
+                edit_dice=pending.edit_dice,
+                volumes=pending.volumes,
+                reviewer=reviewer,
             )
 
-        window.run_job(job, title="Save correction", on_success=lambda _p: self._refresh_panel())
+        def ended() -> None:
+            self._saving = False
+            self._refresh_panel()
+            self._save_pending()
+
+        self._saving = True
+        self.window.run_job(job, title="Save correction", on_end=ended)
 
     # --- export and close -------------------------------------------------------------------
     def _on_export_requested(self) -> None:

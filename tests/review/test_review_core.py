@@ -252,3 +252,27 @@ def test_mask_result_dice_against_the_model_mask_by_brute_force():
     assert result.rows[1].dice == pytest.approx(dice)
     assert result.rows[1].volume_ml == pytest.approx(np.sum(truth == 1) * 3.0 / 1000)
     assert result.rule_label == "corrected"
+
+
+def test_joint_counts_follow_edits_and_undo_without_a_recount():
+    from core.review import joint_counts, update_joint
+
+    rng = np.random.default_rng(1)
+    model = rng.integers(0, 3, size=(12, 10, 6)).astype(np.uint8)
+    mask = np.asfortranarray(model.copy())
+    joint = joint_counts(mask, model, 4)
+    axes, _ = _planes(mask)
+    edits = [
+        brush(mask, axes, 2, (4, 3), radius_mm=3.0, pixel_mm=(0.7, 1.3), label=3),
+        brush(mask, axes, 2, (6, 5), radius_mm=2.0, pixel_mm=(0.7, 1.3), label=1, erase=True),
+    ]
+    for edit in edits:
+        update_joint(joint, edit, model)
+    recount = np.zeros((4, 4), np.int64)
+    for a, b in zip(mask.ravel(), model.ravel(), strict=True):
+        recount[a, b] += 1
+    np.testing.assert_array_equal(joint, recount)
+    for edit in reversed(edits):
+        edit.revert(mask)
+        update_joint(joint, edit, model, undo=True)
+    np.testing.assert_array_equal(joint, np.diag(np.bincount(model.ravel(), minlength=4)))
