@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 REQUIRED_TOOLS = ("Xvfb", "xdotool", "import")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def missing_tools() -> list[str]:
@@ -124,3 +126,51 @@ def press_keys(display: str, window_id: str, keys: str) -> None:
         check=True,
         timeout=10,
     )
+
+
+def run_probe(script: Path, *args: str, data_dir: Path, timeout: float = 240) -> dict:
+    """Run a probe script (it drives the app with xdotool) on a fresh Xvfb; return its JSON.
+
+    The probe prints its findings as one JSON line, the last line of its stdout.
+    """
+    with xvfb() as display:
+        env = x_env(display)
+        env["SEGBENCH_DATA_DIR"] = str(data_dir)
+        probe = subprocess.run(
+            [sys.executable, str(script), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    if probe.returncode != 0:
+        raise AssertionError(f"{script.name} failed:\n{probe.stderr[-2000:]}")
+    return json.loads(probe.stdout.strip().splitlines()[-1])
+
+
+class EventPump:
+    """For probe scripts: run Qt's event loop for a while, and send X events with xdotool."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def pump(self, seconds: float) -> None:
+        """Process events for ``seconds``."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.app.processEvents()
+            time.sleep(0.01)
+
+    def xdotool(self, *args: str) -> None:
+        """Run xdotool, then let Qt read the X events and pyqtgraph handle them."""
+        subprocess.run(["xdotool", *args], check=True, timeout=10)
+        self.pump(0.3)
+
+    def report_and_close(self, window, state: dict) -> None:
+        """Print the probe's findings as its last JSON line, then stop the jobs and close."""
+        print(json.dumps(state), flush=True)
+        window.runner.cancel_all()
+        window.runner.wait(10000)
+        window.close()
+        self.pump(0.2)

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.evaluate",
     "core.cli.sweep",
     "core.cli.info",
+    "core.cli.review",
 )
 
 _QUIET_HELP = "no progress bars and no summary on stdout (errors still go to stderr)"
