@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -22,33 +23,30 @@ def missing_tools() -> list[str]:
     return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
 
 
-def _free_display() -> int:
-    for number in range(90, 200):
-        if (
-            not Path(f"/tmp/.X11-unix/X{number}").exists()
-            and not Path(f"/tmp/.X{number}-lock").exists()
-        ):
-            return number
-    raise RuntimeError("no free X display number between :90 and :199")
-
-
 @contextmanager
 def xvfb(width: int = 1600, height: int = 1000) -> Iterator[str]:
-    """Start Xvfb on a free display and yield its name (":93")."""
-    number = _free_display()
-    display = f":{number}"
+    """Start Xvfb on a free display and yield its name (":93").
+
+    Xvfb picks the display itself (``-displayfd``) and writes its number to a pipe: choosing a
+    number here by looking for a free lock file raced with other test runs on the machine, and
+    the loser's app then opened on the winner's display.
+    """
+    read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24"]
+        + ["-nolisten", "tcp"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        pass_fds=(write_fd,),
     )
+    os.close(write_fd)
     try:
-        deadline = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{number}").exists():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"Xvfb did not start on {display}")
-            time.sleep(0.05)
-        yield display
+        with os.fdopen(read_fd, "rb") as pipe:
+            ready, _, _ = select.select([pipe], [], [], 10)
+            number = pipe.readline().strip() if ready else b""
+        if not number.isdigit():
+            raise RuntimeError(f"Xvfb did not start (exit code {proc.poll()})")
+        yield f":{int(number)}"
     finally:
         proc.terminate()
         proc.wait(10)
