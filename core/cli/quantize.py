@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -183,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
     from core.cli.model_loading import load_cli_model
     from core.io import read_image
     from core.models import calibration_inputs, save_quantized_model
+    from core.models.calibration import calibration_shortfall
     from core.quant import QuantConfig, quantize_loaded_model
     from core.quant.diagnostics import layer_summary
 
@@ -211,6 +213,9 @@ def run(args: argparse.Namespace) -> int:
     calib = calibration_inputs(
         model, images, n=args.samples, seed=args.seed, crop=args.crop or None
     )
+    shortfall = calibration_shortfall(model, int(calib.shape[0]), args.samples, args.crop or None)
+    if shortfall:
+        print(f"main.py {NAME}: note: {shortfall}", file=sys.stderr)
     timings["calibration_inputs"] = time.perf_counter() - clock
     with ProgressPrinter.for_command(quiet) as printer:
         result = quantize_loaded_model(model, calib, config, on_progress=printer)
