@@ -160,6 +160,7 @@ class WorkbenchWindow(MainWindow):
         self.central.addWidget(self.viewer)
         self.central.addWidget(self.compare_viewer)
         self._showing_demo = False  # a demo keeps its own hint line
+        self._shown_choice = ""  # the volume or series of the open image, for title and hint
         self.hint = QLabel(HINT_DEFAULT, self)
         self.hint.setObjectName("hintLine")
         self.hint.setWordWrap(True)
@@ -582,7 +583,8 @@ class WorkbenchWindow(MainWindow):
             self.data_panel.remember(path)
         for warning in image.warnings:
             log.warning("%s: %s", Path(path).name, warning)
-        # Which volume of a 4-D file or which series of a folder: the title says it.
+        # Which volume of a 4-D file or which series of a folder: the title and the hint say it.
+        self._shown_choice = shown
         self.setWindowTitle(f"segbench — {Path(path).name}" + (f" — {shown}" if shown else ""))
         size = image.size_text()
         if not image.is_natural:  # a photograph's pixels have no size in mm
@@ -624,6 +626,8 @@ class WorkbenchWindow(MainWindow):
             self.hint.setText(HINT_DEFAULT)
             return
         name = Path(image.path).name if image.path is not None else "image"
+        if self._shown_choice:
+            name += f" — {self._shown_choice}"
         has_truth = self.session.ground_truth is not None
         base = self.session.base_variant
         model = base.model if base is not None else None

@@ -47,7 +47,7 @@ def main() -> None:
     os.environ["QT_QPA_PLATFORM"] = "xcb"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QCoreApplication, QEvent, QSettings
     from PySide6.QtWidgets import QApplication
 
     from gui.workbench_window import WorkbenchWindow
@@ -58,15 +58,21 @@ def main() -> None:
     window.setGeometry(0, 0, *size)
     window.show()
 
+    def flush():
+        # processEvents() alone never runs deferred deletions, which the running app's event
+        # loop does: Qt's tab bars replaced while the docks were tabbed would stay on screen.
+        app.processEvents()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
     def wait(condition, timeout=600.0):
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
                 raise TimeoutError("the app did not finish in time")
-            app.processEvents()
+            flush()
             time.sleep(0.02)
         for _ in range(50):  # let the last repaint reach the X server
-            app.processEvents()
+            flush()
             time.sleep(0.01)
 
     def shot(name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,13 @@ def describe_image(image: Image) -> str:
         f"orientation {image.orientation}" + (f", {image.modality}" if image.modality else ""),
     ]
     for warning in image.warnings:
-        lines.append(f"<span style='color:#b35c00'>⚠ {warning}</span>")
+        lines.append(f"<span style='color:#b35c00'>⚠ {_html_lines(warning)}</span>")
     return "<br>".join(lines)
+
+
+def _html_lines(text: str) -> str:
+    """A warning for a rich-text label: its own line breaks kept (a list of series)."""
+    return html.escape(text).replace("\n", "<br>")
 
 
 def _framework_line(facts: dict[str, Any], in_channels: int) -> str:
@@ -187,7 +193,7 @@ class DataPanel(QWidget):
         if names:  # the file's own names: the readout uses them for its labels
             text += "<br>its labels: " + ", ".join(f"{v} {n}" for v, n in sorted(names.items()))
         for warning in warnings or []:
-            text += f"<br><span style='color:#b35c00'>⚠ {warning}</span>"
+            text += f"<br><span style='color:#b35c00'>⚠ {_html_lines(warning)}</span>"
         self.gt_info.setText(text)
 
     def show_model(self, model: LoadedModel | None) -> None:

@@ -138,8 +138,9 @@ class OverlayPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(overlay_box)
-        layout.addWidget(labels_box, 1)
+        layout.addWidget(labels_box)  # as tall as its rows: no empty table under three labels
         layout.addWidget(window_box)
+        layout.addStretch(1)
         if viewer is not None:
             self.bind(viewer)
 

@@ -59,6 +59,7 @@ def test_every_panel_fits_without_sideways_scrolling(qtbot, tmp_path, ct_file, s
     win.resize(*size)
     win.show()
     qtbot.waitExposed(win)
+    qtbot.wait(50)
     open_and_wait(qtbot, win, ct_file)
     win.viewer.set_labels(CLASSES, COLOURS)
     for dock in (win.data_dock, win.segmentation_dock, win.quantization_dock):
@@ -173,6 +174,7 @@ def test_title_names_the_volume_chosen(window, qtbot, monkeypatch):  # noqa: F81
     monkeypatch.setattr(window, "ask_volume", lambda path, choice: 1)
     open_and_wait(qtbot, window, FOUR_D)
     assert window.windowTitle().endswith("example4d.nii.gz — volume 1 of 0-1")
+    assert window.hint.text().startswith("example4d.nii.gz — volume 1 of 0-1 (")
     expected = np.asarray(nib.load(FOUR_D).dataobj)[..., 1]
     np.testing.assert_array_equal(window.session.image.array, expected)
 
