@@ -261,13 +261,14 @@ class OverlayPanel(QWidget):
         self.label_table.blockSignals(False)
         # Every label row visible (up to eight; more scroll): the table is not squeezed to two.
         self.label_table.resizeRowsToContents()
-        header = self.label_table.horizontalHeader().height()
+        header = self.label_table.horizontalHeader().sizeHint().height()
         shown = min(max(self.label_table.rowCount(), 1), 8)
         rows = sum(
             self.label_table.rowHeight(r) for r in range(min(shown, self.label_table.rowCount()))
         )
         rows = rows or 26
-        self.label_table.setMinimumHeight(header + rows + 2 * self.label_table.frameWidth() + 2)
+        # A few pixels of slack: row heights settle once the spin boxes are shown.
+        self.label_table.setFixedHeight(header + rows + 2 * self.label_table.frameWidth() + 8)
 
     def _on_label_item_changed(self, item: QTableWidgetItem) -> None:
         label = item.data(Qt.ItemDataRole.UserRole)
