@@ -85,6 +85,8 @@ class SegmentationResult:
     warnings : list of str
         What the numbers do not say by themselves, in words (ground-truth labels the model
         does not have).
+    backend : {'torch', 'onnxruntime'}
+        What ran the network.
     """
 
     model_name: str
@@ -97,6 +99,7 @@ class SegmentationResult:
     device: str
     spacing: tuple[float, float, float]
     timings: dict[str, float] = field(default_factory=dict)
+    backend: str = "torch"
     cutoff: float | None = None
     natural: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -139,6 +142,7 @@ class SegmentationResult:
             "pruning_prob": self.pruning_prob,
             "per_slice": self.per_slice,
             "device": self.device,
+            "backend": self.backend,
             "spacing_mm": list(self.spacing),
             "classes": [asdict(row) for row in self.rows],
             "mean_foreground_dice": self.mean_foreground("dice"),
@@ -512,6 +516,7 @@ def segment_image(
         spacing=tuple(float(s) for s in image.spacing),
         timings=timings,
         warnings=warnings,
+        backend=model.backend,
     )
 
 

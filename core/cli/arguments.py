@@ -12,10 +12,12 @@ import argparse
 from collections.abc import Callable
 
 __all__ = [
+    "BACKEND_CHOICES",
     "DECISION_CHOICES",
     "DEVICE_HELP",
     "GRANULARITY_CHOICES",
     "METHOD_CHOICES",
+    "add_backend_option",
     "add_decision_options",
     "add_device_option",
     "add_model_options",
@@ -35,6 +37,8 @@ __all__ = [
 DECISION_CHOICES: tuple[str, ...] = ("argmax", "threshold", "rma-dice", "rma-iou")
 #: Same values as ``core.quant.config.METHODS``.
 METHOD_CHOICES: tuple[str, ...] = ("flexround", "adaround", "rtn", "rtn-minmax")
+#: Same values as ``core.deploy.onnx_runtime.BACKENDS``.
+BACKEND_CHOICES: tuple[str, ...] = ("torch", "onnxruntime")
 #: Same values as ``core.quant.config.GRANULARITIES``.
 GRANULARITY_CHOICES: tuple[str, ...] = ("tensor", "channel")
 
@@ -146,6 +150,18 @@ def add_decision_options(parser: argparse.ArgumentParser) -> None:
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--device auto|cpu|cuda|cuda:N``."""
     parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
+
+
+def add_backend_option(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """Add ``--backend torch|onnxruntime`` (``several``: one or more, each run in turn)."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        nargs="+" if several else None,
+        help="what runs the network: torch, or onnxruntime (a torch model is exported to ONNX "
+        "in memory first; an .onnx model runs only there); default: the model's own"
+        + ("; several compare backends in one run" if several else ""),
+    )
 
 
 def add_trust_option(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.cli.arguments import (
+    add_backend_option,
     add_decision_options,
     add_device_option,
     add_model_options,
@@ -52,6 +53,7 @@ exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
 #: Columns of the per-case CSV (and of the report's per_case records).
 CASE_COLUMNS: tuple[str, ...] = (
     "model",
+    "backend",
     "decision",
     "case",
     "label",
@@ -67,6 +69,7 @@ CASE_COLUMNS: tuple[str, ...] = (
 #: Columns of the table of means printed on stdout.
 MEAN_COLUMNS: tuple[Column, ...] = (
     ("model", "model", ""),
+    ("backend", "backend", ""),
     ("decision", "decision", ""),
     ("label", "label", "d"),
     ("class", "class", ""),
@@ -107,6 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", metavar="CASES.csv", help="also write the per-case rows as CSV")
     add_decision_options(parser)
     add_device_option(parser)
+    add_backend_option(parser, several=True)
     add_model_options(parser)
 
 
@@ -140,6 +144,7 @@ def mean_rows(per_case: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for label, rows in by_label.items():
             record = {
                 "model": model,
+                "backend": rows[0].get("backend"),
                 "decision": decision,
                 "label": label,
                 "class": rows[0]["class"],
@@ -155,7 +160,13 @@ def mean_rows(per_case: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 per = case_means.setdefault(r["case"], {"dice": [], "iou": [], "expected_dice": []})
                 for key in per:
                     per[key].append(r[key])
-        record = {"model": model, "decision": decision, "label": None, "class": "mean foreground"}
+        record = {
+            "model": model,
+            "backend": next(iter(by_label.values()))[0].get("backend"),
+            "decision": decision,
+            "label": None,
+            "class": "mean foreground",
+        }
         for key in ("dice", "iou", "expected_dice"):
             record[key] = _mean([_mean(per[key]) for per in case_means.values()])
         record["cases"] = len(case_means)
@@ -164,9 +175,23 @@ def mean_rows(per_case: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _unique_ids(models: list[Any]) -> list[str]:
-    """Display names, with the path added where two models would share one."""
-    names = [m.name for m in models]
-    return [f"{m.name} [{m.path}]" if names.count(m.name) > 1 else m.name for m in models]
+    """Display names, with the backend, then the path, added where two models would share one."""
+    ids = [m.name for m in models]
+    for extra in (lambda m: m.backend, lambda m: m.path):
+        ids = [
+            f"{model_id} [{extra(m)}]" if ids.count(model_id) > 1 else model_id
+            for model_id, m in zip(ids, models, strict=True)
+        ]
+    return ids
+
+
+def _on_backends(models: list[Any], backends: list[str] | None) -> list[Any]:
+    """Each model once per ``--backend`` (as loaded when none is given)."""
+    if not backends:
+        return models
+    from core.deploy.onnx_runtime import with_backend
+
+    return [with_backend(model, backend) for model in models for backend in backends]
 
 
 def _some_names(paths: list[Any], limit: int = 3) -> str:
@@ -229,6 +254,7 @@ def _score_model_on_case(
             collected.inference.append(
                 {
                     "model": model_id,
+                    "backend": result.backend,
                     "case": case,
                     "seconds": result.timings.get("inference"),
                     "device": result.device,
@@ -248,6 +274,7 @@ def _score_model_on_case(
             collected.per_case.append(
                 {
                     "model": model_id,
+                    "backend": result.backend,
                     "decision": decision,
                     "case": case,
                     "label": row.label,
@@ -291,7 +318,10 @@ def run(args: argparse.Namespace) -> int:
     from core.io import read_image, read_mask
 
     quiet = bool(getattr(args, "quiet", False))
-    models = [load_cli_model(path, **model_options(args)) for path in args.model]
+    models = _on_backends(
+        [load_cli_model(path, **model_options(args)) for path in args.model],
+        getattr(args, "backend", None),
+    )
     ids = _unique_ids(models)
     collected = _Collected()
     case_records: list[dict[str, Any]] = []
@@ -329,7 +359,13 @@ def run(args: argparse.Namespace) -> int:
         "command": NAME,
         "segbench_version": __version__,
         "models": [
-            {"id": model_id, "name": m.name, "path": str(m.path), "quantized": m.is_quantized}
+            {
+                "id": model_id,
+                "name": m.name,
+                "path": str(m.path),
+                "quantized": m.is_quantized,
+                "backend": m.backend,
+            }
             for m, model_id in zip(models, ids, strict=True)
         ],
         "decisions": list(args.decisions),

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.quantize",
     "core.cli.evaluate",
     "core.cli.info",
+    "core.cli.export",
 )
 
 _QUIET_HELP = "no progress bars and no summary on stdout (errors still go to stderr)"

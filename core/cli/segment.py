@@ -10,6 +10,7 @@ from typing import Any
 
 from core.cli.arguments import (
     DECISION_CHOICES,
+    add_backend_option,
     add_decision_options,
     add_device_option,
     add_model_options,
@@ -81,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "TIFF, multi-echo or dynamic DICOM series; `info IMAGE` shows how many)",
     )
     add_device_option(parser)
+    add_backend_option(parser)
     add_model_options(parser)
 
 
@@ -140,6 +142,7 @@ def segmentation_report(
             "name": model.name,
             "path": str(model.path) if model.path is not None else None,
             "quantized": model.is_quantized,
+            "backend": model.backend,
         },
         "decision": result.decision,
         "options": {
@@ -188,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     from core.pipeline import segment_image
 
     clock = time.perf_counter()
-    model = load_cli_model(args.model, **model_options(args))
+    model = load_cli_model(args.model, **model_options(args), backend=args.backend)
     timings["load_model"] = time.perf_counter() - clock
 
     with ProgressPrinter.for_command(quiet) as printer:
@@ -218,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(report, args.report)
     if not quiet:
         print(
-            f"{model.name}, decision {result.decision}, {result.device}: {timings['total']:.2f} s"
+            f"{model.name}, decision {result.decision}, {result.backend} on {result.device}: "
+            f"{timings['total']:.2f} s"
         )
         rows = report["classes"]
         print(format_table(rows, CLASS_COLUMNS if args.gt else CLASS_COLUMNS[:5]))

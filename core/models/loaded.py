@@ -70,6 +70,11 @@ class LoadedModel:
         self.module.eval()
 
     @property
+    def backend(self) -> str:
+        """``"onnxruntime"`` for an ONNX network (:mod:`core.deploy.onnx_runtime`), else ``"torch"``."""
+        return "onnxruntime" if getattr(self.module, "is_onnx", False) else "torch"
+
+    @property
     def is_quantized(self) -> bool:
         """True for a quantized variant (its spec carries quantization metadata)."""
         return self.spec.quantization is not None
