@@ -71,7 +71,7 @@ class LoadedModel:
 
     @property
     def backend(self) -> str:
-        """``"onnxruntime"`` for an ONNX network (:mod:`core.deploy.onnx_runtime`), else ``"torch"``."""
+        """``"onnxruntime"`` for an ONNX network (core.deploy.onnx_runtime), else ``"torch"``."""
         return "onnxruntime" if getattr(self.module, "is_onnx", False) else "torch"
 
     @property
