@@ -31,17 +31,22 @@ examples:
 exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
 
 
+#: ``core.deploy.onnx_export.DEFAULT_OPSET`` and ``MIN_OPSET``, repeated so that `--help`
+#: does not import torch and onnx (a test checks they agree).
+DEFAULT_OPSET = 21
+MIN_OPSET = 13
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``export`` options to its sub-parser."""
-    from core.deploy.qdq import INT4_OPSET
-
     parser.add_argument("--model", required=True, metavar="MODEL", help="model folder or file")
     parser.add_argument("--out", required=True, metavar="MODEL.onnx", help="ONNX file to write")
     parser.add_argument(
         "--opset",
         type=positive_int,
-        default=INT4_OPSET,
-        help=f"ONNX opset, 13 or later (default {INT4_OPSET}, the first with 4-bit integers)",
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset, {MIN_OPSET} or later (default {DEFAULT_OPSET}, the first with 4-bit "
+        "integers)",
     )
     parser.add_argument(
         "--summary", metavar="SUMMARY.json", help="also write the export summary as JSON"
@@ -52,8 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @handle_errors(NAME)
 def run(args: argparse.Namespace) -> int:
     """Run ``export``; returns the exit code."""
-    from core.deploy.onnx_export import MIN_OPSET
-
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"--out {out}: ONNX files end in .onnx")
