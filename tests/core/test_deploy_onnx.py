@@ -55,12 +55,12 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over labels of the Dice between two label maps (1 for a label in neither)."""
-    scores = []
-    for label in np.union1d(np.unique(a), np.unique(b)):
-        x, y = a == label, b == label
-        scores.append(2 * np.sum(x & y) / (np.sum(x) + np.sum(y)))
-    return float(np.mean(scores))
+    """Dice between two label maps over their foreground: ``sum_c 2|A_c & B_c| / sum_c
+    (|A_c| + |B_c|)`` for labels c >= 1 (a voxel counts as agreeing only with the same label)."""
+    labels = [c for c in np.union1d(np.unique(a), np.unique(b)) if c != 0]
+    overlap = sum(2 * int(np.sum((a == c) & (b == c))) for c in labels)
+    total = sum(int(np.sum(a == c)) + int(np.sum(b == c)) for c in labels)
+    return 1.0 if total == 0 else overlap / total
 
 
 def onnx_logits(path, batch: torch.Tensor) -> np.ndarray:
@@ -231,3 +231,27 @@ def test_torch_model_on_onnxruntime_backend_matches(exported_3d):
     assert on_ort.backend == "onnxruntime" and model.backend == "torch"
     batch = torch.randn(2, 1, 8, 8, 8)
     assert relative_error(on_ort.module(batch).numpy(), torch_logits(model, batch)) <= 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("natural", [False, True], ids=["ct-demo", "natural-demo"])
+def test_demo_masks_match_between_backends(natural):
+    """FP32 and W8A8 of each bundled demo: ONNX Runtime's argmax mask against torch's."""
+    from core.demo import demo_paths
+    from core.io import read_image
+    from core.models import calibration_inputs
+
+    paths = demo_paths()
+    model = load_model(paths.natural_model if natural else paths.model)
+    image = read_image(paths.natural_image if natural else paths.image)
+    calib = calibration_inputs(model, [image], n=8, crop=None if natural else 64)
+    result = quantize_model(
+        model, calib, QuantConfig(method="rtn", bits=8, act_bits=8, granularity="channel")
+    )
+    for source, quant_result in ((model, None), (quantized_variant(result, model), result)):
+        on_ort = with_backend(source, "onnxruntime", quant_result=quant_result)
+        want = predict(source, image, device="cpu")
+        got = predict(on_ort, image, device="cpu")
+        assert dice(got.argmax(0), want.argmax(0)) >= 0.999
+        if quant_result is None:
+            assert float(np.abs(got - want).max()) <= 1e-5  # probabilities, FP32
