@@ -79,6 +79,9 @@ class OnnxRuntimeNetwork(nn.Module):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3  # warnings about hardware-specific layouts are noise
+            # Idle threads sleep instead of spinning, as OMP_WAIT_POLICY=PASSIVE does for torch:
+            # the GUI thread and other programs share these cores.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             providers = [provider, _CPU] if provider != _CPU else [_CPU]
             try:
                 self._sessions[key] = ort.InferenceSession(

@@ -13,6 +13,7 @@ import torch
 from onnx import TensorProto, numpy_helper
 from torch import nn
 
+from core.cli.describe import describe_model
 from core.deploy.onnx_export import EXPORT_KEY, SPEC_KEY, export_onnx
 from core.deploy.onnx_runtime import OnnxRuntimeNetwork, with_backend
 from core.io import Image
@@ -212,6 +213,10 @@ def test_onnx_file_reopens_as_a_model_and_predicts_like_torch(exported_3d):
         assert dice(got.argmax(0), want.argmax(0)) >= 0.999
     meta = {p.key for p in onnx.load(str(q_path)).metadata_props}
     assert {SPEC_KEY, EXPORT_KEY} <= meta
+    described = describe_model(load_model(q_path))
+    assert described["backend"] == "onnxruntime"
+    assert described["size_mb"] == pytest.approx(q_path.stat().st_size / 1e6)
+    assert set(described["quantization"]["export"]["integer_layers"]) == set(exported_3d[2].weights)
 
 
 def test_onnx_models_are_refused_where_they_cannot_go(exported_3d):
