@@ -8,7 +8,8 @@ Usage::
 On the CT demo (resources/demo) and the natural-image demo, in one run:
 
 * quantizes the demo model to W8 (round-to-nearest per channel), W4 and W4A8 (``--method``,
-  per channel) and W8A8 (round-to-nearest per channel, 8-bit inputs), and exports each and the
+  per channel) and W8A8 (round-to-nearest, symmetric per channel, 8-bit inputs), and exports
+  each and the
   FP32 model with ``core.deploy.export_onnx`` (opset 21: 4-bit weights as UINT4);
 * prints each file's size and its ratio to the FP32 file (target: W4 <= 0.2x);
 * times one demo volume through ``core.models.predict`` (the app's own slice loop, so the
@@ -57,7 +58,10 @@ def variants_of(model, image, method: str, iters: int) -> dict[str, tuple]:
     configs = {
         "W8": QuantConfig(method="rtn", bits=8, granularity="channel"),
         "W4": QuantConfig(method=method, bits=4, granularity="channel", iters=iters),
-        "W8A8": QuantConfig(method="rtn", bits=8, act_bits=8, granularity="channel"),
+        # Symmetric: stored as int8 with zero point 0, which ONNX Runtime's u8 x s8 kernels need.
+        "W8A8": QuantConfig(
+            method="rtn", bits=8, act_bits=8, granularity="channel", symmetric=True
+        ),
         "W4A8": QuantConfig(method=method, bits=4, act_bits=8, granularity="channel", iters=iters),
     }
     out = {"FP32": (model, None)}

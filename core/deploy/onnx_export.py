@@ -72,6 +72,8 @@ class ExportSummary:
     notes : list of str
     dynamic_axes : list of str
         Input axes left dynamic (``"batch"``, ``"spatial 1"`` ...).
+    code_offsets : dict of str to int
+        Symmetric layers stored signed: file value = code - offset, zero point 0.
     """
 
     model: str
@@ -83,6 +85,7 @@ class ExportSummary:
     float_layers: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     dynamic_axes: list[str] = field(default_factory=list)
+    code_offsets: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +107,11 @@ class ExportSummary:
             lines.append(
                 f"{len(self.activation_layers)} layer input(s) with QuantizeLinear/"
                 "DequantizeLinear pairs"
+            )
+        if self.code_offsets:
+            lines.append(
+                f"{len(self.code_offsets)} symmetric layer(s) stored signed: code - 2^(bits-1), "
+                "zero point 0"
             )
         lines += [f"kept in float: {name} ({why})" for name, why in self.float_layers.items()]
         lines += self.notes
@@ -239,8 +247,11 @@ def build_onnx(
         float_layers=report.float_layers,
         notes=report.notes,
         dynamic_axes=_dynamic_axes(proto),
+        code_offsets=report.code_offsets,
     )
-    props = {SPEC_KEY: model.spec.to_json(), EXPORT_KEY: json.dumps(summary.to_dict())}
+    # The file's own size cannot be inside it: the summary's bytes stay out of the metadata.
+    stored = {key: value for key, value in summary.to_dict().items() if key != "bytes"}
+    props = {SPEC_KEY: model.spec.to_json(), EXPORT_KEY: json.dumps(stored)}
     del proto.metadata_props[:]
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)

@@ -48,12 +48,16 @@ class QdqReport:
         Quantized layers whose weight stayed float in the file, with the reason.
     notes : list of str
         Other things the reader of the summary should know (4-bit weights widened to 8 bits).
+    code_offsets : dict of str to int
+        Layers with symmetric grids, stored signed: the file holds ``code - offset`` with zero
+        point 0 (``offset = 2**(bits-1)``).
     """
 
     integer_layers: dict[str, str] = field(default_factory=dict)
     activation_layers: dict[str, str] = field(default_factory=dict)
     float_layers: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    code_offsets: dict[str, int] = field(default_factory=dict)
 
 
 def _integer_type(bits: int, signed: bool, opset: int) -> tuple[int, str]:
@@ -117,13 +121,20 @@ def _replace_weight(
     if problem:
         report.float_layers[layer] = problem
         return []
-    onnx_type, type_name = _integer_type(weight.bits, signed=False, opset=opset)
     codes = weight.codes.cpu().numpy().astype(np.int64)
     if int(codes.min()) < 0 or int(codes.max()) > 2**weight.bits - 1:
         report.float_layers[layer] = "codes outside the unsigned range of their bit width"
         return []
     scale = weight.scale.detach().cpu().float().numpy().reshape(-1)
     zero = weight.zero_point.detach().cpu().numpy().reshape(-1).astype(np.int64)
+    # A symmetric grid (zero point 2**(bits-1) everywhere) is stored signed: code - 2**(bits-1)
+    # with zero point 0, the same weights; ONNX Runtime's fast integer kernels (u8 inputs times
+    # s8 weights, VNNI) need signed weights with a zero point of 0.
+    offset = 2 ** (weight.bits - 1) if bool(np.all(zero == 2 ** (weight.bits - 1))) else 0
+    codes, zero = codes - offset, zero - offset
+    onnx_type, type_name = _integer_type(weight.bits, signed=offset > 0, opset=opset)
+    if offset:
+        report.code_offsets[layer] = offset
     if axis is None:
         scale, zero = scale.reshape(()), zero.reshape(())
     graph.initializer.remove(initializers.pop(key))

@@ -64,6 +64,16 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else overlap / total
 
 
+def stored_form(weight) -> tuple[str, int]:
+    """The type and code offset a weight is stored with: signed (code - 2**(bits-1), zero point
+    0) when its zero point is 2**(bits-1) everywhere, else the codes as they are; 4-bit types
+    at 4 bits and below."""
+    midpoint = 2 ** (weight.bits - 1)
+    signed = bool((weight.zero_point == midpoint).all())
+    width = "4" if weight.bits <= 4 else "8"
+    return ("int" if signed else "uint") + width, midpoint if signed else 0
+
+
 def onnx_logits(path, batch: torch.Tensor) -> np.ndarray:
     network = OnnxRuntimeNetwork(path.read_bytes(), str(path))
     return network(batch).numpy()
@@ -105,18 +115,17 @@ def test_integer_codes_in_the_file_are_the_quantizers(exported_3d):
         key = f"{layer}.weight"
         assert key not in tensors  # the float weight is gone: its DequantizeLinear makes it
         codes = tensors[f"{key}_quantized"]
-        expected_type = TensorProto.UINT4 if weight.bits <= 4 else TensorProto.UINT8
-        assert codes.data_type == expected_type
+        kind, offset = stored_form(weight)
+        assert codes.data_type == getattr(TensorProto, kind.upper())
+        assert summary.integer_layers[layer] == kind
         np.testing.assert_array_equal(
-            numpy_helper.to_array(codes).astype(np.int64), weight.codes.numpy()
+            numpy_helper.to_array(codes).astype(np.int64) + offset, weight.codes.numpy()
         )
         np.testing.assert_array_equal(
             numpy_helper.to_array(tensors[f"{key}_scale"]).reshape(-1), weight.scale.numpy()
         )
-        np.testing.assert_array_equal(
-            numpy_helper.to_array(tensors[f"{key}_zero_point"]).astype(np.float32).reshape(-1),
-            weight.zero_point.numpy(),
-        )
+        zero = numpy_helper.to_array(tensors[f"{key}_zero_point"]).astype(np.int64) + offset
+        np.testing.assert_array_equal(zero.reshape(-1), weight.zero_point.numpy())
     dequantizers = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"]
     axes = {n.output[0]: [a.i for a in n.attribute if a.name == "axis"] for n in dequantizers}
     # Per channel: Conv weights along axis 0, ConvTranspose weights (Cin, Cout, k) along 1.
@@ -144,9 +153,9 @@ def test_weight_only_variant_is_within_1e3_and_4_bit_file_is_small(tmp_path):
     fp_summary = export_onnx(model, tmp_path / "fp.onnx")
     summary = export_onnx(quantized, tmp_path / "w4.onnx", quant_result=result)
     assert summary.integer_layers == {
-        layer: "uint4" if weight.bits <= 4 else "uint8" for layer, weight in result.weights.items()
+        layer: stored_form(weight)[0] for layer, weight in result.weights.items()
     }
-    assert "uint4" in summary.integer_layers.values()
+    assert {"uint4", "int4"} & set(summary.integer_layers.values())
     batch = torch.randn(3, 1, 20, 14)
     got, want = onnx_logits(tmp_path / "w4.onnx", batch), torch_logits(quantized, batch)
     assert relative_error(got, want) <= 1e-3
@@ -157,13 +166,32 @@ def test_opset_without_int4_stores_uint8_and_says_so(tmp_path):
     model = tiny_model(2)
     quantized, result = variant(model, bits=3, granularity="channel")
     summary = export_onnx(quantized, tmp_path / "w3.onnx", quant_result=result, opset=17)
-    assert set(summary.integer_layers.values()) == {"uint8"}
+    assert set(summary.integer_layers.values()) <= {"uint8", "int8"}
     assert any("opset 17 has no 4-bit type" in note for note in summary.notes)
     tensors = {t.name: t for t in onnx.load(str(tmp_path / "w3.onnx")).graph.initializer}
     for layer, weight in result.weights.items():
         stored = numpy_helper.to_array(tensors[f"{layer}.weight_quantized"])
-        assert stored.dtype == np.uint8
-        np.testing.assert_array_equal(stored.astype(np.int64), weight.codes.numpy())
+        kind, offset = stored_form(weight)
+        assert stored.dtype == np.dtype(kind.replace("4", "8"))
+        np.testing.assert_array_equal(stored.astype(np.int64) + offset, weight.codes.numpy())
+
+
+def test_symmetric_grids_are_stored_signed_with_zero_point_0(tmp_path):
+    model = tiny_model(2)
+    quantized, result = variant(model, bits=4, granularity="channel", symmetric=True)
+    summary = export_onnx(quantized, tmp_path / "sym.onnx", quant_result=result)
+    tensors = {t.name: t for t in onnx.load(str(tmp_path / "sym.onnx")).graph.initializer}
+    for layer, weight in result.weights.items():
+        offset = 2 ** (weight.bits - 1)
+        assert summary.code_offsets[layer] == offset
+        assert summary.integer_layers[layer] == ("int4" if weight.bits <= 4 else "int8")
+        stored = numpy_helper.to_array(tensors[f"{layer}.weight_quantized"]).astype(np.int64)
+        np.testing.assert_array_equal(stored + offset, weight.codes.numpy())
+        zero = numpy_helper.to_array(tensors[f"{layer}.weight_zero_point"]).astype(np.int64)
+        np.testing.assert_array_equal(zero, 0)
+    batch = torch.randn(2, 1, 18, 22)
+    got, want = onnx_logits(tmp_path / "sym.onnx", batch), torch_logits(quantized, batch)
+    assert relative_error(got, want) <= 1e-3
 
 
 class _GroupedUp(nn.Module):
@@ -250,9 +278,8 @@ def test_demo_masks_match_between_backends(natural):
     model = load_model(paths.natural_model if natural else paths.model)
     image = read_image(paths.natural_image if natural else paths.image)
     calib = calibration_inputs(model, [image], n=8, crop=None if natural else 64)
-    result = quantize_model(
-        model, calib, QuantConfig(method="rtn", bits=8, act_bits=8, granularity="channel")
-    )
+    config = QuantConfig(method="rtn", bits=8, act_bits=8, granularity="channel", symmetric=True)
+    result = quantize_model(model, calib, config)
     for source, quant_result in ((model, None), (quantized_variant(result, model), result)):
         on_ort = with_backend(source, "onnxruntime", quant_result=quant_result)
         want = predict(source, image, device="cpu")
