@@ -68,7 +68,7 @@ __all__ = ["WorkbenchWindow"]
 
 log = logging.getLogger("segbench.gui")
 
-MODEL_SUFFIXES = (".json", ".safetensors", ".pt", ".pth", ".ts")
+MODEL_SUFFIXES = (".json", ".safetensors", ".pt", ".pth", ".ts", ".onnx")
 HINT_DEMO = (
     "Demo: a synthetic CT with a held-out label. Try: switch the decision rule (argmax vs "
     "RankSEG-RMA) and Run; quantize the model to W4 or W2 in the Quantization tab and segment "
