@@ -53,6 +53,7 @@ from gui.display_jobs import (
 )
 from gui.main_window import MainWindow
 from gui.session import ResultEntry, Session
+from gui.widgets.cluster_dialog import open_cluster_dialog
 from gui.widgets.compare_viewer import CompareViewer
 from gui.widgets.data_panel import DataPanel
 from gui.widgets.help_dialog import show_shortcuts
@@ -287,6 +288,7 @@ class WorkbenchWindow(MainWindow):
             "&Save mask…", self._on_save_mask_requested, QKeySequence.StandardKey.Save
         )
         action("&Export results table…", self._on_export_requested, "Ctrl+E")
+        action("Evaluate on a &cluster…", lambda: open_cluster_dialog(self))
         action("Save screens&hot…", self._on_screenshot_requested, "Ctrl+Shift+S")
         action("Open CT &demo", lambda: self.load_demo())
         action("Open &natural-image demo", lambda: self.load_demo(natural=True))

@@ -152,15 +152,13 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
 
 
-def add_backend_option(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
-    """Add ``--backend torch|onnxruntime`` (``several``: one or more, each run in turn)."""
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--backend torch|onnxruntime`` (read by :func:`model_options`)."""
     parser.add_argument(
         "--backend",
         choices=BACKEND_CHOICES,
-        nargs="+" if several else None,
         help="what runs the network: torch, or onnxruntime (a torch model is exported to ONNX "
-        "in memory first; an .onnx model runs only there); default: the model's own"
-        + ("; several compare backends in one run" if several else ""),
+        "in memory first; an .onnx model runs only there); default: the model's own",
     )
 
 
@@ -199,10 +197,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def model_options(args: argparse.Namespace) -> dict[str, object]:
-    """The keyword arguments of :func:`core.models.load_model` given on the command line."""
+    """The keyword arguments of :func:`core.cli.model_loading.load_cli_model` given on the
+    command line (``load_model``'s, and ``--backend``)."""
     return {
         "trust": bool(getattr(args, "trust", False)),
         "folds": getattr(args, "folds", None),
         "checkpoint": getattr(args, "checkpoint", None),
         "mirroring": bool(getattr(args, "mirroring", True)),
+        "backend": getattr(args, "backend", None),
     }

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.segment",
     "core.cli.quantize",
     "core.cli.evaluate",
+    "core.cli.sweep",
     "core.cli.info",
     "core.cli.export",
 )

@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     from core.pipeline import segment_image
 
     clock = time.perf_counter()
-    model = load_cli_model(args.model, **model_options(args), backend=args.backend)
+    model = load_cli_model(args.model, **model_options(args))
     timings["load_model"] = time.perf_counter() - clock
 
     with ProgressPrinter.for_command(quiet) as printer:
