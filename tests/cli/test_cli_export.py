@@ -98,3 +98,14 @@ def test_evaluate_on_onnxruntime_names_the_backend_and_scores_like_torch(cli_dat
     onnx_dice = {r["label"]: r["dice"] for r in data["per_case"]}
     for row in torch_rows:
         assert onnx_dice[row.label] == pytest.approx(row.dice, abs=1e-4)
+
+
+def test_quantize_symmetric_flag_reaches_the_config():
+    from core.cli.parser import build_parser
+    from core.cli.quantize import quant_config
+
+    parser = build_parser()
+    base = ["quantize", "--model", "m", "--calib", "c.nii.gz", "--out", "q"]
+    for extra, expected in (([], False), (["--symmetric"], True)):
+        args = parser.parse_args([*base, *extra])
+        assert quant_config(args, "rtn", 8, 0).symmetric is expected

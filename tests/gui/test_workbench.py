@@ -122,7 +122,9 @@ def test_demo_flow_segment_quantize_compare_save_export(window, qtbot, tmp_path)
     win.export_table(str(tmp_path / "results.json"))
     wait_idle(qtbot, win)
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
-    assert len(csv_lines) == 4 and csv_lines[0].startswith("model,decision,mean_dice")
+    assert len(csv_lines) == 4 and csv_lines[0].startswith(
+        "model,decision,backend,model_mb,ms_per_slice,mean_dice"
+    )
     import json
 
     data = json.loads((tmp_path / "results.json").read_text())
