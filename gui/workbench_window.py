@@ -52,6 +52,7 @@ from gui.display_jobs import (
     with_default_window,
 )
 from gui.main_window import MainWindow
+from gui.review_setup import install_review
 from gui.session import ResultEntry, Session
 from gui.widgets.cluster_dialog import open_cluster_dialog
 from gui.widgets.compare_viewer import CompareViewer
@@ -229,6 +230,7 @@ class WorkbenchWindow(MainWindow):
         self.memory_indicator.free_requested.connect(self.release_probabilities)
         self.session.memory_changed.connect(self._on_session_memory_changed)
         self._build_workbench_menus()
+        install_review(self)  # corrections toolbar, Cases panel, Review menu
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().showEvent(event)
@@ -719,7 +721,14 @@ class WorkbenchWindow(MainWindow):
         entry = self.session.results[key]
         image = self.session.image
         self.run_job(
-            _plain(write_mask, entry.result.mask, path, reference=image),
+            _plain(
+                write_mask,
+                entry.result.mask,
+                path,
+                reference=image,
+                class_names=self.viewer.label_names,
+                colors=self.viewer.label_colors,
+            ),
             title="Save mask",
             on_success=lambda _: self.statusBar().showMessage(f"Saved {path}", 6000),
         )
@@ -755,7 +764,7 @@ class WorkbenchWindow(MainWindow):
         path = self.ask_save_path(
             "Save mask",
             suggested,
-            "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MHA (*.mha);;PNG (*.png)",
+            "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MHA (*.mha);;PNG (*.png);;DICOM SEG (*.dcm)",
         )
         if path:
             self.save_mask(key, path)

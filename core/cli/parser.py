@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.evaluate",
     "core.cli.sweep",
     "core.cli.info",
+    "core.cli.review",
     "core.cli.export",
 )
 
