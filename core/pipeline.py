@@ -85,6 +85,10 @@ class SegmentationResult:
     warnings : list of str
         What the numbers do not say by themselves, in words (ground-truth labels the model
         does not have).
+    backend : {'torch', 'onnxruntime'}
+        What ran the network.
+    model_bytes : int or None
+        Size of the network as it ran (:attr:`core.models.LoadedModel.storage_bytes`).
     """
 
     model_name: str
@@ -97,6 +101,8 @@ class SegmentationResult:
     device: str
     spacing: tuple[float, float, float]
     timings: dict[str, float] = field(default_factory=dict)
+    backend: str = "torch"
+    model_bytes: int | None = None
     cutoff: float | None = None
     natural: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -139,6 +145,8 @@ class SegmentationResult:
             "pruning_prob": self.pruning_prob,
             "per_slice": self.per_slice,
             "device": self.device,
+            "backend": self.backend,
+            "model_bytes": self.model_bytes,
             "spacing_mm": list(self.spacing),
             "classes": [asdict(row) for row in self.rows],
             "mean_foreground_dice": self.mean_foreground("dice"),
@@ -512,19 +520,29 @@ def segment_image(
         spacing=tuple(float(s) for s in image.spacing),
         timings=timings,
         warnings=warnings,
+        backend=model.backend,
+        model_bytes=model.storage_bytes,
     )
 
 
 def result_table_row(variant: str, result: SegmentationResult) -> dict[str, Any]:
     """One flat row (for a table or a CSV) of a result: means, then per-class columns.
 
+    After the model: its backend, its size in MB as it ran and the inference time per slice
+    (None when the probabilities came from an earlier run).
+
     Per foreground class: Dice, IoU, expected Dice, volume (mL; the pixel count instead for a
     natural image, which has no physical size), and the mean and standard deviation of the
     image inside the class's mask (None for an empty class or an RGB image).
     """
+    inference = result.timings.get("inference")
+    slices = result.mask.shape[2] if result.mask.ndim == 3 else 1
     row: dict[str, Any] = {
         "model": variant,
         "decision": result.rule_label,
+        "backend": result.backend,
+        "model_mb": None if result.model_bytes is None else result.model_bytes / 1e6,
+        "ms_per_slice": None if inference is None else 1000 * inference / slices,
         "mean_dice": result.mean_foreground("dice"),
         "mean_iou": result.mean_foreground("iou"),
         "mean_expected_dice": result.mean_foreground("expected_dice"),

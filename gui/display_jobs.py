@@ -18,7 +18,7 @@ import numpy as np
 from core.device import resolve_device
 from core.display import LabelVolume, default_window, prepare_labels
 from core.io import Image, Mask, read_image, read_mask
-from core.jobs import CancelToken, ProgressCallback
+from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.pipeline import SegmentationResult, segment_image
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "read_image_for_display",
     "read_mask_for_display",
     "segment_for_display",
+    "segment_variant",
     "with_default_window",
 ]
 
@@ -116,6 +117,25 @@ def cpu_batch_size(model, image: Image, device: str = "auto") -> int | None:
         return None
     pixels = image.shape3[0] * image.shape3[1]
     return max(1, CPU_BATCH_PIXELS // pixels) if pixels * 8 > CPU_BATCH_PIXELS else None
+
+
+def segment_variant(
+    variant,
+    backend: str,
+    image: Image,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    **options,
+) -> SegmentedImage:
+    """:func:`segment_for_display` with a session variant's model on ``backend``.
+
+    The first run of a variant on the other backend exports it to ONNX here, off the GUI thread.
+    """
+    if backend != variant.model.backend:
+        report(on_progress, Progress(0, None, f"preparing {variant.name} for {backend}"))
+    model = variant.on_backend(backend)
+    return segment_for_display(model, image, on_progress=on_progress, cancel=cancel, **options)
 
 
 def segment_for_display(

@@ -33,10 +33,29 @@ class ModelVariant:
     name: str
     model: LoadedModel
     quant_result: Any = None  # core.quant.QuantResult for variants made in this session
+    #: The model exported for the other backend, made on first use (an export takes seconds).
+    other_backend: LoadedModel | None = None
 
     @property
     def is_quantized(self) -> bool:
         return self.quant_result is not None or self.model.spec.quantization is not None
+
+    def on_backend(self, backend: str) -> LoadedModel:
+        """The variant's model ready for ``backend`` (exported to ONNX once, then kept).
+
+        Raises ValueError for an ONNX model asked to run in torch.
+        """
+        if backend == self.model.backend:
+            return self.model
+        if self.other_backend is None or self.other_backend.backend != backend:
+            from core.deploy.onnx_runtime import with_backend  # lazy: onnxruntime is heavy
+
+            self.other_backend = with_backend(self.model, backend, quant_result=self.quant_result)
+        return self.other_backend
+
+    def result_name(self, backend: str) -> str:
+        """The results table's name of a run on ``backend``: the backend added when not its own."""
+        return self.name if backend == self.model.backend else f"{self.name} [{backend}]"
 
 
 @dataclass

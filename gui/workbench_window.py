@@ -55,7 +55,7 @@ from gui.display_jobs import (
     SegmentedImage,
     read_image_for_display,
     read_mask_for_display,
-    segment_for_display,
+    segment_variant,
     with_default_window,
 )
 from gui.main_window import MainWindow
@@ -77,7 +77,7 @@ __all__ = ["WorkbenchWindow"]
 
 log = logging.getLogger("segbench.gui")
 
-MODEL_SUFFIXES = (".json", ".safetensors", ".pt", ".pth", ".ts")
+MODEL_SUFFIXES = (".json", ".safetensors", ".pt", ".pth", ".ts", ".onnx")
 HINT_DEMO = (
     "Demo: a synthetic CT with a held-out label. Try: switch the decision rule (argmax vs "
     "RankSEG-RMA) and Run; quantize the model to W4 or W2 in the Quantization tab and segment "
@@ -682,9 +682,12 @@ class WorkbenchWindow(MainWindow):
             threshold=request.threshold,
             per_slice=request.per_slice,
             device=request.device,
+            backend=request.backend,
         )
 
-    def run_segmentation_with(self, variant_name: str, decision: str, *, then=None, **options):
+    def run_segmentation_with(
+        self, variant_name: str, decision: str, *, then=None, backend=None, **options
+    ):
         image = self.session.image
         variant = self.session.variants.get(variant_name)
         if image is None or variant is None:
@@ -695,17 +698,26 @@ class WorkbenchWindow(MainWindow):
                 else f"no model variant named {variant_name!r}",
             )
             return None
-        title = f"Segment: {variant_name} + {DECISION_TITLES.get(decision, decision)}"
-        probs = self.session.cached_probs(variant_name)
+        backend = backend or variant.model.backend
+        name = variant.result_name(backend)
+        title = f"Segment: {name} + {DECISION_TITLES.get(decision, decision)}"
+        probs = self.session.cached_probs(name)
         if probs is None and not self.session.keep_all_probabilities:
             # This variant's network runs: another variant's probabilities (hundreds of MB on a
             # CT) would be dropped when its result arrives anyway, and only add to the job's peak.
             self.session.release_probabilities()
 
         def done(segmented: SegmentedImage) -> None:
-            entry = self.session.add_result(
-                variant_name, segmented.result, segmented.labels, segmented.probs
-            )
+            result = segmented.result
+            if "inference" not in result.timings:  # reused probabilities: the run that made them
+                earlier = [
+                    e.result.timings["inference"]
+                    for e in self.session.results.values()
+                    if e.variant == name and "inference" in e.result.timings
+                ]
+                if earlier:
+                    result.timings["inference"] = earlier[-1]
+            entry = self.session.add_result(name, result, segmented.labels, segmented.probs)
             self.show_result(entry.key)
             for warning in segmented.result.warnings:  # e.g. ground-truth labels the model lacks
                 log.warning("%s: %s", entry.key, warning)
@@ -714,8 +726,9 @@ class WorkbenchWindow(MainWindow):
                 then()
 
         return self.run_job(
-            segment_for_display,
-            variant.model,
+            segment_variant,
+            variant,
+            backend,
             image,
             title=title,
             on_success=done,

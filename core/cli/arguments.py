@@ -12,10 +12,12 @@ import argparse
 from collections.abc import Callable
 
 __all__ = [
+    "BACKEND_CHOICES",
     "DECISION_CHOICES",
     "DEVICE_HELP",
     "GRANULARITY_CHOICES",
     "METHOD_CHOICES",
+    "add_backend_option",
     "add_decision_options",
     "add_device_option",
     "add_model_options",
@@ -35,6 +37,8 @@ __all__ = [
 DECISION_CHOICES: tuple[str, ...] = ("argmax", "threshold", "rma-dice", "rma-iou")
 #: Same values as ``core.quant.config.METHODS``.
 METHOD_CHOICES: tuple[str, ...] = ("flexround", "adaround", "rtn", "rtn-minmax")
+#: Same values as ``core.deploy.onnx_runtime.BACKENDS``.
+BACKEND_CHOICES: tuple[str, ...] = ("torch", "onnxruntime")
 #: Same values as ``core.quant.config.GRANULARITIES``.
 GRANULARITY_CHOICES: tuple[str, ...] = ("tensor", "channel")
 
@@ -148,6 +152,16 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
 
 
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--backend torch|onnxruntime`` (read by :func:`model_options`)."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        help="what runs the network: torch, or onnxruntime (a torch model is exported to ONNX "
+        "in memory first; an .onnx model runs only there); default: the model's own",
+    )
+
+
 def add_trust_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--trust`` (allow pickled model files, which run code when loaded)."""
     parser.add_argument(
@@ -183,10 +197,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def model_options(args: argparse.Namespace) -> dict[str, object]:
-    """The keyword arguments of :func:`core.models.load_model` given on the command line."""
+    """The keyword arguments of :func:`core.cli.model_loading.load_cli_model` given on the
+    command line (``load_model``'s, and ``--backend``)."""
     return {
         "trust": bool(getattr(args, "trust", False)),
         "folds": getattr(args, "folds", None),
         "checkpoint": getattr(args, "checkpoint", None),
         "mirroring": bool(getattr(args, "mirroring", True)),
+        "backend": getattr(args, "backend", None),
     }

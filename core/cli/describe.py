@@ -106,7 +106,8 @@ def describe_model(model: LoadedModel) -> dict[str, Any]:
     Returns
     -------
     dict
-        path, name, quantized, quantization (metadata or None), parameters (total),
+        path, name, quantized, quantization (metadata or None), backend (torch or onnxruntime),
+        size_mb (the network as it runs: the ONNX model, or every tensor), parameters (total),
         parameter_mb (float32 size), spec (the JSON spec), framework (the framework's facts, e.g.
         nnU-Net configuration and folds, or None), layers (:func:`describe_layers`).
     """
@@ -116,6 +117,8 @@ def describe_model(model: LoadedModel) -> dict[str, Any]:
         "name": model.name,
         "quantized": model.is_quantized,
         "quantization": model.spec.quantization,
+        "backend": model.backend,
+        "size_mb": model.storage_bytes / 1e6,
         "parameters": total,
         "parameter_mb": total * 4 / 1e6,
         "spec": describe_spec(model.spec),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cli.arguments import (
+    add_backend_option,
     add_decision_options,
     add_device_option,
     add_model_options,
@@ -57,6 +58,7 @@ exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
 #: Columns of the per-case CSV (and of the report's per_case records).
 CASE_COLUMNS: tuple[str, ...] = (
     "model",
+    "backend",
     "decision",
     "case",
     "label",
@@ -72,6 +74,7 @@ CASE_COLUMNS: tuple[str, ...] = (
 #: Columns of the table of means printed on stdout.
 MEAN_COLUMNS: tuple[Column, ...] = (
     ("model", "model", ""),
+    ("backend", "backend", ""),
     ("decision", "decision", ""),
     ("label", "label", "d"),
     ("class", "class", ""),
@@ -116,6 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_decision_options(parser)
     add_device_option(parser)
+    add_backend_option(parser)
     add_model_options(parser)
     add_cluster_options(parser)
 

@@ -19,7 +19,7 @@ DESCRIPTION = """\
 Describe PATH without changing it:
   an image file (NIfTI, NRRD, MHA, PNG, one DICOM file): shape, voxel type, spacing,
     orientation, modality, display window, intensity range and reading warnings;
-  a model (folder with model.json, .safetensors or .pt file, a bare model.json spec, an
+  a model (folder with model.json, .safetensors, .pt or .onnx file, a bare model.json spec, an
     nnU-Net v2 model folder or a MONAI bundle): the spec, quantization metadata, every layer
     with its parameters, and the total;
   a folder of DICOM files: its series (number, modality, description, date, slices, slice
@@ -35,7 +35,19 @@ exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
 #: How many numbers a size has -> what they are (see core.io.Image.size).
 _SIZE_ORDERS = {2: "columns x rows", 3: "columns x rows x slices"}
 
-_MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".ts", ".torchscript", ".jit")
+_MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".ts", ".torchscript", ".jit", ".onnx")
+
+
+def _export_lines(export: dict[str, Any]) -> list[str]:
+    """Integer layers and float fall-backs of an export summary (``segbench.export``)."""
+    lines = []
+    if export.get("integer_layers"):
+        kinds = ", ".join(sorted(set(export["integer_layers"].values())))
+        lines.append(f"{len(export['integer_layers'])} layer(s) with integer weights ({kinds})")
+    if export.get("activation_layers"):
+        lines.append(f"{len(export['activation_layers'])} quantized layer input(s)")
+    lines += [f"kept in float: {n} ({why})" for n, why in export.get("float_layers", {}).items()]
+    return lines + list(export.get("notes", []))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -208,6 +220,12 @@ def format_description(info: dict[str, Any]) -> str:
                     f"{k}={q[k]}" for k in ("method", "weight_bits", "base_model") if k in q
                 )
             )
+        if info["backend"] == "onnxruntime":
+            # The network is an ONNX graph: no torch layers to list, the export says the rest.
+            export = (info["quantization"] or {}).get("export") or {}
+            lines.append(f"  backend: onnxruntime, {info['size_mb']:.3f} MB ONNX model")
+            lines += [f"  export: {line}" for line in _export_lines(export)]
+            return "\n".join(lines)
         lines.append(
             f"  parameters: {info['parameters']:,} ({info['parameter_mb']:.2f} MB as float32)"
         )

@@ -17,6 +17,7 @@ def load_cli_model(
     folds: Sequence[str] | None = None,
     checkpoint: str | None = None,
     mirroring: bool = True,
+    backend: str | None = None,
 ) -> Any:
     """:func:`core.models.load_model`, with a refused pickle explained in terms of ``--trust``.
 
@@ -28,6 +29,8 @@ def load_cli_model(
         The ``--trust`` flag.
     folds, checkpoint, mirroring
         ``--folds``, ``--checkpoint`` and ``--no-mirroring`` (nnU-Net model folders).
+    backend : {'torch', 'onnxruntime'} or None
+        ``--backend``: the model ready to run there (None: its own).
 
     Returns
     -------
@@ -42,9 +45,14 @@ def load_cli_model(
     from core.models import load_model
 
     try:
-        return load_model(
+        model = load_model(
             path, trust=trust, folds=folds, checkpoint=checkpoint, mirroring=mirroring
         )
+        if backend is not None:
+            from core.deploy.onnx_runtime import with_backend
+
+            model = with_backend(model, backend)
+        return model
     except ValueError as error:
         message = str(error)
         if not trust and "trust=True" in message:

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.sweep",
     "core.cli.info",
     "core.cli.review",
+    "core.cli.export",
 )
 
 _QUIET_HELP = "no progress bars and no summary on stdout (errors still go to stderr)"

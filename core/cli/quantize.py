@@ -118,6 +118,12 @@ def add_reconstruction_options(parser: argparse.ArgumentParser) -> None:
         help="one grid step per tensor or per output channel (default tensor)",
     )
     parser.add_argument(
+        "--symmetric",
+        action="store_true",
+        help="grids centred on zero (zero point 2^(bits-1)); `export` stores them as signed "
+        "integers, which ONNX Runtime's fast W8A8 kernels need",
+    )
+    parser.add_argument(
         "--iters",
         type=non_negative_int,
         default=150,
@@ -173,6 +179,7 @@ def quant_config(args: argparse.Namespace, method: str, width: int, seed: int) -
             first_last_bits=args.first_last_bits,
             act_bits=args.act_bits,
             granularity=args.granularity,
+            symmetric=bool(getattr(args, "symmetric", False)),
             iters=args.iters,
             lr=args.lr,
             batch_size=args.batch_size,

@@ -10,6 +10,7 @@ from typing import Any
 
 from core.cli.arguments import (
     DECISION_CHOICES,
+    add_backend_option,
     add_decision_options,
     add_device_option,
     add_model_options,
@@ -110,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "TIFF, multi-echo or dynamic DICOM series; `info IMAGE` shows how many)",
     )
     add_device_option(parser)
+    add_backend_option(parser)
     add_model_options(parser)
 
 
@@ -178,6 +180,7 @@ def segmentation_report(
             "name": model.name,
             "path": str(model.path) if model.path is not None else None,
             "quantized": model.is_quantized,
+            "backend": model.backend,
         },
         "decision": result.decision,
         "options": {
@@ -280,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(report, args.report)
     if not quiet:
         print(
-            f"{model.name}, decision {result.decision}, {result.device}: {timings['total']:.2f} s"
+            f"{model.name}, decision {result.decision}, {result.backend} on {result.device}: "
+            f"{timings['total']:.2f} s"
         )
         rows = report["classes"]
         columns = NATURAL_CLASS_COLUMNS if image.is_natural else CLASS_COLUMNS

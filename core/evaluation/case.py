@@ -195,6 +195,7 @@ def evaluate_case(
                 outcome.inference.append(
                     {
                         "model": model_id,
+                        "backend": result.backend,
                         "case": case.name,
                         "seconds": result.timings.get("inference"),
                         "device": result.device,
@@ -213,6 +214,7 @@ def evaluate_case(
             outcome.per_case.extend(
                 {
                     "model": model_id,
+                    "backend": result.backend,
                     "decision": decision,
                     "case": case.name,
                     "label": row.label,

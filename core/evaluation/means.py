@@ -39,6 +39,7 @@ def mean_rows(per_case: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for label, rows in by_label.items():
             record = {
                 "model": model,
+                "backend": rows[0].get("backend"),
                 "decision": decision,
                 "label": label,
                 "class": rows[0]["class"],
@@ -54,7 +55,13 @@ def mean_rows(per_case: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 per = case_means.setdefault(r["case"], {"dice": [], "iou": [], "expected_dice": []})
                 for key in per:
                     per[key].append(r[key])
-        record = {"model": model, "decision": decision, "label": None, "class": "mean foreground"}
+        record = {
+            "model": model,
+            "backend": next(iter(by_label.values()))[0].get("backend"),
+            "decision": decision,
+            "label": None,
+            "class": "mean foreground",
+        }
         for key in ("dice", "iou", "expected_dice"):
             record[key] = _mean([_mean(per[key]) for per in case_means.values()])
         record["cases"] = len(case_means)

@@ -153,7 +153,13 @@ class EvaluationRun:
             "complete": False,
             "executor": executor,
             "models": [
-                {"id": model_id, "name": m.name, "path": str(m.path), "quantized": m.is_quantized}
+                {
+                    "id": model_id,
+                    "name": m.name,
+                    "path": str(m.path),
+                    "quantized": m.is_quantized,
+                    "backend": m.backend,
+                }
                 for m, model_id in zip(models, self.model_ids, strict=True)
             ],
             "decisions": list(settings.decisions),

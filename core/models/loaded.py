@@ -70,6 +70,21 @@ class LoadedModel:
         self.module.eval()
 
     @property
+    def backend(self) -> str:
+        """``"onnxruntime"`` for an ONNX network (core.deploy.onnx_runtime), else ``"torch"``."""
+        return "onnxruntime" if getattr(self.module, "is_onnx", False) else "torch"
+
+    @property
+    def storage_bytes(self) -> int:
+        """Bytes of the network as it runs: the ONNX model for ONNX Runtime, else every tensor
+        of the module (a fake-quantized torch variant holds float weights)."""
+        size = getattr(self.module, "size_bytes", None)
+        if size is not None:
+            return int(size)
+        tensors = [*self.module.parameters(), *self.module.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
     def is_quantized(self) -> bool:
         """True for a quantized variant (its spec carries quantization metadata)."""
         return self.spec.quantization is not None

@@ -8,7 +8,9 @@ Layouts :func:`load_model` understands:
 * a folder with ``model.json`` carrying ``"quantization"`` metadata, ``model.safetensors`` (the
   float base weights) and ``quantized.safetensors`` (written by :func:`core.quant.save_quantized`);
 * a single ``name.safetensors`` or ``name.pt`` file with ``name.json`` beside it; a TorchScript
-  file may instead carry its spec inside the archive as the extra file ``model.json``.
+  file may instead carry its spec inside the archive as the extra file ``model.json``;
+* a ``name.onnx`` file written by ``main.py export`` (spec in its metadata), run by ONNX Runtime
+  (see :mod:`core.deploy.onnx_runtime`).
 
 Why pickled modules are refused by default: ``torch.load(..., weights_only=False)`` unpickles
 arbitrary Python objects, which can run any code the file's author chose.
@@ -267,6 +269,10 @@ def load_model(
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such model file or folder")
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        from core.deploy.onnx_runtime import open_onnx_model  # lazy: onnxruntime is heavy
+
+        return open_onnx_model(path)
     if not (path.is_dir() and (path / SPEC_FILE).exists()):
         # lazy: the frameworks are heavy imports
         from core.models.frameworks import locate_framework_folder, open_framework_model

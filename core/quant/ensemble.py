@@ -67,6 +67,12 @@ def quantize_loaded_model(
         Activation quantization asked for a framework model: the framework's own inference runs
         float activations, and its file format has no place for the learned steps.
     """
+    if getattr(getattr(model, "module", model), "is_onnx", False):
+        raise ValueError(
+            f"{getattr(model, 'path', None) or getattr(model, 'name', 'model')}: is an ONNX file, "
+            "which cannot be quantized here: quantize the torch model it was exported from, then "
+            "export that variant"
+        )
     framework = getattr(model, "framework", None)
     if framework is None:
         return quantize_model(model, calib, config, on_progress=on_progress, cancel=cancel)

@@ -30,10 +30,22 @@ from torch import nn
 
 from core.quant.batchnorm import fold_batchnorm
 from core.quant.layout import from_canonical, to_canonical
-from core.quant.pipeline import ActivationGrid, QuantResult, attach_activation_quantizers
+from core.quant.pipeline import (
+    ActivationGrid,
+    QuantizedWeight,
+    QuantResult,
+    attach_activation_quantizers,
+)
 from core.quant.quantizers import dequantize
 
-__all__ = ["FORMAT", "save_quantized", "load_quantized", "read_metadata", "smallest_int_dtype"]
+__all__ = [
+    "FORMAT",
+    "save_quantized",
+    "load_quantized",
+    "read_integer_form",
+    "read_metadata",
+    "smallest_int_dtype",
+]
 
 FORMAT = "segbench-quant-v1"
 
@@ -104,6 +116,58 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
+def _read_file(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata and tensors of a quantized-weights file, or a ValueError naming it."""
+    if not path.is_file():
+        raise ValueError(f"{path}: quantized weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a segbench quantized-weights file (format {FORMAT!r})")
+    return metadata, tensors
+
+
+def _activation_grids(
+    metadata: dict[str, str], tensors: dict[str, torch.Tensor]
+) -> dict[str, ActivationGrid]:
+    return {
+        name: ActivationGrid(float(tensors[f"a.{name}.step"]), low, high, bits)
+        for name, (bits, low, high) in json.loads(metadata.get("activations", "{}")).items()
+    }
+
+
+def read_integer_form(
+    path: str | Path,
+) -> tuple[dict[str, QuantizedWeight], dict[str, ActivationGrid]]:
+    """The codes, grids and input steps of a file written by :func:`save_quantized`.
+
+    Returns
+    -------
+    weights : dict of str to QuantizedWeight
+        As ``QuantResult.weights`` was when the file was saved (codes as int64).
+    activations : dict of str to ActivationGrid
+        As ``QuantResult.activations``.
+    """
+    metadata, tensors = _read_file(Path(path))
+    bits = json.loads(metadata["bits"])
+    transposed = set(json.loads(metadata.get("transposed", "[]")))
+    weights = {
+        name: QuantizedWeight(
+            codes=tensors[f"q.{name}.codes"].to(torch.int64),
+            scale=tensors[f"q.{name}.s1"].float().reshape(-1),
+            zero_point=tensors[f"q.{name}.zero_point"].float().reshape(-1),
+            bits=int(bits[name]),
+            transposed=name in transposed,
+        )
+        for name in json.loads(metadata["layers"])
+    }
+    return weights, _activation_grids(metadata, tensors)
+
+
 def load_quantized(path: str | Path, base_model: nn.Module) -> nn.Module:
     """Rebuild the quantized model from ``path`` and the float model it was made from.
 
@@ -125,16 +189,7 @@ def load_quantized(path: str | Path, base_model: nn.Module) -> nn.Module:
         In eval mode, on the CPU.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: quantized weights file not found")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a segbench quantized-weights file (format {FORMAT!r})")
+    metadata, tensors = _read_file(path)
     module = getattr(base_model, "module", base_model)
     model = copy.deepcopy(module).cpu().eval()
     fold_batchnorm(model)
@@ -174,9 +229,5 @@ def load_quantized(path: str | Path, base_model: nn.Module) -> nn.Module:
             f"{path}: the file does not match the base model (missing {missing[:5]}, "
             f"unexpected {unexpected[:5]})"
         )
-    grids = {
-        name: ActivationGrid(float(tensors[f"a.{name}.step"]), low, high, bits)
-        for name, (bits, low, high) in json.loads(metadata.get("activations", "{}")).items()
-    }
-    attach_activation_quantizers(model, grids)
+    attach_activation_quantizers(model, _activation_grids(metadata, tensors))
     return model.eval()

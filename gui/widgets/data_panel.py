@@ -29,7 +29,7 @@ IMAGE_FILTER = (
     "All files (*)"
 )
 MODEL_FILTER = (
-    "Models (*.json *.safetensors *.pt *.pth *.ts);;nnU-Net model folder (plans.json);;"
+    "Models (*.json *.safetensors *.pt *.pth *.ts *.onnx);;nnU-Net model folder (plans.json);;"
     "All files (*)"
 )
 MAX_RECENT = 8
@@ -120,7 +120,8 @@ class DataPanel(QWidget):
         self.open_model_button = QPushButton("Model…", self)
         self.open_model_button.setToolTip(
             "Open a model folder (model.json + weights), a .safetensors with its .json, "
-            "a TorchScript file, an nnU-Net v2 trained model folder (pick its plans.json, or a "
+            "a TorchScript file, an exported .onnx (runs in ONNX Runtime), an nnU-Net v2 trained "
+            "model folder (pick its plans.json, or a "
             "fold's checkpoint for that fold alone) or a MONAI bundle (pick its "
             "configs/metadata.json or models/model.pt); or drop a model folder on the window"
         )

@@ -53,6 +53,7 @@ __all__ = [
     "METHOD_TITLES",
     "QuantizationPanel",
     "QuantVariant",
+    "export_variant",
     "save_variant",
     "variant_name",
 ]
@@ -85,6 +86,13 @@ _METHOD_TIPS = {
 
 RunJob = Callable[..., Any]
 ChooseFolder = Callable[[QWidget, str, str], str]
+#: ``choose_file(parent, caption, suggested_path) -> path`` (empty when cancelled).
+ChooseFile = Callable[[QWidget, str, str], str]
+
+
+def _ask_onnx_file(parent: QWidget, caption: str, suggested: str) -> str:
+    path, _ = QFileDialog.getSaveFileName(parent, caption, suggested, "ONNX model (*.onnx)")
+    return path
 
 
 def variant_name(config: QuantConfig) -> str:
@@ -110,6 +118,21 @@ def save_variant(
     return save_quantized_model(result, base, folder, label=label)
 
 
+def export_variant(
+    model: LoadedModel,
+    result: QuantResult,
+    path: str | Path,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Any:
+    """Job wrapper of :func:`core.deploy.onnx_export.export_onnx`; returns its summary."""
+    from core.deploy.onnx_export import export_onnx  # lazy: torch.onnx and onnx are heavy
+
+    report(on_progress, Progress(0, None, f"exporting {model.name} to {path}", stage="export"))
+    return export_onnx(model, path, quant_result=result)
+
+
 @dataclass
 class QuantVariant:
     """One finished run of the panel: what :meth:`QuantizationPanel.save_selected` writes."""
@@ -118,6 +141,11 @@ class QuantVariant:
     model: LoadedModel
     result: QuantResult
     base: LoadedModel
+
+
+def _file_stem(name: str) -> str:
+    """A file name from a variant name: "W4 FlexRound (tensor)" -> "W4_FlexRound_tensor"."""
+    return "_".join("".join(c if c.isalnum() else " " for c in name).split())
 
 
 # --- the panel ----------------------------------------------------------------------------------
@@ -154,12 +182,14 @@ class QuantizationPanel(QWidget):
         *,
         settings: QSettings | None = None,
         choose_folder: ChooseFolder | None = None,
+        choose_file: ChooseFile | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self._run_job = run_job
         self._settings = settings if settings is not None else QSettings()
         self._choose_folder = choose_folder or QFileDialog.getExistingDirectory
+        self._choose_file = choose_file or _ask_onnx_file
         self._model: LoadedModel | None = None
         self._image: Image | None = None
         self._worker: Any = None
@@ -354,8 +384,18 @@ class QuantizationPanel(QWidget):
             "their grids) that File > Open model reads back."
         )
         self.save_button.clicked.connect(self.save_selected)
-        save_row.addWidget(self.variant_combo, 1)
+        self.export_button = QPushButton("Export ONNX…", self)
+        self.export_button.setToolTip(
+            "Write the variant as one ONNX file for ONNX Runtime: the integer codes with "
+            "DequantizeLinear (4-bit as INT4), learned input steps as QuantizeLinear/"
+            "DequantizeLinear, the model spec in its metadata. Its size is shown in the list."
+        )
+        self.export_button.clicked.connect(self.export_selected)
+        # The variant on a row of its own, its two buttons below: side by side, the three did
+        # not fit the dock at 1280x800.
+        layout.addWidget(self.variant_combo)
         save_row.addWidget(self.save_button)
+        save_row.addWidget(self.export_button)
         layout.addLayout(save_row)
 
         self.method_combo.currentIndexChanged.connect(self._update_enabled)
@@ -443,7 +483,7 @@ class QuantizationPanel(QWidget):
 
     def save_selected(self) -> Any:
         """Ask for a folder and save the selected variant there (as a job); returns the worker."""
-        name = self.variant_combo.currentText()
+        name = self.variant_combo.currentData()
         variant = self.variants.get(name)
         if variant is None:
             return None
@@ -462,7 +502,42 @@ class QuantizationPanel(QWidget):
             on_success=lambda path: self._on_saved(name, path),
         )
 
+    def export_selected(self) -> Any:
+        """Ask for an .onnx file and export the selected variant there (as a job)."""
+        name = self.variant_combo.currentData()
+        variant = self.variants.get(name)
+        if variant is None:
+            return None
+        start = str(self._settings.value(f"{self.SETTINGS_GROUP}/export_dir", "") or "")
+        suggested = (
+            str(Path(start) / f"{_file_stem(name)}.onnx") if start else f"{_file_stem(name)}.onnx"
+        )
+        path = self._choose_file(self, f"Export {name} to ONNX", suggested)
+        if not path:
+            return None
+        if Path(path).suffix.lower() != ".onnx":
+            path = f"{path}.onnx"
+        self._settings.setValue(f"{self.SETTINGS_GROUP}/export_dir", str(Path(path).parent))
+        return self._run_job(
+            export_variant,
+            variant.model,
+            variant.result,
+            path,
+            title=f"Export {name} to ONNX",
+            on_success=lambda summary: self._on_exported(name, summary),
+        )
+
     # --- slots -------------------------------------------------------------------------------
+    def _on_exported(self, name: str, summary: Any) -> None:
+        index = self.variant_combo.findData(name)
+        if index >= 0:
+            self.variant_combo.setItemText(index, f"{name} · ONNX {summary.bytes / 1e6:.3f} MB")
+            self.variant_combo.setItemData(
+                index, "\n".join(summary.lines()), Qt.ItemDataRole.ToolTipRole
+            )
+        self.status_label.setText("\n".join(summary.lines()))
+        log.info("exported %s: %s", name, "; ".join(summary.lines()))
+
     def _on_run_progressed(self, progress: Progress) -> None:
         if progress.message:
             self.status_label.setText(progress.message)
@@ -476,7 +551,7 @@ class QuantizationPanel(QWidget):
         name = self._unique_name(variant_name(result.config))
         model = quantized_variant(result, base, name)
         self.variants[name] = QuantVariant(name, model, result, base)
-        self.variant_combo.addItem(name)
+        self.variant_combo.addItem(name, name)
         self.variant_combo.setCurrentIndex(self.variant_combo.count() - 1)
         seconds = result.timings.get("total", float("nan"))
         self.status_label.setText(f"{name}: done in {seconds:.1f} s.")
@@ -554,7 +629,8 @@ class QuantizationPanel(QWidget):
         has_source = folder or self._image is not None
         self.run_button.setEnabled(not running and self._model is not None and has_source)
         self.cancel_button.setEnabled(running)
-        self.save_button.setEnabled(self.variant_combo.currentText() in self.variants)
+        self.save_button.setEnabled(self.variant_combo.currentData() in self.variants)
+        self.export_button.setEnabled(self.variant_combo.currentData() in self.variants)
 
     # --- settings ----------------------------------------------------------------------------
     def _persisted(self) -> list[tuple[str, QWidget]]:

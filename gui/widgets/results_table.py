@@ -26,6 +26,9 @@ __all__ = ["ResultsTable"]
 _HEADER_TITLES = {
     "model": "Model",
     "decision": "Rule",
+    "backend": "Backend",
+    "model_mb": "Size MB",
+    "ms_per_slice": "ms/slice",
     "mean_dice": "Dice (mean)",
     "mean_iou": "IoU (mean)",
     "mean_expected_dice": "E[Dice] (mean)",
@@ -64,7 +67,19 @@ _TOOLTIPS = {
 }
 
 
+_RUN_TOOLTIPS = {
+    "backend": "What ran the network: torch, or ONNX Runtime (the variant exported to ONNX with "
+    "integer weights).",
+    "model_mb": "Size of the network as it ran: the ONNX model for ONNX Runtime; for torch every "
+    "tensor of the module (a quantized torch variant simulates its integers in float).",
+    "ms_per_slice": "Inference time per slice (axis k) of this run; the time of the run that "
+    "computed the probabilities when another rule reused them.",
+}
+
+
 def _tooltip(key: str) -> str:
+    if key in _RUN_TOOLTIPS:
+        return _RUN_TOOLTIPS[key]
     if key in _HEADER_TITLES:  # the whole-result columns: "mean_dice" and friends
         text = _TOOLTIPS.get(key.removeprefix("mean_"), "")
         return "Mean over the foreground classes. " + text if text else ""
@@ -75,7 +90,7 @@ def _format(key: str, value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"  # NaN: a corrected mask or a mask file has no expected Dice
     if isinstance(value, float):
-        if key.endswith("_intensity"):
+        if key.endswith("_intensity") or key == "ms_per_slice":
             return f"{value:.1f}"
         return f"{value:.2f}" if key.endswith(" ml") else f"{value:.3f}"
     return str(value)

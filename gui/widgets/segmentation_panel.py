@@ -38,6 +38,7 @@ class SegmentationRequest:
     threshold: float
     per_slice: bool
     device: str
+    backend: str = "torch"
 
 
 class SegmentationPanel(QWidget):
@@ -88,6 +89,14 @@ class SegmentationPanel(QWidget):
             self.device_combo.addItem(device, device)
         self.device_combo.setToolTip("auto: CUDA when present, the CPU otherwise")
         form.addRow("Device", self.device_combo)
+        self.backend_combo = QComboBox(self)
+        self.backend_combo.addItem("PyTorch", "torch")
+        self.backend_combo.addItem("ONNX Runtime", "onnxruntime")
+        self.backend_combo.setToolTip(
+            "What runs the network. ONNX Runtime runs the variant exported to ONNX with its "
+            "integer weights (exported on its first run); an opened .onnx model runs only there."
+        )
+        form.addRow("Backend", self.backend_combo)
 
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run segmentation", self)
@@ -116,12 +125,15 @@ class SegmentationPanel(QWidget):
         self.per_slice_check.setChecked(
             str(self.settings.value("segmentation/per_slice", "false")).lower() == "true"
         )
+        backend = self.backend_combo.findData(self.settings.value("segmentation/backend", "torch"))
+        self.backend_combo.setCurrentIndex(max(0, backend))
 
     def _save(self) -> None:
         self.settings.setValue("segmentation/decision", self.decision_combo.currentData())
         self.settings.setValue("segmentation/pruning", self.pruning_spin.value())
         self.settings.setValue("segmentation/threshold", self.threshold_spin.value())
         self.settings.setValue("segmentation/per_slice", self.per_slice_check.isChecked())
+        self.settings.setValue("segmentation/backend", self.backend_combo.currentData())
 
     def set_variants(self, names: list[str], current: str | None = None) -> None:
         previous = current or self.variant_combo.currentText()
@@ -142,6 +154,7 @@ class SegmentationPanel(QWidget):
             threshold=self.threshold_spin.value(),
             per_slice=self.per_slice_check.isChecked(),
             device=self.device_combo.currentData(),
+            backend=self.backend_combo.currentData(),
         )
 
     def _on_decision_changed(self, *_: object) -> None:

@@ -147,8 +147,11 @@ def test_missing_and_unreadable_files_raise_value_error(tmp_path):
     with pytest.raises(ValueError, match="w.safetensors: not a readable safetensors file"):
         load_model(tmp_path / "w.safetensors")
     (tmp_path / "model.onnx").write_bytes(b"x")
-    with pytest.raises(ValueError, match="unknown model format '.onnx'"):
+    with pytest.raises(ValueError, match="model.onnx: ONNX Runtime cannot load the model"):
         load_model(tmp_path / "model.onnx")
+    (tmp_path / "model.h5").write_bytes(b"x")
+    with pytest.raises(ValueError, match="unknown model format '.h5'"):
+        load_model(tmp_path / "model.h5")
     only_spec = tmp_path / "only_spec"
     only_spec.mkdir()
     (only_spec / "model.json").write_text(_spec().to_json())

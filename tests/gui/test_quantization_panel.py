@@ -296,3 +296,37 @@ def test_eight_bit_activations_make_a_w4a8_variant(make_panel, qtbot, phantom):
     assert name.startswith("W4A8 FlexRound")
     assert result.activations  # one learned input step per quantized layer
     assert all(grid.step > 0 and grid.bits == 8 for grid in result.activations.values())
+
+
+def test_export_onnx_writes_the_selected_variant_and_lists_its_size(
+    make_panel, qtbot, phantom, tmp_path
+):
+    target = tmp_path / "variant"  # the panel adds the .onnx suffix
+    asked = []
+
+    def choose_file(_parent, caption, suggested):
+        asked.append((caption, suggested))
+        return str(target)
+
+    panel, run_job = make_panel(choose_file=choose_file)
+    panel.set_model(tiny_model())
+    panel.set_image(phantom)
+    configure(panel, method="rtn", bits=4)
+    assert not panel.export_button.isEnabled()  # no variant yet
+    with qtbot.waitSignal(panel.variant_created, timeout=30000) as blocker:
+        panel.run_button.click()
+    name, variant, _result = blocker.args
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=5000)
+    assert panel.export_button.isEnabled()
+    assert panel.export_selected() is not None
+    qtbot.waitUntil(lambda: not run_job.runner.is_busy, timeout=60000)
+    assert not run_job.failures
+    assert asked == [(f"Export {name} to ONNX", "W4_RTN_tensor.onnx")]
+    written = tmp_path / "variant.onnx"
+    size = written.stat().st_size
+    qtbot.waitUntil(lambda: "MB" in panel.variant_combo.currentText(), timeout=5000)
+    assert panel.variant_combo.currentText() == f"{name} · ONNX {size / 1e6:.3f} MB"
+    assert panel.variant_combo.currentData() == name and panel.save_button.isEnabled()
+    assert "layer(s) with integer weights" in panel.status_label.text()
+    reopened = load_model(written)
+    assert reopened.backend == "onnxruntime" and reopened.name == f"tiny ({name})"

@@ -122,7 +122,9 @@ def test_demo_flow_segment_quantize_compare_save_export(window, qtbot, tmp_path)
     win.export_table(str(tmp_path / "results.json"))
     wait_idle(qtbot, win)
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
-    assert len(csv_lines) == 4 and csv_lines[0].startswith("model,decision,mean_dice")
+    assert len(csv_lines) == 4 and csv_lines[0].startswith(
+        "model,decision,backend,model_mb,ms_per_slice,mean_dice"
+    )
     import json
 
     data = json.loads((tmp_path / "results.json").read_text())
@@ -270,6 +272,41 @@ def test_natural_image_demo_opens_in_one_view_and_segments(window, qtbot):
     assert not any(key.endswith(" ml") for key in table.columns)
     assert "disc mean_intensity" in table.columns
     assert "disc mean_intensity" not in table.shown_columns
+
+
+def test_onnx_runtime_backend_adds_rows_naming_it_with_size_and_time(window, qtbot):
+    window.load_demo(natural=True)
+    qtbot.waitUntil(lambda: len(window.session.results) == 2, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    base = window.session.base_variant
+    panel = window.segmentation_panel
+    panel.backend_combo.setCurrentIndex(panel.backend_combo.findData("onnxruntime"))
+    panel.decision_combo.setCurrentIndex(panel.decision_combo.findData("argmax"))
+    panel.run_button.click()
+    wait_idle(qtbot, window)
+    window.run_segmentation_with(base.name, "rma-dice", backend="onnxruntime")
+    wait_idle(qtbot, window)
+    assert not window.error_boxes
+    name = f"{base.name} [onnxruntime]"
+    assert list(window.session.results)[2:] == [f"{name} + argmax", f"{name} + rma-dice"]
+    torch_mask = window.session.results[f"{base.name} + argmax"].result.mask
+    onnx_result = window.session.results[f"{name} + argmax"].result
+    np.testing.assert_array_equal(onnx_result.mask, torch_mask)  # FP32: the same decisions
+    table = window.results_table
+    assert [table.cell_text(r, "backend") for r in range(4)] == ["torch"] * 2 + ["onnxruntime"] * 2
+    onnx_bytes = base.other_backend.module.size_bytes
+    assert table.cell_text(2, "model_mb") == f"{onnx_bytes / 1e6:.3f}"
+    float_bytes = sum(
+        t.numel() * 4
+        for t in [*base.model.module.parameters(), *base.model.module.buffers()]
+        if t.is_floating_point()
+    )
+    assert onnx_bytes > 0 and float(table.cell_text(0, "model_mb")) == pytest.approx(
+        float_bytes / 1e6, abs=0.01
+    )
+    # The second rule reused the probabilities: it shows the time of the run that made them.
+    assert table.cell_text(3, "ms_per_slice") == table.cell_text(2, "ms_per_slice") != "–"
+    assert panel.request().backend == "onnxruntime"
 
 
 def test_weight_tab_gets_room_and_results_tab_gives_it_back(window, qtbot):
