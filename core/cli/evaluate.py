@@ -18,6 +18,14 @@ from core.cli.arguments import (
 )
 from core.cli.errors import EXIT_OK, handle_errors
 from core.cli.outputs import check_outputs
+from core.cli.probability_calibration import (
+    add_calibration_options,
+    calibration_labels,
+    calibration_report,
+    check_calibration_options,
+    fit_calibrated_copy,
+    format_calibration_table,
+)
 from core.cli.progress import ProgressPrinter
 from core.cli.tables import Column, format_table
 from core.report_files import write_csv_atomic, write_json_atomic
@@ -40,12 +48,17 @@ its label file by case name (case01.nii.gz with case01.nii.gz, case01_label.nii.
 case01_seg.nii.gz, ...; images named case01_0000.nii.gz pair with case01). The network runs
 once per model and image; the decision rules share its probabilities. The report holds the
 per-case Dice/IoU/volume of every class, their means per (model, decision, class), and the
-timings, so FP32 vs quantized and argmax vs RankSEG-RMA come out of one run."""
+timings, so FP32 vs quantized and argmax vs RankSEG-RMA come out of one run. The report also
+measures each model's probability calibration on the test cases (reliability, ECE, tail);
+--fit-calibration fits a calibrated, guarded copy on a separate calibration split and evaluates
+it beside the model (with the 'guarded' rule added)."""
 EPILOG = """\
 examples:
   main.py evaluate --model fp32 --model q4 --images imgs/ --labels labels/ --report eval.json
   main.py evaluate --model m --images a.nii.gz b.nii.gz --labels a_seg.nii.gz b_seg.nii.gz \\
       --decisions argmax,rma-dice,rma-iou --report eval.json --csv cases.csv
+  main.py evaluate --model m --images test/ --labels labels/ --fit-calibration calib/ \
+      --calibrated-model m-calibrated --calibration-plots plots/ --report eval.json
 
 exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
 
@@ -62,6 +75,7 @@ CASE_COLUMNS: tuple[str, ...] = (
     "voxels",
     "volume_ml",
     "volume_ml_gt",
+    "rule",
 )
 
 #: Columns of the table of means printed on stdout.
@@ -74,6 +88,7 @@ MEAN_COLUMNS: tuple[Column, ...] = (
     ("iou", "mean IoU", ".4f"),
     ("expected_dice", "mean E[Dice]", ".4f"),
     ("cases", "cases", "d"),
+    ("rule", "rule", ""),
 )
 
 _METRICS = ("dice", "iou", "expected_dice", "volume_ml", "volume_ml_gt")
@@ -100,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=decision_list,
         default=["argmax", "rma-dice"],
         metavar="RULES",
-        help="comma-separated decision rules among argmax, threshold, rma-dice, rma-iou "
+        help="comma-separated decision rules among argmax, threshold, rma-dice, rma-iou, guarded "
         "(default argmax,rma-dice)",
     )
     parser.add_argument("--report", required=True, metavar="REPORT.json", help="JSON report")
@@ -108,6 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_decision_options(parser)
     add_device_option(parser)
     add_model_options(parser)
+    add_calibration_options(parser)
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -146,6 +162,7 @@ def mean_rows(per_case: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
             record.update({key: _mean([r[key] for r in rows]) for key in _METRICS})
             record["cases"] = len(rows)
+            record["rule"] = rows[0].get("rule")  # the guarded rule's per-class choice
             means.append(record)
         case_means: dict[str, dict[str, list[float | None]]] = {}
         for label, rows in by_label.items():
@@ -189,6 +206,7 @@ class _Collected:
     inference: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     warnings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    reliability: dict[str, Any] = dataclasses.field(default_factory=dict)  # per model
 
 
 def _score_model_on_case(
@@ -235,6 +253,12 @@ def _score_model_on_case(
                 }
             )
             probs = result.probs
+            if model_id not in collected.reliability:
+                from core.probability_calibration import ReliabilityTally
+
+                names = list(model.spec.class_names)
+                collected.reliability[model_id] = ReliabilityTally(names)
+            collected.reliability[model_id].add(probs, ground_truth)
         collected.decisions.append(
             {
                 "model": model_id,
@@ -258,6 +282,7 @@ def _score_model_on_case(
                     "voxels": row.voxels,
                     "volume_ml": row.volume_ml,
                     "volume_ml_gt": float(gt_volumes[row.label]),
+                    "rule": row.rule,
                 }
             )
 
@@ -273,7 +298,12 @@ def run(args: argparse.Namespace) -> int:
 
     images = expand_files(args.images, "--images")
     labels = expand_files(args.labels, "--labels")
-    check_outputs({"--report": args.report, "--csv": args.csv}, [*args.model, *images, *labels])
+    check_calibration_options(args)
+    check_outputs(
+        {"--report": args.report, "--csv": args.csv, "--calibrated-model": args.calibrated_model},
+        [*args.model, *images, *labels, *(args.fit_calibration or [])],
+        folder_outputs=["--calibrated-model"],
+    )
     pairing = pair_cases(images, labels)
     if not pairing.cases:
         raise ValueError(
@@ -282,8 +312,10 @@ def run(args: argparse.Namespace) -> int:
         )
     for path in pairing.unmatched_images:
         _warn(f"{path}: no label file matches it")
+    expected = calibration_labels(args, pairing.unmatched_labels)
     for path in pairing.unmatched_labels:
-        _warn(f"{path}: no image file matches it")
+        if path not in expected:  # a calibration case's label may sit among --labels
+            _warn(f"{path}: no image file matches it")
 
     start = time.perf_counter()
     from core import __version__
@@ -292,10 +324,18 @@ def run(args: argparse.Namespace) -> int:
 
     quiet = bool(getattr(args, "quiet", False))
     models = [load_cli_model(path, **model_options(args)) for path in args.model]
-    ids = _unique_ids(models)
+    fitted = None
     collected = _Collected()
     case_records: list[dict[str, Any]] = []
     with ProgressPrinter.for_command(quiet) as printer:
+        if args.fit_calibration:
+            calibrated, fitted = fit_calibrated_copy(
+                models[0], args, pairing.cases, _labelled(printer, "probability calibration")
+            )
+            models.append(calibrated)
+            if "guarded" not in args.decisions:
+                args.decisions = [*args.decisions, "guarded"]
+        ids = _unique_ids(models)
         for number, case in enumerate(pairing.cases, start=1):
             image = read_image(case.image)
             gt = read_mask(case.label, reference=image)
@@ -325,6 +365,9 @@ def run(args: argparse.Namespace) -> int:
                 )
     per_case = collected.per_case
     means = mean_rows(per_case)
+    calibration, calibration_rows, plots = calibration_report(
+        collected.reliability, args.calibration_plots
+    )
     report = {
         "command": NAME,
         "segbench_version": __version__,
@@ -346,6 +389,9 @@ def run(args: argparse.Namespace) -> int:
         },
         "warnings": collected.warnings,
         "means": means,
+        "calibration": calibration,
+        "calibration_fit": fitted,
+        "calibration_plots": plots,
         "per_case": per_case,
         "timings": {
             "total_s": time.perf_counter() - start,
@@ -362,6 +408,10 @@ def run(args: argparse.Namespace) -> int:
             f"{len(args.decisions)} decision rule(s): {report['timings']['total_s']:.2f} s"
         )
         print(format_table(means, MEAN_COLUMNS))
+        print("probability calibration on the test cases:")
+        print(format_calibration_table(calibration_rows))
+        if fitted is not None:
+            print(f"calibrated copy written to {fitted['written']}")
         print(f"report written to {args.report}")
         if args.csv:
             print(f"per-case rows written to {args.csv}")

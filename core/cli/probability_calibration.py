@@ -1,0 +1,184 @@
+"""``evaluate``'s probability-calibration options: fit a calibrated copy, measure, plot.
+
+Kept out of :mod:`core.cli.evaluate` so that command stays a loop over cases and models;
+it calls :func:`add_calibration_options`, :func:`fit_calibrated_copy` and
+:func:`calibration_report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from core.cli.errors import UsageError
+from core.cli.tables import Column, format_table
+
+__all__ = [
+    "CALIBRATION_COLUMNS",
+    "add_calibration_options",
+    "calibration_labels",
+    "calibration_report",
+    "check_calibration_options",
+    "fit_calibrated_copy",
+    "format_calibration_table",
+]
+
+#: Columns of the calibration table printed after the means.
+CALIBRATION_COLUMNS: tuple[Column, ...] = (
+    ("model", "model", ""),
+    ("class", "class", ""),
+    ("ece", "ECE", ".4f"),
+    ("tail_mass", "tail mass (p<0.05)", ".1f"),
+    ("tail_positives", "tail true", "d"),
+    ("expected_volume_px", "sum p", ".0f"),
+    ("true_volume_px", "true px", "d"),
+)
+
+
+def add_calibration_options(parser: argparse.ArgumentParser) -> None:
+    """The probability-calibration options of ``evaluate``."""
+    group = parser.add_argument_group(
+        "probability calibration (not quantization calibration)",
+        "Fit temperature scaling and the per-class decision guard on a calibration split kept "
+        "apart from the test cases; the calibrated copy is evaluated beside the model.",
+    )
+    group.add_argument(
+        "--fit-calibration",
+        nargs="+",
+        metavar="CASES",
+        help="calibration images (files or folders), paired with their labels by case name",
+    )
+    group.add_argument(
+        "--calibration-labels",
+        nargs="+",
+        metavar="DIR_OR_FILE",
+        help="labels of the calibration images (default: looked up in --labels)",
+    )
+    group.add_argument(
+        "--calibrated-model", metavar="DIR", help="folder for the calibrated copy of --model"
+    )
+    group.add_argument(
+        "--vector-scaling",
+        action="store_true",
+        help="fit a scale and a bias per class instead of one temperature",
+    )
+    group.add_argument(
+        "--calibration-plots",
+        metavar="DIR",
+        help="write reliability diagrams (PNG and SVG) per model, measured on the test cases",
+    )
+
+
+def check_calibration_options(args: argparse.Namespace) -> None:
+    """Refuse inconsistent calibration options (UsageError, exit 2) before any work."""
+    fitting = args.fit_calibration is not None
+    if not fitting and (args.calibrated_model or args.calibration_labels or args.vector_scaling):
+        raise UsageError(
+            "--calibrated-model, --calibration-labels and --vector-scaling need --fit-calibration"
+        )
+    if fitting and not args.calibrated_model:
+        raise UsageError("--fit-calibration needs --calibrated-model DIR for the calibrated copy")
+    if fitting and len(args.model) != 1:
+        raise UsageError(f"--fit-calibration calibrates one --model, got {len(args.model)}")
+    if args.calibration_plots and Path(args.calibration_plots).exists():
+        if not Path(args.calibration_plots).is_dir():
+            raise UsageError(f"--calibration-plots {args.calibration_plots} is not a folder")
+
+
+def calibration_labels(args: argparse.Namespace, labels: list[Path]) -> set[Path]:
+    """Those of ``labels`` that label a ``--fit-calibration`` image (expected in --labels)."""
+    from core.cli.matching import expand_files, pair_cases
+
+    if not args.fit_calibration or not labels:
+        return set()
+    images = expand_files(args.fit_calibration, "--fit-calibration")
+    return {case.label for case in pair_cases(images, labels).cases}
+
+
+def fit_calibrated_copy(
+    model: Any, args: argparse.Namespace, test_cases: list[Any], printer: Any
+) -> tuple[Any, dict[str, Any]]:
+    """Fit the calibration of ``model`` on ``--fit-calibration``, write and load the copy.
+
+    Returns
+    -------
+    (calibrated LoadedModel, report section)
+    """
+    from core.cli.matching import expand_files, pair_cases
+    from core.cli.model_loading import load_cli_model
+    from core.io import read_image, read_mask
+    from core.probability_calibration.model_fit import (
+        fit_model_calibration,
+        save_calibrated_model,
+    )
+
+    images = expand_files(args.fit_calibration, "--fit-calibration")
+    labels = expand_files(args.calibration_labels or args.labels, "--calibration-labels")
+    pairing = pair_cases(images, labels)
+    if not pairing.cases:
+        raise UsageError("--fit-calibration: no calibration image matched a label by file name")
+    tested = {case.name for case in test_cases} | {str(case.image) for case in test_cases}
+    shared = [c.name for c in pairing.cases if c.name in tested or str(c.image) in tested]
+    if shared:
+        raise UsageError(
+            f"--fit-calibration: case(s) {', '.join(shared)} are also test cases; a calibration "
+            "split must be separate from the cases it is judged on"
+        )
+
+    def loader(case):
+        def load():
+            image = read_image(case.image)
+            return image, read_mask(case.label, reference=image).array
+
+        return load
+
+    fit = fit_model_calibration(
+        model,
+        [loader(case) for case in pairing.cases],
+        vector=args.vector_scaling,
+        device=args.device,
+        on_progress=printer,
+    )
+    folder = save_calibrated_model(model, fit.calibration, args.calibrated_model, overwrite=True)
+    calibrated = load_cli_model(folder, trust=False)
+    section = {
+        "cases": [
+            {"name": c.name, "image": str(c.image), "label": str(c.label)} for c in pairing.cases
+        ],
+        "written": str(folder),
+        **fit.to_dict(),
+    }
+    return calibrated, section
+
+
+def _safe_stem(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
+
+
+def calibration_report(
+    tallies: dict[str, Any], plots: str | None
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]], list[str]]:
+    """Per model the classes' calibration on the test cases, the table rows, the plot files."""
+    section: dict[str, list[dict[str, Any]]] = {}
+    rows: list[dict[str, Any]] = []
+    written: list[str] = []
+    if plots:
+        Path(plots).mkdir(parents=True, exist_ok=True)
+    for model_id, tally in tallies.items():
+        classes = tally.classes()
+        section[model_id] = [c.to_dict() for c in classes]
+        rows += [{"model": model_id, **c.to_dict()} for c in classes]
+        if plots:
+            from core.probability_calibration.plots import write_reliability_diagrams
+
+            stem = Path(plots) / f"reliability_{_safe_stem(model_id)}"
+            title = f"{model_id}: reliability on {tally.cases} test case(s)"
+            written += [str(p) for p in write_reliability_diagrams(classes, title, stem)]
+    return section, rows, written
+
+
+def format_calibration_table(rows: list[dict[str, Any]]) -> str:
+    """The calibration rows as a text table."""
+    return format_table(rows, CALIBRATION_COLUMNS)
