@@ -42,6 +42,7 @@ from core.io import (
 from core.models import LoadedModel, UntrustedCodeError, load_model
 from core.models.frameworks import locate_framework_folder
 from core.report_files import write_csv_atomic, write_json_atomic
+from gui.calibration_flow import CalibrationFlow
 from gui.display_jobs import (
     OpenedImage,
     OpenedMask,
@@ -53,6 +54,7 @@ from gui.display_jobs import (
 )
 from gui.main_window import MainWindow
 from gui.session import ResultEntry, Session
+from gui.widgets.calibration_panel import CalibrationPanel
 from gui.widgets.compare_viewer import CompareViewer
 from gui.widgets.data_panel import DataPanel
 from gui.widgets.help_dialog import show_shortcuts
@@ -187,8 +189,12 @@ class WorkbenchWindow(MainWindow):
         self.segmentation_dock.raise_()
         self.results_dock = self.add_dock("Results", self.results_table, bottom)
         self.weights_dock = self.add_dock("Weight scales", self.weight_panel, bottom, scroll=True)
+        self.calibration_panel = CalibrationPanel()
+        self.calibration_dock = self.add_dock("Calibration", self.calibration_panel, bottom)
+        self.calibration_flow = CalibrationFlow(self, self.calibration_panel)
         self.tabifyDockWidget(self.results_dock, self.weights_dock)
-        self.tabifyDockWidget(self.weights_dock, self.log_dock)
+        self.tabifyDockWidget(self.weights_dock, self.calibration_dock)
+        self.tabifyDockWidget(self.calibration_dock, self.log_dock)
         self.results_dock.raise_()
         # Dock sizes are set on the first show unless the last session's layout is restored.
         self._docks_sized = self._restore_layout()
@@ -202,6 +208,7 @@ class WorkbenchWindow(MainWindow):
             self.overlay_dock,
             self.results_dock,
             self.weights_dock,
+            self.calibration_dock,
         ):
             self.view_menu.addAction(dock.toggleViewAction())
 

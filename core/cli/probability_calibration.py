@@ -108,8 +108,8 @@ def fit_calibrated_copy(
     """
     from core.cli.matching import expand_files, pair_cases
     from core.cli.model_loading import load_cli_model
-    from core.io import read_image, read_mask
     from core.probability_calibration.model_fit import (
+        case_loader,
         fit_model_calibration,
         save_calibrated_model,
     )
@@ -127,16 +127,9 @@ def fit_calibrated_copy(
             "split must be separate from the cases it is judged on"
         )
 
-    def loader(case):
-        def load():
-            image = read_image(case.image)
-            return image, read_mask(case.label, reference=image).array
-
-        return load
-
     fit = fit_model_calibration(
         model,
-        [loader(case) for case in pairing.cases],
+        [case_loader(case.image, case.label) for case in pairing.cases],
         vector=args.vector_scaling,
         device=args.device,
         on_progress=printer,

@@ -24,8 +24,10 @@ from core.probability_calibration.settings import ProbabilityCalibration
 
 __all__ = [
     "CalibrationFit",
+    "case_loader",
     "fit_from_probabilities",
     "fit_model_calibration",
+    "folder_cases",
     "save_calibrated_model",
 ]
 
@@ -177,6 +179,50 @@ def fit_model_calibration(
     )
     report(on_progress, Progress(total, total, "done", "calibration"))
     return fit
+
+
+def folder_cases(folder: str | Path) -> list[CaseLoader]:
+    """Labelled cases of a folder, as loaders for :func:`fit_model_calibration`.
+
+    The folder holds ``images/`` and ``labels/`` subfolders, or image files and label files
+    side by side, labels named with a label tag (``case01_seg.nii.gz`` beside
+    ``case01.nii.gz``; see :data:`core.cli.matching.LABEL_TAGS`). Pairing is by case name.
+
+    Raises
+    ------
+    ValueError
+        Naming the folder when no image in it has a label.
+    """
+    from core.cli.matching import LABEL_TAGS, case_name, expand_files, pair_cases
+
+    folder = Path(folder)
+    if (folder / "images").is_dir() and (folder / "labels").is_dir():
+        images = expand_files([folder / "images"], "images")
+        labels = expand_files([folder / "labels"], "labels")
+    else:
+        files = expand_files([folder], "calibration folder")
+        tagged = [f for f in files if case_name(f).lower().endswith(LABEL_TAGS)]
+        images = [f for f in files if f not in tagged]
+        labels = tagged
+    cases = pair_cases(images, labels).cases if images and labels else []
+    if not cases:
+        raise ValueError(
+            f"{folder}: no labelled case found (put images/ and labels/ subfolders there, or "
+            "label files named like case01_seg.nii.gz beside case01.nii.gz)"
+        )
+
+    return [case_loader(case.image, case.label) for case in cases]
+
+
+def case_loader(image_path: Path, label_path: Path) -> CaseLoader:
+    """A loader reading an image and its label map (aligned with the image) on demand."""
+    from core.io import read_image, read_mask
+
+    def load() -> tuple[Any, np.ndarray]:
+        image = read_image(image_path)
+        return image, read_mask(label_path, reference=image).array
+
+    return load
 
 
 def save_calibrated_model(
