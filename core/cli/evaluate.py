@@ -20,6 +20,7 @@ from core.cli.errors import EXIT_OK, handle_errors
 from core.cli.outputs import check_outputs
 from core.cli.probability_calibration import (
     add_calibration_options,
+    calibration_cases,
     calibration_labels,
     calibration_report,
     check_calibration_options,
@@ -312,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
         )
     for path in pairing.unmatched_images:
         _warn(f"{path}: no label file matches it")
+    split = calibration_cases(args, pairing.cases)  # checked before any model is loaded
     expected = calibration_labels(args, pairing.unmatched_labels)
     for path in pairing.unmatched_labels:
         if path not in expected:  # a calibration case's label may sit among --labels
@@ -330,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
     with ProgressPrinter.for_command(quiet) as printer:
         if args.fit_calibration:
             calibrated, fitted = fit_calibrated_copy(
-                models[0], args, pairing.cases, _labelled(printer, "probability calibration")
+                models[0], split, args, _labelled(printer, "probability calibration")
             )
             models.append(calibrated)
             if "guarded" not in args.decisions:

@@ -18,6 +18,7 @@ from core.cli.tables import Column, format_table
 __all__ = [
     "CALIBRATION_COLUMNS",
     "add_calibration_options",
+    "calibration_cases",
     "calibration_labels",
     "calibration_report",
     "check_calibration_options",
@@ -97,16 +98,42 @@ def calibration_labels(args: argparse.Namespace, labels: list[Path]) -> set[Path
     return {case.label for case in pair_cases(images, labels).cases}
 
 
+def calibration_cases(args: argparse.Namespace, test_cases: list[Any]) -> list[Any]:
+    """The ``--fit-calibration`` cases paired with their labels; none may be a test case.
+
+    Raises
+    ------
+    UsageError
+        No calibration image has a label, or one is also a test case (exit 2).
+    """
+    from core.cli.matching import expand_files, pair_cases
+
+    if not args.fit_calibration:
+        return []
+    images = expand_files(args.fit_calibration, "--fit-calibration")
+    labels = expand_files(args.calibration_labels or args.labels, "--calibration-labels")
+    cases = pair_cases(images, labels).cases
+    if not cases:
+        raise UsageError("--fit-calibration: no calibration image matched a label by file name")
+    tested = {case.name for case in test_cases} | {case.image.resolve() for case in test_cases}
+    shared = [c.name for c in cases if c.name in tested or c.image.resolve() in tested]
+    if shared:
+        raise UsageError(
+            f"--fit-calibration: case(s) {', '.join(shared)} are also test cases; a calibration "
+            "split must be separate from the cases it is judged on"
+        )
+    return cases
+
+
 def fit_calibrated_copy(
-    model: Any, args: argparse.Namespace, test_cases: list[Any], printer: Any
+    model: Any, cases: list[Any], args: argparse.Namespace, printer: Any
 ) -> tuple[Any, dict[str, Any]]:
-    """Fit the calibration of ``model`` on ``--fit-calibration``, write and load the copy.
+    """Fit the calibration of ``model`` on the calibration ``cases``, write and load the copy.
 
     Returns
     -------
     (calibrated LoadedModel, report section)
     """
-    from core.cli.matching import expand_files, pair_cases
     from core.cli.model_loading import load_cli_model
     from core.probability_calibration.model_fit import (
         case_loader,
@@ -114,22 +141,9 @@ def fit_calibrated_copy(
         save_calibrated_model,
     )
 
-    images = expand_files(args.fit_calibration, "--fit-calibration")
-    labels = expand_files(args.calibration_labels or args.labels, "--calibration-labels")
-    pairing = pair_cases(images, labels)
-    if not pairing.cases:
-        raise UsageError("--fit-calibration: no calibration image matched a label by file name")
-    tested = {case.name for case in test_cases} | {str(case.image) for case in test_cases}
-    shared = [c.name for c in pairing.cases if c.name in tested or str(c.image) in tested]
-    if shared:
-        raise UsageError(
-            f"--fit-calibration: case(s) {', '.join(shared)} are also test cases; a calibration "
-            "split must be separate from the cases it is judged on"
-        )
-
     fit = fit_model_calibration(
         model,
-        [case_loader(case.image, case.label) for case in pairing.cases],
+        [case_loader(case.image, case.label) for case in cases],
         vector=args.vector_scaling,
         device=args.device,
         on_progress=printer,
@@ -137,9 +151,7 @@ def fit_calibrated_copy(
     folder = save_calibrated_model(model, fit.calibration, args.calibrated_model, overwrite=True)
     calibrated = load_cli_model(folder, trust=False)
     section = {
-        "cases": [
-            {"name": c.name, "image": str(c.image), "label": str(c.label)} for c in pairing.cases
-        ],
+        "cases": [{"name": c.name, "image": str(c.image), "label": str(c.label)} for c in cases],
         "written": str(folder),
         **fit.to_dict(),
     }

@@ -99,9 +99,23 @@ class GuardTally:
         self.n_classes = n_classes
         self.multilabel = multilabel
         self.metric = metric
-        self.argmax = np.zeros(n_classes)
-        self.rma = np.zeros((len(PRUNING_CANDIDATES), n_classes))
-        self.cases = 0
+        self.argmax_cases: list[np.ndarray] = []  # (C,) per case
+        self.rma_cases: list[np.ndarray] = []  # (pruning levels, C) per case
+
+    @property
+    def cases(self) -> int:
+        return len(self.argmax_cases)
+
+    @property
+    def argmax(self) -> np.ndarray:
+        """Argmax's score per class, summed over the cases."""
+        return np.sum(self.argmax_cases, axis=0) if self.cases else np.zeros(self.n_classes)
+
+    @property
+    def rma(self) -> np.ndarray:
+        """RMA's score per pruning level and class, summed over the cases."""
+        shape = (len(PRUNING_CANDIDATES), self.n_classes)
+        return np.sum(self.rma_cases, axis=0) if self.cases else np.zeros(shape)
 
     def add(
         self, probs: np.ndarray, truth: np.ndarray, *, cancel: CancelToken | None = None
@@ -110,7 +124,8 @@ class GuardTally:
         batch = probs[None]
         truth = truth[None].astype(np.int64)
         args = (truth, self.n_classes, self.multilabel, self.metric)
-        self.argmax += _scores(argmax_decision(batch, multilabel=self.multilabel), *args)
+        argmax = _scores(argmax_decision(batch, multilabel=self.multilabel), *args)
+        rma = np.zeros((len(PRUNING_CANDIDATES), self.n_classes))
         for row, pruning in enumerate(PRUNING_CANDIDATES):
             decision = rankseg_rma(
                 batch,
@@ -119,16 +134,27 @@ class GuardTally:
                 pruning_prob=pruning,
                 cancel=cancel,
             )
-            self.rma[row] += _scores(decision, *args)
-        self.cases += 1
+            rma[row] = _scores(decision, *args)
+        self.argmax_cases.append(argmax)
+        self.rma_cases.append(rma)
 
     def learn(self) -> DecisionGuard:
-        """Per class the best pruning level, and RMA only where it beats argmax's mean score."""
+        """Per class the pruning level with RMA's best mean score, and RMA only where, at that
+        level, it beats argmax on the mean *and* on more cases than it loses.
+
+        The second condition keeps one large gain on one case from deciding alone: on a few
+        calibration cases the mean is noisy, and choosing the best of several levels already
+        flatters RMA.
+        """
         if self.cases == 0:
             raise ValueError("no calibration case to learn the decision guard from")
-        best_row = np.argmax(self.rma, axis=0)  # first maximum: the default level wins ties
-        best = self.rma[best_row, np.arange(self.n_classes)]
-        rules = ["rma" if b > a else "argmax" for b, a in zip(best, self.argmax, strict=True)]
+        argmax = np.asarray(self.argmax_cases)  # (N, C)
+        rma = np.asarray(self.rma_cases)  # (N, P, C)
+        best_row = np.argmax(rma.mean(axis=0), axis=0)  # first maximum: the default wins ties
+        gains = rma[:, best_row, np.arange(self.n_classes)] - argmax  # (N, C)
+        wins, losses = (gains > 0).sum(axis=0), (gains < 0).sum(axis=0)
+        better = (gains.mean(axis=0) > 0) & (wins > losses)
+        rules = ["rma" if b else "argmax" for b in better]
         if not self.multilabel:
             rules[0] = "rma"  # the background takes what the other classes leave
         pruning = tuple(float(PRUNING_CANDIDATES[r]) for r in best_row)

@@ -198,17 +198,23 @@ def test_guard_tally_scores_argmax_and_rma_at_every_pruning_level():
 
 
 def test_guard_picks_rma_only_where_it_beats_argmax_and_its_best_pruning_level():
-    tally = GuardTally(4)
-    tally.cases = 2
-    tally.argmax[:] = [1.9, 1.6, 1.2, 1.0]
-    tally.rma[:] = 1.0
-    tally.rma[PRUNING_CANDIDATES.index(0.9), 1] = 1.7  # class 1: RMA at 0.9 beats argmax
-    tally.rma[PRUNING_CANDIDATES.index(0.1), 3] = 1.0  # class 3: a tie goes to argmax
-    tally.rma[:, 2] = 1.1  # class 2: RMA below argmax at every level
+    tally = GuardTally(5)
+    level = {p: i for i, p in enumerate(PRUNING_CANDIDATES)}
+    for case in range(3):
+        argmax = np.array([0.9, 0.8, 0.6, 0.5, 0.7])
+        rma = np.full((len(PRUNING_CANDIDATES), 5), 0.5)
+        rma[level[0.9], 1] = 0.85  # class 1: RMA at 0.9 beats argmax on every case
+        rma[:, 2] = 0.55  # class 2: RMA below argmax at every level
+        rma[level[0.1], 3] = 0.5  # class 3: ties everywhere go to argmax
+        # class 4: a large gain on one case, losses on the two others (mean gain > 0)
+        rma[level[0.5], 4] = 0.99 if case == 0 else 0.6
+        tally.argmax_cases.append(argmax)
+        tally.rma_cases.append(rma)
     guard = tally.learn()
-    assert guard.rules == ("rma", "rma", "argmax", "argmax")  # background always RMA
+    assert guard.rules == ("rma", "rma", "argmax", "argmax", "argmax")  # background: RMA
     assert guard.pruning[1] == 0.9
     assert guard.pruning[2] == PRUNING_CANDIDATES[0]  # ties between levels: the default
+    assert tally.rma[level[0.9], 1] == pytest.approx(3 * 0.85)  # sums over the cases
 
 
 # --- spec, inference and pipeline ---------------------------------------------------------
