@@ -221,7 +221,10 @@ def run(args: argparse.Namespace) -> int:
             f"{model.name}, decision {result.decision}, {result.device}: {timings['total']:.2f} s"
         )
         rows = report["classes"]
-        print(format_table(rows, CLASS_COLUMNS if args.gt else CLASS_COLUMNS[:5]))
+        columns = CLASS_COLUMNS if args.gt else CLASS_COLUMNS[:5]
+        if result.decision == "guarded":  # which rule each class used
+            columns = (*columns, ("rule", "rule", ""))
+        print(format_table(rows, columns))
         if args.out:
             print(f"mask written to {args.out}")
         if args.report:
