@@ -39,13 +39,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from core.demo import demo_paths  # noqa: E402
-from core.io import read_image, read_mask  # noqa: E402
 from core.metrics import dice_score  # noqa: E402
 from core.models import load_model, predict  # noqa: E402
 from core.phantom import make_phantom, make_texture_scene  # noqa: E402
 from core.pipeline import decide  # noqa: E402
 from core.probability_calibration import calibrate_probabilities  # noqa: E402
-from core.probability_calibration.model_fit import fit_from_probabilities  # noqa: E402
+from core.probability_calibration.model_fit import (  # noqa: E402
+    case_loader,
+    fit_from_probabilities,
+)
 
 SPLITS = 3
 
@@ -163,10 +165,6 @@ def main() -> None:
         names = list(model.spec.class_names)
         ct = Cases(model, "ct", args.cache)
 
-        def demo_volume():
-            image = read_image(paths.image)
-            return image, read_mask(paths.label, reference=image).array
-
         def small_split(s):
             return lambda: [
                 ct.get(f"s{100 + 10 * s + i}", lambda seed=100 + 10 * s + i: make_phantom(seed))
@@ -176,7 +174,7 @@ def main() -> None:
         if "demo" in only:
             title = "CT demo volume (160x160x48), demo-size splits"
             names_by_title[title] = names
-            tests = [ct.get("demo", demo_volume)]
+            tests = [ct.get("demo", case_loader(paths.image, paths.label))]
             run_setting(
                 title, names, tests, [small_split(s) for s in range(SPLITS)], "softmax", rows
             )
@@ -202,11 +200,7 @@ def main() -> None:
         names = list(model.spec.class_names)
         rgb = Cases(model, "rgb", args.cache)
 
-        def natural_demo():
-            image = read_image(paths.natural_image)
-            return image, read_mask(paths.natural_label, reference=image).array
-
-        tests = [rgb.get("demo", natural_demo)]
+        tests = [rgb.get("demo", case_loader(paths.natural_image, paths.natural_label))]
         tests += [
             rgb.get(f"t{seed}", lambda seed=seed: make_texture_scene(seed))
             for seed in range(2000, 2009)
