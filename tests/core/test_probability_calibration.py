@@ -326,3 +326,43 @@ def test_rma_takes_one_pruning_level_per_class():
     assert not bool((out == 2).any())
     with pytest.raises(ValueError, match="3 classes"):
         rankseg_rma(probs, pruning_prob=[0.1, 0.2])
+
+
+def test_multilabel_guard_takes_each_class_mask_from_its_rule():
+    rng = np.random.default_rng(13)
+    probs = rng.random((1, 3, 16, 12)).astype(np.float32) ** 3
+    rma = rankseg_rma(probs, multilabel=True)
+    guard = DecisionGuard(rules=("rma", "argmax", "rma"), pruning=(0.5, 0.5, 0.5))
+    out, _ = guarded_decision(probs, guard, multilabel=True)
+    np.testing.assert_array_equal(out[:, [0, 2]], rma[:, [0, 2]])
+    np.testing.assert_array_equal(out[:, 1], probs[:, 1] > 0.5)
+
+
+@pytest.mark.parametrize("layout", ["subfolders", "tagged"])
+def test_folder_cases_pair_images_with_labels(tmp_path, layout):
+    import nibabel as nib
+
+    from core.phantom import make_phantom
+    from core.probability_calibration.model_fit import folder_cases
+
+    images = tmp_path / "images" if layout == "subfolders" else tmp_path
+    labels = tmp_path / "labels" if layout == "subfolders" else tmp_path
+    images.mkdir(exist_ok=True)
+    labels.mkdir(exist_ok=True)
+    truths = {}
+    for seed in (1, 2):
+        image, truth = make_phantom(seed, shape=(16, 16, 16))
+        nib.Nifti1Image(image.array, image.affine).to_filename(images / f"c{seed}.nii.gz")
+        name = f"c{seed}.nii.gz" if layout == "subfolders" else f"c{seed}_seg.nii.gz"
+        nib.Nifti1Image(truth, image.affine).to_filename(labels / name)
+        truths[seed] = truth
+    loaders = folder_cases(tmp_path)
+    assert len(loaders) == 2
+    for seed, load in zip((1, 2), loaders, strict=True):
+        image, truth = load()
+        np.testing.assert_array_equal(truth, truths[seed])
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    (unlabelled / "c1.nii.gz").write_bytes((images / "c1.nii.gz").read_bytes())
+    with pytest.raises(ValueError, match="unlabelled: no labelled case"):
+        folder_cases(unlabelled)
