@@ -69,7 +69,10 @@ def sample_pixels(
     if truth.shape != probs.shape[1:]:
         raise ValueError(f"ground truth shape {truth.shape} does not match {probs.shape[1:]}")
     flat = torch.from_numpy(np.ascontiguousarray(probs).reshape(n_classes, -1))
-    labels = torch.from_numpy(np.ascontiguousarray(truth).reshape(-1).astype(np.int64))
+    labels = np.ascontiguousarray(truth).reshape(-1)
+    if labels.dtype not in (np.uint8, np.int16, np.int32, np.int64):
+        labels = labels.astype(np.int32)  # what torch compares; int64 would cost 8 B a voxel
+    labels = torch.from_numpy(labels)
     known = (labels >= 0) & (labels < n_classes)
     top, winner = flat.max(0)
     informative = known & ((top.float() < _CONFIDENT) | (winner != labels))
@@ -90,7 +93,7 @@ def sample_pixels(
         return
     index = torch.cat(rows)
     sample.logits.append(logits_from_probabilities(flat[:, index].T, sample.activation))
-    sample.labels.append(labels[index])
+    sample.labels.append(labels[index].long())
     sample.weights.append(torch.cat(weights))
     sample.pixels += int(known.sum())
     sample.cases += 1

@@ -366,3 +366,16 @@ def test_folder_cases_pair_images_with_labels(tmp_path, layout):
     (unlabelled / "c1.nii.gz").write_bytes((images / "c1.nii.gz").read_bytes())
     with pytest.raises(ValueError, match="unlabelled: no labelled case"):
         folder_cases(unlabelled)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_pixel_sample_reads_any_integer_label_type_alike(dtype):
+    probs, labels = _miscalibrated_case(14, 1.5, n=5000)
+    labels[:10] = 7  # outside the classes: left out
+    reference = PixelSample(activation="softmax", n_classes=3)
+    sample_pixels(reference, probs, labels.astype(np.int64))
+    other = PixelSample(activation="softmax", n_classes=3)
+    sample_pixels(other, probs, labels.astype(dtype))
+    assert other.pixels == reference.pixels == 4990
+    for a, b in zip(reference.tensors(), other.tensors(), strict=True):
+        assert torch.equal(a, b)
