@@ -1,8 +1,8 @@
 """Probability calibration before RankSEG-RMA: argmax, RMA, calibrated RMA and guarded RMA.
 
 Run ``python benchmarks/bench_calibration.py`` (``--only demo,natural`` skips the large
-volume; ``--large-shape 256 256 150`` measures a smaller one; ``--no-same-size`` skips the
-large setting's same-size splits; ``--cache DIR`` keeps the network's probabilities between
+volume; ``--large-shape 256 256 150`` measures a smaller one; ``--large-splits demo-size`` skips
+the large setting's same-size splits; ``--cache DIR`` keeps the network's probabilities between
 runs). One torch thread. Rows are also logged on stderr as they are measured.
 
 Settings (every test case is held out: no seed is shared with training or calibration):
@@ -160,9 +160,10 @@ def main() -> None:
     parser.add_argument("--only", default="demo,large,natural", help="settings to run")
     parser.add_argument("--large-shape", type=int, nargs=3, default=(512, 512, 300))
     parser.add_argument(
-        "--no-same-size",
-        action="store_true",
-        help="skip the large setting's same-size splits (3 more large phantoms to predict)",
+        "--large-splits",
+        choices=("both", "demo-size", "same-size"),
+        default="both",
+        help="the large setting's splits (same-size: 3 more large phantoms to predict)",
     )
     parser.add_argument("--cache", type=Path, help="folder keeping predicted probabilities")
     args = parser.parse_args()
@@ -199,12 +200,12 @@ def main() -> None:
                 return ct.get(f"l{seed}_{size}", lambda: make_phantom(seed, shape=shape))
 
             tests = [large(2000)]
-            title = f"CT phantom {size} (seed 2000), demo-size splits"
-            names_by_title[title] = names
-            run_setting(
-                title, names, tests, [small_split(s) for s in range(SPLITS)], "softmax", rows
-            )
-            if not args.no_same_size:
+            if args.large_splits != "same-size":
+                title = f"CT phantom {size} (seed 2000), demo-size splits"
+                names_by_title[title] = names
+                splits = [small_split(s) for s in range(SPLITS)]
+                run_setting(title, names, tests, splits, "softmax", rows)
+            if args.large_splits != "demo-size":
                 title = f"CT phantom {size} (seed 2000), same-size splits (1 phantom each)"
                 names_by_title[title] = names
                 splits = [lambda s=s: [large(2001 + s)] for s in range(SPLITS)]
