@@ -177,16 +177,18 @@ def make_phantom(
     hu[body] = params.fat_hu
     hu[inner] = params.muscle_hu
 
-    # Spine: a bone cylinder at the posterior (high j) edge of the inner body.
-    spine_centre = body_centre + np.array([0.0, 0.72 * body_radii[1] * (1 - fat_depth), 0.0])
+    # Spine: a bone cylinder at the posterior edge of the inner body. Voxel axis j runs towards
+    # world +y, which is Anterior in RAS+ (see phantom_affine), so posterior is low j.
+    spine_centre = body_centre - np.array([0.0, 0.72 * body_radii[1] * (1 - fat_depth), 0.0])
     spine = _ellipsoid(coords, spine_centre, np.array([9.0, 8.0, 1e9]) * half[0] / 64.0, 0.0)
     hu[spine] = params.bone_hu
 
     label = np.zeros(shape, dtype=np.uint8)
 
-    # Liver: a large ellipsoid on the low-i side, tapering along k.
+    # Liver: a large ellipsoid on the low-i side (patient Right, as i runs towards Left), a little
+    # anterior of the body centre, tapering along k.
     liver_centre = body_centre + np.array(
-        [-0.32 * body_radii[0], -0.08 * body_radii[1], rng.uniform(-0.1, 0.1) * extent[2]]
+        [-0.32 * body_radii[0], 0.08 * body_radii[1], rng.uniform(-0.1, 0.1) * extent[2]]
     )
     liver_radii = np.array(
         [
@@ -199,12 +201,13 @@ def make_phantom(
     hu[liver] = params.liver_hu
     label[liver] = 1
 
-    # Kidneys: two smaller ellipsoids either side of the spine.
+    # Kidneys: two smaller ellipsoids either side of the spine, just anterior of it (still in the
+    # posterior half of the body, as retroperitoneal organs are).
     for side in (-1.0, 1.0):
         kidney_centre = spine_centre + np.array(
             [
                 side * 0.55 * body_radii[0] * rng.uniform(0.9, 1.1),
-                -0.12 * body_radii[1],
+                0.12 * body_radii[1],
                 rng.uniform(-0.12, 0.12) * extent[2],
             ]
         )

@@ -219,6 +219,8 @@ def make_ct_demo(out: Path, iterations: int, threads: int, loss: str) -> None:
     image, label = make_phantom(HELD_OUT_SEED)
     write_nifti(image.array, image.affine, out / "image.nii.gz")
     write_nifti(label, image.affine, out / "label.nii.gz")
+    # save_model replaces only a model's own files: the old record goes first, a new one follows.
+    (out / "model" / "metrics.json").unlink(missing_ok=True)
     model_dir = save_model(module, SPEC, out / "model", overwrite=True)
 
     # Score the files as written (NIfTI round trip), the way the test and the GUI read them.
@@ -270,6 +272,7 @@ def make_natural_demo(out: Path, iterations: int, threads: int) -> None:
     image, label = make_texture_scene(HELD_OUT_SEED)
     imsave(out / "image.png", image.array[:, :, 0], check_contrast=False)
     imsave(out / "label.png", label[:, :, 0], check_contrast=False)
+    (out / "model" / "metrics.json").unlink(missing_ok=True)
     model_dir = save_model(module, NATURAL_SPEC, out / "model", overwrite=True)
 
     pixels = imread(out / "image.png")

@@ -3,6 +3,7 @@
 import nibabel as nib
 import numpy as np
 import pytest
+from nibabel.affines import apply_affine
 from scipy import ndimage
 
 from core.phantom import PHANTOM_CLASSES, PhantomParams, make_phantom, phantom_affine
@@ -43,6 +44,35 @@ def test_geometry_is_anisotropic_flipped_and_rotated(phantom):
     np.testing.assert_allclose(np.linalg.norm(linear, axis=0), (0.8, 0.8, 2.5))
     centre = image.voxel_to_world((np.array(image.shape3) - 1) / 2)
     np.testing.assert_allclose(centre, (3.5, -12.0, 40.0), atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [7, 1000])
+def test_anatomy_is_a_normal_abdomen_in_world_coordinates(seed):
+    """Spine and kidneys posterior, liver on the patient's right, read through the affine.
+
+    In nibabel's RAS+ world, +y is Anterior and +x is the patient's Right, so this checks what a
+    radiologist sees, whatever the voxel axes do.
+    """
+    image, label = make_phantom(seed)
+
+    def world_centre(mask):
+        return apply_affine(image.affine, np.argwhere(mask).mean(axis=0))
+
+    body = world_centre(image.array > -500)
+    spine = world_centre(image.array > 500)
+    liver = world_centre(label == 1)
+    kidneys, count = ndimage.label(label == 2)
+    assert count == 2
+    kidney_centres = [world_centre(kidneys == index) for index in (1, 2)]
+    body_depth = np.ptp(apply_affine(image.affine, np.argwhere(image.array > -500))[:, 1])
+    # The spine sits in the back third of the body, the kidneys behind the centre.
+    assert spine[1] < body[1] - body_depth / 6
+    for kidney in kidney_centres:
+        assert kidney[1] < body[1]
+        assert kidney[1] > spine[1] - 10.0  # beside the spine, not behind it
+    # One kidney each side of the spine (world x), the liver on the patient's right.
+    assert min(k[0] for k in kidney_centres) < spine[0] < max(k[0] for k in kidney_centres)
+    assert liver[0] > body[0]
 
 
 def test_other_shape_and_spacing_follow_the_arguments():
