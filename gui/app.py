@@ -32,7 +32,7 @@ def create_window(args: argparse.Namespace) -> WorkbenchWindow:
     window = WorkbenchWindow()
     window.device_label.setText(choice.description)
     log.info("device: %s", choice.description)
-    if args.image or args.model:
+    if args.image or args.model or getattr(args, "worklist", None):
         _open_requested(window, args)
     elif not args.no_demo:
         window.load_demo()
@@ -63,7 +63,7 @@ def freeze_startup_objects() -> None:
 
 
 def _open_requested(window: WorkbenchWindow, args: argparse.Namespace) -> None:
-    """Open --model, then --image, then --gt, each after the previous one finished."""
+    """Open --model, then --image, then --gt (or a worklist), each after the previous one."""
     steps = []
     if args.model:
         steps.append(lambda: window.open_model(args.model))
@@ -71,6 +71,8 @@ def _open_requested(window: WorkbenchWindow, args: argparse.Namespace) -> None:
         steps.append(lambda: window.open_image(args.image))
     if args.gt:
         steps.append(lambda: window.open_ground_truth(args.gt))
+    if getattr(args, "worklist", None):
+        steps.append(lambda: window.review.open_worklist(args.worklist))
 
     def next_step():
         if steps:

@@ -17,9 +17,10 @@ import numpy as np
 from PySide6.QtWidgets import QFileDialog, QInputDialog
 
 from core.probability_calibration import ClassCalibration, ReliabilityTally
+from core.probability_calibration.measure import classes_from_records
 from gui.widgets.calibration_panel import CalibrationPanel
 
-__all__ = ["CalibrationFlow", "classes_from_report", "measure_reliability"]
+__all__ = ["CalibrationFlow", "measure_reliability"]
 
 log = logging.getLogger("segbench.gui")
 
@@ -41,33 +42,6 @@ def measure_reliability(
     tally = ReliabilityTally(list(model.spec.class_names))
     tally.add(probs, truth)
     return tally.classes()
-
-
-def classes_from_report(section: list[dict[str, Any]]) -> list[ClassCalibration]:
-    """Rebuild the per-class figures of an evaluate report's ``calibration`` entry."""
-    classes = []
-    for entry in section:
-        bins = entry["bins"]
-
-        def array(key: str, bins=bins) -> np.ndarray:
-            return np.array([np.nan if v is None else v for v in bins[key]], dtype=float)
-
-        classes.append(
-            ClassCalibration(
-                label=int(entry["label"]),
-                name=str(entry["class"]),
-                bin_edges=array("edges"),
-                counts=np.asarray(bins["counts"], dtype=np.int64),
-                mean_predicted=array("mean_predicted"),
-                observed=array("observed"),
-                ece=float(entry["ece"]),
-                tail_mass=float(entry["tail_mass"]),
-                tail_positives=int(entry["tail_positives"]),
-                expected_volume=float(entry["expected_volume_px"]),
-                true_volume=int(entry["true_volume_px"]),
-            )
-        )
-    return classes
 
 
 def _fit_and_save(model, cases, vector: bool, folder: str, *, on_progress=None, cancel=None):
@@ -213,7 +187,7 @@ class CalibrationFlow:
         if not chosen:
             return
         try:
-            classes = classes_from_report(section[chosen])
+            classes = classes_from_records(section[chosen])
         except (KeyError, TypeError, ValueError) as error:
             self.window.show_error(
                 "Open evaluate report", f"{path}: malformed calibration ({error})"

@@ -53,8 +53,10 @@ from gui.display_jobs import (
     with_default_window,
 )
 from gui.main_window import MainWindow
+from gui.review_setup import install_review
 from gui.session import ResultEntry, Session
 from gui.widgets.calibration_panel import CalibrationPanel
+from gui.widgets.cluster_dialog import open_cluster_dialog
 from gui.widgets.compare_viewer import CompareViewer
 from gui.widgets.data_panel import DataPanel
 from gui.widgets.help_dialog import show_shortcuts
@@ -235,6 +237,7 @@ class WorkbenchWindow(MainWindow):
         self.memory_indicator.free_requested.connect(self.release_probabilities)
         self.session.memory_changed.connect(self._on_session_memory_changed)
         self._build_workbench_menus()
+        install_review(self)  # corrections toolbar, Cases panel, Review menu
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().showEvent(event)
@@ -294,6 +297,7 @@ class WorkbenchWindow(MainWindow):
             "&Save mask…", self._on_save_mask_requested, QKeySequence.StandardKey.Save
         )
         action("&Export results table…", self._on_export_requested, "Ctrl+E")
+        action("Evaluate on a &cluster…", lambda: open_cluster_dialog(self))
         action("Save screens&hot…", self._on_screenshot_requested, "Ctrl+Shift+S")
         action("Open CT &demo", lambda: self.load_demo())
         action("Open &natural-image demo", lambda: self.load_demo(natural=True))
@@ -711,7 +715,14 @@ class WorkbenchWindow(MainWindow):
         entry = self.session.results[key]
         image = self.session.image
         self.run_job(
-            _plain(write_mask, entry.result.mask, path, reference=image),
+            _plain(
+                write_mask,
+                entry.result.mask,
+                path,
+                reference=image,
+                class_names=self.viewer.label_names,
+                colors=self.viewer.label_colors,
+            ),
             title="Save mask",
             on_success=lambda _: self.statusBar().showMessage(f"Saved {path}", 6000),
         )
@@ -747,7 +758,7 @@ class WorkbenchWindow(MainWindow):
         path = self.ask_save_path(
             "Save mask",
             suggested,
-            "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MHA (*.mha);;PNG (*.png)",
+            "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MHA (*.mha);;PNG (*.png);;DICOM SEG (*.dcm)",
         )
         if path:
             self.save_mask(key, path)

@@ -18,7 +18,7 @@ def write_dicom_series(volume: np.ndarray, affine: np.ndarray, folder: Path) -> 
     row_dir = lps @ affine[:3, 0] / np.linalg.norm(affine[:3, 0])
     col_dir = lps @ affine[:3, 1] / np.linalg.norm(affine[:3, 1])
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    series_uid, study_uid = generate_uid(), generate_uid()
+    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
     for k in range(volume.shape[2]):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
@@ -29,6 +29,7 @@ def write_dicom_series(volume: np.ndarray, affine: np.ndarray, folder: Path) -> 
         ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.FrameOfReferenceUID = frame_uid
         ds.Modality, ds.PatientName, ds.PatientID = "CT", "Phantom^Bench", "bench"
         ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
         position = lps @ (affine[:3, :3] @ [0, 0, k] + affine[:3, 3])

@@ -1,8 +1,6 @@
 """Launch main.py in a real X server as a user would: window appears, is not blank, quits with 0."""
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 from tests.xserver import (
     missing_tools,
     press_keys,
+    run_probe,
     screenshot_until,
     start_app,
     wait_for_window,
@@ -94,19 +93,9 @@ def test_demo_opens_with_coloured_overlays_in_a_real_window(tmp_path):
 def test_real_mouse_drag_click_and_wheel_reach_the_views(tmp_path):
     # xdotool sends X pointer events; they go through Qt's xcb platform and pyqtgraph's scene
     # as a user's mouse would (offscreen Qt cannot turn synthetic moves into drags).
-    with xvfb() as display:
-        env = x_env(display)
-        env["SEGBENCH_DATA_DIR"] = str(tmp_path / "data")
-        probe = subprocess.run(
-            [sys.executable, str(ROOT / "tests" / "xmouse_probe.py"), str(tmp_path / "s.ini")],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-    assert probe.returncode == 0, probe.stderr[-2000:]
-    state = json.loads(probe.stdout.strip().splitlines()[-1])
+    state = run_probe(
+        ROOT / "tests" / "xmouse_probe.py", str(tmp_path / "s.ini"), data_dir=tmp_path / "data"
+    )
     center, width = state["window_before"]
     center_after, width_after = state["window_after_drag"]
     assert width_after > width * 1.2 and center_after == pytest.approx(center)  # right drag

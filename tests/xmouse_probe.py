@@ -10,9 +10,7 @@ one JSON line on stdout.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ def main() -> None:
     from PySide6.QtWidgets import QApplication
 
     from gui.workbench_window import WorkbenchWindow
+    from tests.xserver import EventPump
 
     app = QApplication([])
     settings = QSettings(sys.argv[1], QSettings.Format.IniFormat)
@@ -34,15 +33,8 @@ def main() -> None:
     window.resize(1400, 900)
     window.show()
 
-    def pump(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            app.processEvents()
-            time.sleep(0.01)
-
-    def xdotool(*args: str) -> None:
-        subprocess.run(["xdotool", *args], check=True, timeout=10)
-        pump(0.3)  # let Qt read the X events and pyqtgraph handle them
+    events = EventPump(app)
+    pump, xdotool = events.pump, events.xdotool
 
     window.load_demo(segment=False)
     deadline = time.monotonic() + 60
@@ -85,11 +77,7 @@ def main() -> None:
     for _ in range(3):
         xdotool("click", "4")
     state["slice_wheel"] = [slice_before, viewer.slice_index("axial")]
-    print(json.dumps(state), flush=True)
-    window.runner.cancel_all()
-    window.runner.wait(10000)
-    window.close()
-    pump(0.2)
+    events.report_and_close(window, state)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -14,39 +16,37 @@ from pathlib import Path
 import numpy as np
 
 REQUIRED_TOOLS = ("Xvfb", "xdotool", "import")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def missing_tools() -> list[str]:
     return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
 
 
-def _free_display() -> int:
-    for number in range(90, 200):
-        if (
-            not Path(f"/tmp/.X11-unix/X{number}").exists()
-            and not Path(f"/tmp/.X{number}-lock").exists()
-        ):
-            return number
-    raise RuntimeError("no free X display number between :90 and :199")
-
-
 @contextmanager
 def xvfb(width: int = 1600, height: int = 1000) -> Iterator[str]:
-    """Start Xvfb on a free display and yield its name (":93")."""
-    number = _free_display()
-    display = f":{number}"
+    """Start Xvfb on a free display and yield its name (":93").
+
+    Xvfb picks the display itself (``-displayfd``) and writes its number to a pipe: choosing a
+    number here by looking for a free lock file raced with other test runs on the machine, and
+    the loser's app then opened on the winner's display.
+    """
+    read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24"]
+        + ["-nolisten", "tcp"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        pass_fds=(write_fd,),
     )
+    os.close(write_fd)
     try:
-        deadline = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{number}").exists():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"Xvfb did not start on {display}")
-            time.sleep(0.05)
-        yield display
+        with os.fdopen(read_fd, "rb") as pipe:
+            ready, _, _ = select.select([pipe], [], [], 10)
+            number = pipe.readline().strip() if ready else b""
+        if not number.isdigit():
+            raise RuntimeError(f"Xvfb did not start (exit code {proc.poll()})")
+        yield f":{int(number)}"
     finally:
         proc.terminate()
         proc.wait(10)
@@ -124,3 +124,51 @@ def press_keys(display: str, window_id: str, keys: str) -> None:
         check=True,
         timeout=10,
     )
+
+
+def run_probe(script: Path, *args: str, data_dir: Path, timeout: float = 240) -> dict:
+    """Run a probe script (it drives the app with xdotool) on a fresh Xvfb; return its JSON.
+
+    The probe prints its findings as one JSON line, the last line of its stdout.
+    """
+    with xvfb() as display:
+        env = x_env(display)
+        env["SEGBENCH_DATA_DIR"] = str(data_dir)
+        probe = subprocess.run(
+            [sys.executable, str(script), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    if probe.returncode != 0:
+        raise AssertionError(f"{script.name} failed:\n{probe.stderr[-2000:]}")
+    return json.loads(probe.stdout.strip().splitlines()[-1])
+
+
+class EventPump:
+    """For probe scripts: run Qt's event loop for a while, and send X events with xdotool."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def pump(self, seconds: float) -> None:
+        """Process events for ``seconds``."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.app.processEvents()
+            time.sleep(0.01)
+
+    def xdotool(self, *args: str) -> None:
+        """Run xdotool, then let Qt read the X events and pyqtgraph handle them."""
+        subprocess.run(["xdotool", *args], check=True, timeout=10)
+        self.pump(0.3)
+
+    def report_and_close(self, window, state: dict) -> None:
+        """Print the probe's findings as its last JSON line, then stop the jobs and close."""
+        print(json.dumps(state), flush=True)
+        window.runner.cancel_all()
+        window.runner.wait(10000)
+        window.close()
+        self.pump(0.2)

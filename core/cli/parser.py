@@ -22,7 +22,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.segment",
     "core.cli.quantize",
     "core.cli.evaluate",
+    "core.cli.sweep",
     "core.cli.info",
+    "core.cli.review",
 )
 
 _QUIET_HELP = "no progress bars and no summary on stdout (errors still go to stderr)"

@@ -127,14 +127,14 @@ def calibration_cases(args: argparse.Namespace, test_cases: list[Any]) -> list[A
 
 def fit_calibrated_copy(
     model: Any, cases: list[Any], args: argparse.Namespace, printer: Any
-) -> tuple[Any, dict[str, Any]]:
-    """Fit the calibration of ``model`` on the calibration ``cases``, write and load the copy.
+) -> dict[str, Any]:
+    """Fit the calibration of ``model`` on the calibration ``cases`` and write the copy.
 
     Returns
     -------
-    (calibrated LoadedModel, report section)
+    dict
+        The report's ``calibration_fit`` entry; ``written`` is the copy's folder.
     """
-    from core.cli.model_loading import load_cli_model
     from core.probability_calibration.model_fit import (
         case_loader,
         fit_model_calibration,
@@ -149,13 +149,11 @@ def fit_calibrated_copy(
         on_progress=printer,
     )
     folder = save_calibrated_model(model, fit.calibration, args.calibrated_model, overwrite=True)
-    calibrated = load_cli_model(folder, trust=False)
-    section = {
+    return {
         "cases": [{"name": c.name, "image": str(c.image), "label": str(c.label)} for c in cases],
         "written": str(folder),
         **fit.to_dict(),
     }
-    return calibrated, section
 
 
 def _safe_stem(text: str) -> str:
@@ -163,25 +161,25 @@ def _safe_stem(text: str) -> str:
 
 
 def calibration_report(
-    tallies: dict[str, Any], plots: str | None
-) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]], list[str]]:
-    """Per model the classes' calibration on the test cases, the table rows, the plot files."""
-    section: dict[str, list[dict[str, Any]]] = {}
+    section: dict[str, list[dict[str, Any]]], plots: str | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The table rows of the report's ``calibration`` entry, and the plot files written."""
+    from core.probability_calibration.measure import classes_from_records
+
     rows: list[dict[str, Any]] = []
     written: list[str] = []
     if plots:
         Path(plots).mkdir(parents=True, exist_ok=True)
-    for model_id, tally in tallies.items():
-        classes = tally.classes()
-        section[model_id] = [c.to_dict() for c in classes]
-        rows += [{"model": model_id, **c.to_dict()} for c in classes]
+    for model_id, classes in section.items():
+        rows += [{"model": model_id, **c} for c in classes]
         if plots:
             from core.probability_calibration.plots import write_reliability_diagrams
 
             stem = Path(plots) / f"reliability_{_safe_stem(model_id)}"
-            title = f"{model_id}: reliability on {tally.cases} test case(s)"
-            written += [str(p) for p in write_reliability_diagrams(classes, title, stem)]
-    return section, rows, written
+            title = f"{model_id}: reliability on the test cases"
+            parsed = classes_from_records(classes)
+            written += [str(p) for p in write_reliability_diagrams(parsed, title, stem)]
+    return rows, written
 
 
 def format_calibration_table(rows: list[dict[str, Any]]) -> str:

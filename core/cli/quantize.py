@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from core.cli.arguments import (
     GRANULARITY_CHOICES,
@@ -24,7 +25,15 @@ from core.cli.progress import ProgressPrinter
 from core.cli.tables import Column, format_table
 from core.report_files import write_json_atomic
 
-__all__ = ["HELP", "LAYER_COLUMNS", "NAME", "add_arguments", "run"]
+__all__ = [
+    "HELP",
+    "LAYER_COLUMNS",
+    "NAME",
+    "add_arguments",
+    "add_reconstruction_options",
+    "quant_config",
+    "run",
+]
 
 NAME = "quantize"
 HELP = "quantize a model's weights (FlexRound, AdaRound, round-to-nearest) and save it"
@@ -77,6 +86,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bits", type=bits, default=4, help="weight bits of the inner layers, 2-8 (default 4)"
     )
+    add_reconstruction_options(parser)
+    parser.add_argument("--seed", type=int, default=0, help="seed of sampling and batching")
+    parser.add_argument("--report", metavar="REPORT.json", help="write a JSON report here")
+    add_device_option(parser)
+    add_model_options(parser)
+
+
+def add_reconstruction_options(parser: argparse.ArgumentParser) -> None:
+    """Add the quantizer settings besides method, bits and seed (shared with ``sweep``)."""
     parser.add_argument(
         "--first-last-bits",
         type=bits,
@@ -135,10 +153,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="calibration samples per optimizer step (default 8)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of sampling and batching")
-    parser.add_argument("--report", metavar="REPORT.json", help="write a JSON report here")
-    add_device_option(parser)
-    add_model_options(parser)
+
+
+def quant_config(args: argparse.Namespace, method: str, width: int, seed: int) -> Any:
+    """The :class:`core.quant.QuantConfig` of the options, for one method, bit width and seed.
+
+    Raises
+    ------
+    UsageError
+        A combination the quantizer refuses (exit 2).
+    """
+    from core.quant import QuantConfig
+
+    try:
+        return QuantConfig(
+            method=method,
+            bits=width,
+            first_last_bits=args.first_last_bits,
+            act_bits=args.act_bits,
+            granularity=args.granularity,
+            iters=args.iters,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=seed,
+            device=args.device,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -182,41 +223,23 @@ def run(args: argparse.Namespace) -> int:
     from core import __version__
     from core.cli.model_loading import load_cli_model
     from core.io import read_image
-    from core.models import calibration_inputs, save_quantized_model
-    from core.quant import QuantConfig, quantize_loaded_model
     from core.quant.diagnostics import layer_summary
+    from core.quant.variant import quantize_to_folder
 
     quiet = bool(getattr(args, "quiet", False))
-    try:
-        config = QuantConfig(
-            method=args.method,
-            bits=args.bits,
-            first_last_bits=args.first_last_bits,
-            act_bits=args.act_bits,
-            granularity=args.granularity,
-            iters=args.iters,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            device=args.device,
-        )
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    config = quant_config(args, args.method, args.bits, args.seed)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     model = load_cli_model(args.model, **model_options(args))
     timings["load_model"] = time.perf_counter() - clock
-    clock = time.perf_counter()
     images = [read_image(path) for path in args.calib]
-    calib = calibration_inputs(
-        model, images, n=args.samples, seed=args.seed, crop=args.crop or None
-    )
-    timings["calibration_inputs"] = time.perf_counter() - clock
     with ProgressPrinter.for_command(quiet) as printer:
-        result = quantize_loaded_model(model, calib, config, on_progress=printer)
-    clock = time.perf_counter()
-    save_quantized_model(result, model, args.out, overwrite=True)
-    timings["save"] = time.perf_counter() - clock
+        variant = quantize_to_folder(
+            model, images, config, args.out, samples=args.samples, crop=args.crop or None,
+            on_progress=printer,
+        )  # fmt: skip
+    result, calib_shape = variant.result, variant.calibration_shape
+    timings.update(variant.timings)
     timings["total"] = time.perf_counter() - start
 
     layers = [layer_summary(layer) for layer in result.layers]
@@ -227,8 +250,8 @@ def run(args: argparse.Namespace) -> int:
         "out": str(args.out),
         "calibration": {
             "images": [str(p) for p in args.calib],
-            "samples": int(calib.shape[0]),
-            "sample_shape": list(calib.shape[1:]),
+            "samples": int(calib_shape[0]),
+            "sample_shape": list(calib_shape[1:]),
         },
         "config": config.to_dict(),
         "device": result.device,
@@ -238,14 +261,14 @@ def run(args: argparse.Namespace) -> int:
             for name, (before, after) in result.block_losses.items()
         ],
         "layers": layers,
-        "timings_s": {**timings, **{f"quantize:{k}": v for k, v in result.timings.items()}},
+        "timings_s": timings,
     }
     if args.report:
         write_json_atomic(report, args.report)
     if not quiet:
         print(
             f"{model.name} -> {args.method} W{args.bits} ({len(layers)} layers, "
-            f"{calib.shape[0]} calibration samples, {result.device}): {timings['total']:.2f} s"
+            f"{calib_shape[0]} calibration samples, {result.device}): {timings['total']:.2f} s"
         )
         print(format_table(layers, LAYER_COLUMNS))
         print(f"quantized model written to {args.out}")

@@ -38,6 +38,9 @@ examples:
 
 exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
 
+#: Values of --out-format.
+OUT_FORMATS = ("auto", "dicom-seg", "dicom-seg-fractional")
+
 #: Columns of the per-class table printed on stdout.
 CLASS_COLUMNS: tuple[Column, ...] = (
     ("label", "label", "d"),
@@ -66,7 +69,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_decision_options(parser)
     parser.add_argument(
-        "--out", metavar="MASK", help="write the mask here (.nii, .nii.gz, .nrrd, .mha, .png)"
+        "--out",
+        metavar="MASK",
+        help="write the mask here (.nii, .nii.gz, .nrrd, .mha, .png; .dcm: DICOM SEG)",
+    )
+    parser.add_argument(
+        "--out-format",
+        choices=OUT_FORMATS,
+        default="auto",
+        help="auto: by the --out ending; dicom-seg: a binary DICOM SEG of the DICOM series "
+        "IMAGE; dicom-seg-fractional: a DICOM SEG of the class probabilities",
     )
     parser.add_argument(
         "--gt", metavar="LABEL", help="ground-truth label mask: adds Dice and IoU per class"
@@ -90,7 +102,9 @@ def _check_paths(args: argparse.Namespace) -> None:
     from core.io.mask import MASK_SUFFIXES
     from core.io.reader import suffix_of
 
-    if args.out is not None:
+    if args.out_format != "auto" and args.out is None:
+        raise UsageError(f"--out-format {args.out_format} needs --out")
+    if args.out is not None and args.out_format == "auto":
         out = Path(args.out)
         if suffix_of(out) not in MASK_SUFFIXES:
             raise UsageError(
@@ -160,13 +174,34 @@ def segmentation_report(
     }
 
 
+def _write_output(result: Any, image: Any, model: Any, args: argparse.Namespace) -> None:
+    """Write --out: a DICOM SEG (by --out-format or a .dcm ending) or a mask file."""
+    from core.io import write_mask
+    from core.io.dicom_seg import SEG_SUFFIX, write_dicom_seg
+    from core.io.reader import suffix_of
+
+    names, colors = model.spec.class_names, model.spec.class_colors
+    if args.out_format == "auto" and suffix_of(Path(args.out)) != SEG_SUFFIX:
+        write_mask(result.mask, args.out, reference=image)
+        return
+    fractional = args.out_format == "dicom-seg-fractional"
+    write_dicom_seg(
+        result.mask,
+        args.out,
+        reference=image,
+        class_names=names,
+        colors=colors,
+        probabilities=result.probs if fractional else None,
+    )
+
+
 @handle_errors(NAME)
 def run(args: argparse.Namespace) -> int:
     """Run ``segment``; returns the exit code."""
     _check_paths(args)
     start = time.perf_counter()
     # Inputs are read before torch is imported, so a bad path or mask fails within a second.
-    from core.io import VolumeChoiceRequired, read_image, read_mask, write_mask
+    from core.io import VolumeChoiceRequired, read_image, read_mask
 
     quiet = bool(getattr(args, "quiet", False))
     timings: dict[str, float] = {}
@@ -205,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.out:
         clock = time.perf_counter()
-        write_mask(result.mask, args.out, reference=image)
+        _write_output(result, image, model, args)
         timings["write_mask"] = time.perf_counter() - clock
     timings["total"] = time.perf_counter() - start
     gt_warnings = [*gt_warnings, *result.warnings]

@@ -9,6 +9,7 @@ can never be the target.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import SimpleITK as sitk
 import skimage.io
 
 from core.atomic_files import atomic_write, same_file
+from core.io.dicom_seg import SEG_SUFFIX, is_dicom_seg, read_dicom_seg, write_dicom_seg
 from core.io.errors import ImageReadError
 from core.io.geometry import itk_from_affine, max_corner_distance
 from core.io.image import Image
@@ -30,7 +32,8 @@ from core.library_output import captured_library_output
 __all__ = ["MASK_SUFFIXES", "Mask", "read_mask", "write_mask"]
 
 #: Endings write_mask accepts (single-file formats only, so one rename makes the write atomic).
-MASK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".png")
+#: ``.dcm`` writes a DICOM SEG of the image's DICOM series (:mod:`core.io.dicom_seg`).
+MASK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".png", SEG_SUFFIX)
 
 #: Affines closer than this (mm, at the grid corners) count as the same geometry.
 AFFINE_TOLERANCE_MM = 1e-3
@@ -79,6 +82,8 @@ def write_mask(
     *,
     reference: Image,
     overwrite: bool = True,
+    class_names: Sequence[str] | None = None,
+    colors: Sequence[Sequence[int]] | None = None,
 ) -> Path:
     """Write a label mask with the reference image's geometry.
 
@@ -88,13 +93,17 @@ def write_mask(
         Non-negative integer labels (bool allowed) of shape ``reference.shape3`` (or ``(H, W)``
         for a natural image). Stored as uint8, or uint16 when a label exceeds 255.
     path : path-like
-        Target ending in ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha`` (medical) or ``.png`` (2-D).
+        Target ending in ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha`` (medical), ``.png`` (2-D)
+        or ``.dcm`` (DICOM SEG of a DICOM series).
     reference : Image
         The image the mask belongs to. For a NIfTI reference the header is copied (qform/sform
         codes, units, affine) with the data type and scaling reset for labels.
     overwrite : bool
         When False an existing file at ``path`` is an error. The reference image's own file is
         never overwritten, whatever this says.
+    class_names, colors : sequence, optional
+        Names and RGB colours by label, for a DICOM SEG's segments (``.dcm``; the image must
+        come from a DICOM series). Without names, segments are called ``class N``.
 
     Returns
     -------
@@ -134,7 +143,11 @@ def write_mask(
         )
     labels = labels.astype(_label_dtype(labels, str(target)), copy=False)
 
-    if suffix == ".png":
+    if suffix == SEG_SUFFIX:
+        write_dicom_seg(
+            labels, target, reference=reference, class_names=class_names or [], colors=colors
+        )
+    elif suffix == ".png":
         if labels.shape[2] != 1:
             raise ValueError(
                 f"{target}: PNG holds 2-D masks; this image has {labels.shape[2]} slices"
@@ -209,8 +222,9 @@ def read_mask(path: str | os.PathLike[str], *, reference: Image) -> Mask:
     Parameters
     ----------
     path : path-like
-        Any format :func:`core.io.read_image` reads; PNG/JPEG/TIFF/BMP masks of a natural
-        image come back as ``(H, W, 1)``.
+        Any format :func:`core.io.read_image` reads, or a DICOM SEG of the image's series
+        (frames placed by the source instances they derive from); PNG/JPEG/TIFF/BMP masks of a
+        natural image come back as ``(H, W, 1)``.
     reference : Image
         The image the mask should match.
 
@@ -228,6 +242,8 @@ def read_mask(path: str | os.PathLike[str], *, reference: Image) -> Mask:
     """
     source = Path(path)
     warnings: list[str] = []
+    if suffix_of(source) in IMAGE_SUFFIXES["dicom"] and is_dicom_seg(source):
+        return Mask(read_dicom_seg(source, reference=reference), reference.affine, [], source)
     if suffix_of(source) in IMAGE_SUFFIXES["natural"]:
         if not source.is_file():
             raise ImageReadError(f"{source}: no such file")

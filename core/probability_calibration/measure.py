@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ClassCalibration", "ReliabilityTally", "TAIL_PROBABILITY"]
+__all__ = [
+    "TAIL_PROBABILITY",
+    "ClassCalibration",
+    "ReliabilityTally",
+    "classes_from_records",
+    "summarize_records",
+]
 
 #: Probabilities below this form the tail.
 TAIL_PROBABILITY = 0.05
@@ -86,6 +92,9 @@ class ReliabilityTally:
         self.counts = np.zeros((n, bins), dtype=np.int64)
         self.sum_p = np.zeros((n, bins))
         self.positives = np.zeros((n, bins), dtype=np.int64)
+        # True pixels minus summed probability per bin, kept on its own: the ECE is a sum of
+        # small gaps between large sums, and a report rounds each sum to 6 digits.
+        self.gap = np.zeros((n, bins))
         self.tail_mass = np.zeros(n)
         self.tail_positives = np.zeros(n, dtype=np.int64)
         self.cases = 0
@@ -113,11 +122,40 @@ class ReliabilityTally:
             for c in range(n):
                 positive = y == c
                 self.counts[c] += np.bincount(index[c], minlength=self.bins)
-                self.sum_p[c] += np.bincount(index[c], weights=part[c], minlength=self.bins)
-                self.positives[c] += np.bincount(index[c][positive], minlength=self.bins)
+                mass = np.bincount(index[c], weights=part[c], minlength=self.bins)
+                hits = np.bincount(index[c][positive], minlength=self.bins)
+                self.sum_p[c] += mass
+                self.positives[c] += hits
+                self.gap[c] += hits - mass
                 self.tail_mass[c] += part[c][tail[c]].sum()
                 self.tail_positives[c] += int(np.count_nonzero(positive & tail[c]))
         self.cases += 1
+
+    def to_record(self) -> dict[str, Any]:
+        """The tally as plain data (lists of numbers), e.g. one case's part of a report."""
+        return {
+            "classes": list(self.class_names),
+            "bins": self.bins,
+            "cases": self.cases,
+            "counts": self.counts.tolist(),
+            "sum_p": self.sum_p.tolist(),
+            "positives": self.positives.tolist(),
+            "gap": self.gap.tolist(),
+            "tail_mass": self.tail_mass.tolist(),
+            "tail_positives": self.tail_positives.tolist(),
+        }
+
+    def add_record(self, record: dict[str, Any]) -> None:
+        """Add a tally given as :meth:`to_record` made it (same classes and bins)."""
+        if list(record["classes"]) != self.class_names or int(record["bins"]) != self.bins:
+            raise ValueError("a calibration record of other classes or bins cannot be added")
+        self.counts += np.asarray(record["counts"], dtype=np.int64)
+        self.sum_p += np.asarray(record["sum_p"], dtype=np.float64)
+        self.positives += np.asarray(record["positives"], dtype=np.int64)
+        self.gap += np.asarray(record["gap"], dtype=np.float64)
+        self.tail_mass += np.asarray(record["tail_mass"], dtype=np.float64)
+        self.tail_positives += np.asarray(record["tail_positives"], dtype=np.int64)
+        self.cases += int(record["cases"])
 
     def classes(self) -> list[ClassCalibration]:
         """The per-class reliability diagrams, ECE and tail figures."""
@@ -129,7 +167,7 @@ class ReliabilityTally:
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean_p = np.where(counts > 0, self.sum_p[c] / counts, np.nan)
                 observed = np.where(counts > 0, self.positives[c] / counts, np.nan)
-            ece = float(np.abs(self.positives[c] - self.sum_p[c]).sum() / total)
+            ece = float(np.abs(self.gap[c]).sum() / total)
             out.append(
                 ClassCalibration(
                     label=c,
@@ -146,3 +184,44 @@ class ReliabilityTally:
                 )
             )
         return out
+
+
+def summarize_records(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per model, the classes' calibration over the per-case records ``{"model": ..., **tally}``.
+
+    Models keep their first-seen order; each value is a list of :meth:`ClassCalibration.to_dict`.
+    """
+    tallies: dict[str, ReliabilityTally] = {}
+    for record in records:
+        model = record["model"]
+        if model not in tallies:
+            tallies[model] = ReliabilityTally(list(record["classes"]), int(record["bins"]))
+        tallies[model].add_record(record)
+    return {model: [c.to_dict() for c in t.classes()] for model, t in tallies.items()}
+
+
+def classes_from_records(section: list[dict[str, Any]]) -> list[ClassCalibration]:
+    """Rebuild :class:`ClassCalibration` objects from their ``to_dict`` form (a report)."""
+    classes = []
+    for entry in section:
+        bins = entry["bins"]
+
+        def array(key: str, bins=bins) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in bins[key]], dtype=float)
+
+        classes.append(
+            ClassCalibration(
+                label=int(entry["label"]),
+                name=str(entry["class"]),
+                bin_edges=array("edges"),
+                counts=np.asarray(bins["counts"], dtype=np.int64),
+                mean_predicted=array("mean_predicted"),
+                observed=array("observed"),
+                ece=float(entry["ece"]),
+                tail_mass=float(entry["tail_mass"]),
+                tail_positives=int(entry["tail_positives"]),
+                expected_volume=float(entry["expected_volume_px"]),
+                true_volume=int(entry["true_volume_px"]),
+            )
+        )
+    return classes

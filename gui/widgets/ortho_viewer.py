@@ -102,6 +102,7 @@ class OrthoViewer(QWidget):
     overlay_visibility_changed = Signal(bool)
     labels_changed = Signal()
     overlay_style_changed = Signal()
+    stroke = Signal(str, str, int, int)  # view, phase, row, col: a correction tool's stroke
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -150,6 +151,7 @@ class OrthoViewer(QWidget):
             view.hovered.connect(lambda r, c, s=slot: self._on_view_hovered(s, r, c))
             view.window_dragged.connect(self._on_view_window_dragged)
             view.maximize_requested.connect(lambda s=slot: self._toggle_maximized(s))
+            view.stroke.connect(lambda phase, r, c, s=slot: self.stroke.emit(s, phase, r, c))
             self.views[slot] = view
             grid.addWidget(view, *_GRID[slot])
         self.info_label = QLabel(self.views_widget)
@@ -338,6 +340,15 @@ class OrthoViewer(QWidget):
         """Show a ground-truth label volume (shape ``image.shape3``), or remove it with None."""
         self._ground_truth = self._check_mask(mask, "ground truth")
         self._rebuild_lut()
+
+    def set_painting(self, painting: bool) -> None:
+        """Turn a correction tool on or off: plain left drags then emit ``stroke``."""
+        for view in self.views.values():
+            view.painting = painting
+
+    def refresh_masks(self) -> None:
+        """Redraw the overlays after a mask shown here was changed in place (an edit)."""
+        self._refresh_overlays()
 
     def prediction(self) -> np.ndarray | None:
         """The prediction shown (as stored: uint8/uint16 in the image's order), or None."""

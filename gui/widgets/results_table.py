@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
@@ -72,8 +74,8 @@ def _tooltip(key: str) -> str:
 
 
 def _format(key: str, value: object) -> str:
-    if value is None:
-        return "–"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"  # NaN: a corrected mask or a mask file has no expected Dice
     if isinstance(value, float):
         if key.endswith("_intensity"):
             return f"{value:.1f}"

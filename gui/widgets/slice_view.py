@@ -5,8 +5,9 @@ array (a numpy view cut by :func:`core.display.plane_volume`, so scrolling copie
 but the slice pyqtgraph converts), the millimetre size of a pixel, the letters for its edges
 and a callable that renders the overlay of a slice. The owner (``OrthoViewer``) links views.
 
-Mouse: wheel = slice, Ctrl+wheel = zoom, left click/drag = move the crosshair, right drag or
-Ctrl+left drag = window/level, middle or Shift+left drag = pan, double-click = maximise.
+Mouse: wheel = slice, Ctrl+wheel = zoom, left click/drag = move the crosshair (with a correction
+tool on: paint, see ``stroke``), right drag or Ctrl+left drag = window/level, middle or
+Shift+left drag = pan, double-click = maximise.
 Keys: Up/Down/Left/Right and PgUp/PgDn = slice (Shift: 10 slices), Home = reset zoom; other
 keys are passed on to the parent widget.
 """
@@ -63,8 +64,21 @@ class _SliceViewBox(pg.ViewBox):
             self._owner.step_slice(1 if delta > 0 else -1)
         ev.accept()
 
+    def _paints(self, ev) -> bool:
+        """A plain left button while a correction tool is on: the event edits the mask."""
+        plain = not ev.modifiers() & (
+            Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+        )
+        return self._owner.painting and ev.button() == Qt.MouseButton.LeftButton and plain
+
     def mouseClickEvent(self, ev) -> None:  # noqa: N802
         self._owner.setFocus(Qt.FocusReason.MouseFocusReason)
+        if self._paints(ev) and not ev.double():
+            ev.accept()
+            point = self.mapToView(ev.pos())
+            self._owner._stroke("press", point)
+            self._owner._stroke("release", point)
+            return
         if ev.button() != Qt.MouseButton.LeftButton:
             ev.accept()
             return
@@ -79,7 +93,14 @@ class _SliceViewBox(pg.ViewBox):
         button = ev.button()
         modifiers = ev.modifiers()
         left = button == Qt.MouseButton.LeftButton
-        if button == Qt.MouseButton.RightButton or (
+        if self._paints(ev):
+            ev.accept()
+            if ev.isStart():
+                self._owner._stroke("press", self.mapToView(ev.buttonDownPos()))
+            self._owner._stroke("move", self.mapToView(ev.pos()))
+            if ev.isFinish():
+                self._owner._stroke("release", self.mapToView(ev.pos()))
+        elif button == Qt.MouseButton.RightButton or (
             left and modifiers & Qt.KeyboardModifier.ControlModifier
         ):
             ev.accept()
@@ -111,6 +132,9 @@ class SliceView(QWidget):
         Window/level drag by ``(dx, dy)`` screen pixels.
     maximize_requested()
         Double-click or the maximise button.
+    stroke(str, int, int)
+        With :attr:`painting` on, a plain left press, drag or release at pixel ``(row, col)``
+        (the phase is ``"press"``, ``"move"`` or ``"release"``): a correction tool's stroke.
     """
 
     slice_changed = Signal(int)
@@ -118,6 +142,7 @@ class SliceView(QWidget):
     hovered = Signal(int, int)
     window_dragged = Signal(float, float)
     maximize_requested = Signal()
+    stroke = Signal(str, int, int)
 
     def __init__(self, title: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -130,6 +155,8 @@ class SliceView(QWidget):
         self._levels: tuple[float, float] = (0.0, 1.0)
         self._overlay_source: OverlaySource | None = None
         self._pixel_mm = (1.0, 1.0)  # (row height, column width)
+        #: A correction tool is on: plain left clicks and drags edit instead of moving the cursor.
+        self.painting = False
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -365,6 +392,16 @@ class SliceView(QWidget):
         rows, cols = self.plane_shape
         self.position_picked.emit(
             float(np.clip(round(row), 0, rows - 1)), float(np.clip(round(col), 0, cols - 1))
+        )
+
+    def _stroke(self, phase: str, view_point: QPointF) -> None:
+        if self._planes is None:
+            return
+        row, col = self._view_to_pixel(view_point)
+        rows, cols = self.plane_shape
+        # A drag may leave the slice: the brush's centre stays on its edge.
+        self.stroke.emit(
+            phase, int(np.clip(round(row), 0, rows - 1)), int(np.clip(round(col), 0, cols - 1))
         )
 
     def _on_scene_mouse_moved(self, scene_pos: QPointF) -> None:

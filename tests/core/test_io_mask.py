@@ -135,7 +135,9 @@ def test_bad_labels_are_refused(tmp_path):
         write_mask(np.full(image.shape3, 0.5), tmp_path / "m.nii", reference=image)
     with pytest.raises(ValueError, match="do not fit uint16"):
         write_mask(np.full(image.shape3, 70000), tmp_path / "m.nii", reference=image)
-    with pytest.raises(ValueError, match=r"m.dcm: cannot write masks as '.dcm'"):
+    with pytest.raises(ValueError, match=r"m.jpg: cannot write masks as '.jpg'"):
+        write_mask(np.zeros(image.shape3), tmp_path / "m.jpg", reference=image)
+    with pytest.raises(ValueError, match="DICOM SEG needs an image read from a DICOM series"):
         write_mask(np.zeros(image.shape3), tmp_path / "m.dcm", reference=image)
 
 

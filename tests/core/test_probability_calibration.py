@@ -379,3 +379,24 @@ def test_pixel_sample_reads_any_integer_label_type_alike(dtype):
     assert other.pixels == reference.pixels == 4990
     for a, b in zip(reference.tensors(), other.tensors(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_reliability_records_survive_report_rounding_and_merge_like_one_tally():
+    from core.probability_calibration.measure import summarize_records
+    from core.report_files import json_ready
+
+    rng = np.random.default_rng(15)
+    whole = ReliabilityTally(["a", "b", "c"])
+    records = []
+    for case in range(3):
+        probs = _softmax(_random_logits(20 + case, shape=(3, 40, 50), spread=4.0))
+        truth = rng.integers(0, 3, size=(40, 50))
+        whole.add(probs, truth)
+        one = ReliabilityTally(["a", "b", "c"])
+        one.add(probs, truth)
+        records.append({"model": "m", "case": str(case), **json_ready(one.to_record())})
+    merged = summarize_records(records)["m"]
+    for got, want in zip(merged, whole.classes(), strict=True):
+        assert got["ece"] == pytest.approx(want.ece, rel=1e-5)
+        assert got["tail_positives"] == want.tail_positives
+        assert got["bins"]["counts"] == want.counts.tolist()

@@ -9,7 +9,7 @@ import pytest
 
 from core.models import load_model, predict
 from core.probability_calibration import ReliabilityTally
-from gui.calibration_flow import classes_from_report
+from core.probability_calibration.measure import classes_from_records
 from gui.widgets.calibration_panel import CalibrationPanel
 from tests.gui.test_workbench import JOB_TIMEOUT, wait_idle, window  # noqa: F401 - fixture
 
@@ -38,7 +38,7 @@ def test_panel_lists_each_class_with_its_figures(qtbot):
 def test_report_section_reads_back_into_the_same_figures():
     classes = _tally(1).classes()
     section = json.loads(json.dumps([c.to_dict() for c in classes]))
-    again = classes_from_report(section)
+    again = classes_from_records(section)
     for a, b in zip(classes, again, strict=True):
         assert (a.name, a.ece, a.tail_mass, a.tail_positives) == (
             b.name,
