@@ -19,6 +19,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QSplitter,
@@ -86,9 +87,13 @@ class CalibrationPanel(QWidget):
         for column, (_, tip) in enumerate(CALIBRATION_COLUMNS):
             self.table.horizontalHeaderItem(column).setToolTip(tip)
         self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         splitter = QSplitter(self)
         splitter.addWidget(self.plot)
         splitter.addWidget(self.table)
+        splitter.setStretchFactor(0, 3)  # the diagram needs the room; the table is narrow
+        splitter.setStretchFactor(1, 2)
         self.measure_button = QPushButton("Measure current result", self)
         self.measure_button.setToolTip(
             "Reliability of the shown result's model on the open image against its ground truth"
