@@ -23,9 +23,9 @@ def configure_threads() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     configure_threads()
-    from core.cli.parser import build_parser
+    from core.cli.parser import parse_command_line
 
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(argv)
     if args.command is not None:
         return int(args.run(args))
     from gui.app import run_gui

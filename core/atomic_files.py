@@ -33,6 +33,7 @@ from pathlib import Path
 __all__ = [
     "atomic_write",
     "atomic_write_folder",
+    "new_file_mode",
     "output_folder",
     "output_target",
     "same_file",
@@ -182,6 +183,26 @@ def _fsync_path(path: Path) -> None:
         os.close(handle)
 
 
+def _umask() -> int:
+    """The process's file-creation mask, read without changing it where the system allows."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: read by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(*, folder: bool = False) -> int:
+    """The permission bits a plain ``open()`` (or ``mkdir``) would give a new file (or folder).
+
+    Temporaries are owner-only (``mkstemp``, ``mkdtemp``, and safetensors' writer make them
+    0600/0700); what is saved must follow the user's umask like any other file they create.
+    """
+    return (0o777 if folder else 0o666) & ~_umask()
+
+
 def _temp_prefix(target: Path) -> str:
     return f".{target.name}.{os.getpid()}-"
 
@@ -223,7 +244,7 @@ def atomic_write(target: Path, write: Callable[[Path], None], *, suffix: str = "
         write(temp)
         _step("temp-written")
         # mkstemp makes the file owner-only; a saved file should be as readable as any other.
-        os.chmod(temp, target.stat().st_mode & 0o777 if target.exists() else 0o644)
+        os.chmod(temp, target.stat().st_mode & 0o777 if target.exists() else new_file_mode())
         _fsync_path(temp)  # the data is on disk before the name points to it
         _step("synced")
         os.replace(temp, target)
@@ -358,9 +379,14 @@ def atomic_write_folder(
         _step("temp-created")
         write(temp)
         _step("temp-written")
-        os.chmod(temp, 0o755)  # mkdtemp makes it owner-only, unlike a folder the user made
+        # mkdtemp makes the folder owner-only and some writers (safetensors) their files too:
+        # every file of the saved folder gets the mode the user's umask gives other outputs.
+        os.chmod(temp, new_file_mode(folder=True))
         for path in sorted(temp.rglob("*")):
-            if path.is_file():
+            if path.is_dir() and not path.is_symlink():
+                os.chmod(path, new_file_mode(folder=True))
+            elif path.is_file() and not path.is_symlink():
+                os.chmod(path, new_file_mode())
                 _fsync_path(path)
         _fsync_path(temp)
         _step("synced")

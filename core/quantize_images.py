@@ -6,13 +6,16 @@ job here, so a panel can run it on a worker thread with one progress bar and one
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from core.io import Image, read_image
 from core.io.reader import IMAGE_SUFFIXES, suffix_of
 from core.jobs import CancelToken, Progress, ProgressCallback, report
+from core.logs import LOGGER_NAME
 from core.models import LoadedModel, calibration_inputs
+from core.models.calibration import calibration_shortfall
 from core.quant import QuantConfig, QuantResult, quantize_loaded_model
 
 __all__ = ["CALIBRATION_SUFFIXES", "images_in_folder", "quantize_from_images"]
@@ -97,6 +100,9 @@ def quantize_from_images(
         images = source if isinstance(source, Image) else list(source)
     report(on_progress, Progress(0, None, "drawing calibration inputs", stage="calibration"))
     calib = calibration_inputs(model, images, n=n_samples, seed=config.seed, crop=crop)
+    shortfall = calibration_shortfall(model, int(calib.shape[0]), n_samples, crop)
+    if shortfall:  # the Log panel says why the run learned from fewer samples than asked
+        logging.getLogger(LOGGER_NAME).warning("%s", shortfall)
     if cancel is not None:
         cancel.raise_if_cancelled()
     return quantize_loaded_model(model, calib, config, on_progress=on_progress, cancel=cancel)

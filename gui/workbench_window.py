@@ -23,11 +23,16 @@ from PySide6.QtGui import (
     QUndoStack,
 )
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QApplication,
     QFileDialog,
     QInputDialog,
     QLabel,
+    QLineEdit,
     QMenu,
     QMessageBox,
+    QPlainTextEdit,
+    QTextEdit,
     QVBoxLayout,
     QWidget,
 )
@@ -39,6 +44,8 @@ from core.io import (
     read_image,
     write_mask,
 )
+from core.io.dicom import series_titles
+from core.io.errors import NO_DICOM_IMAGES
 from core.models import LoadedModel, UntrustedCodeError, load_model
 from core.models.frameworks import locate_framework_folder
 from core.report_files import write_csv_atomic, write_json_atomic
@@ -97,7 +104,7 @@ def next_steps_hint(
     n_results: int = 0,
 ) -> str:
     """The hint line for the user's own image: what is open and what to do next."""
-    parts = [f"{image_name} ({image.modality or 'image'}, {' x '.join(map(str, image.shape3))})."]
+    parts = [f"{image_name} ({image.modality or 'modality unknown'}, {image.size_text()})."]
     if image.warnings:
         count = len(image.warnings)
         parts.append(f"{count} warning{'s' if count > 1 else ''} about this file: see Data.")
@@ -148,6 +155,7 @@ class WorkbenchWindow(MainWindow):
         self.settings = settings or QSettings()
         self.session = Session(self)
         self.current_key: str | None = None
+        self._questions_open = 0  # volume/series questions waiting for an answer
         self.setAcceptDrops(True)
 
         # Central area: empty state / viewer / compare viewer, with a hint line above.
@@ -156,6 +164,7 @@ class WorkbenchWindow(MainWindow):
         self.central.addWidget(self.viewer)
         self.central.addWidget(self.compare_viewer)
         self._showing_demo = False  # a demo keeps its own hint line
+        self._shown_choice = ""  # the volume or series of the open image, for title and hint
         self.hint = QLabel(HINT_DEFAULT, self)
         self.hint.setObjectName("hintLine")
         self.hint.setWordWrap(True)
@@ -191,12 +200,19 @@ class WorkbenchWindow(MainWindow):
         self.segmentation_dock.raise_()
         self.results_dock = self.add_dock("Results", self.results_table, bottom)
         self.weights_dock = self.add_dock("Weight scales", self.weight_panel, bottom, scroll=True)
+        # The live loss curve needs width and a readable height: in the left dock, under the
+        # quantization settings, it had 45 px at 1400 x 900. It gets a bottom tab of its own.
+        loss_curve = self.quantization_panel.loss_curve
+        self.quantization_panel.layout().removeWidget(loss_curve)
+        self.loss_dock = self.add_dock("Quantization loss", loss_curve, bottom)
+        self.quantization_panel.run_started.connect(self.loss_dock.raise_)
         self.calibration_panel = CalibrationPanel()
         self.calibration_dock = self.add_dock("Calibration", self.calibration_panel, bottom)
         self.calibration_flow = CalibrationFlow(self, self.calibration_panel)
         self.tabifyDockWidget(self.results_dock, self.weights_dock)
         self.tabifyDockWidget(self.weights_dock, self.calibration_dock)
-        self.tabifyDockWidget(self.calibration_dock, self.log_dock)
+        self.tabifyDockWidget(self.calibration_dock, self.loss_dock)
+        self.tabifyDockWidget(self.loss_dock, self.log_dock)
         self.results_dock.raise_()
         # Dock sizes are set on the first show unless the last session's layout is restored.
         self._docks_sized = self._restore_layout()
@@ -211,6 +227,7 @@ class WorkbenchWindow(MainWindow):
             self.results_dock,
             self.weights_dock,
             self.calibration_dock,
+            self.loss_dock,
         ):
             self.view_menu.addAction(dock.toggleViewAction())
 
@@ -246,8 +263,13 @@ class WorkbenchWindow(MainWindow):
             # the height (the table needs a few rows) and the side panels a compact width.
             self._docks_sized = True
             self.resizeDocks([self.results_dock], [220], Qt.Orientation.Vertical)
+            # Side panels a quarter of the width each at most (330 and 340 px at 1400 x 900,
+            # 300 and 310 at 1280 x 800): the views keep the middle half.
+            width = self.width()
             self.resizeDocks(
-                [self.data_dock, self.overlay_dock], [330, 370], Qt.Orientation.Horizontal
+                [self.data_dock, self.overlay_dock],
+                [min(330, int(width * 0.235)), min(340, int(width * 0.243))],
+                Qt.Orientation.Horizontal,
             )
             # An image opened before the first layout was fitted to a view of the wrong size.
             QTimer.singleShot(0, self._fit_views)
@@ -265,6 +287,14 @@ class WorkbenchWindow(MainWindow):
         if event.isAccepted():
             self.settings.setValue("window/geometry", self.saveGeometry())
             self.settings.setValue("window/state", self.saveState())
+
+    def _give_keys_to_views(self) -> None:
+        """Slice, preset and overlay keys act on the views without a click first: the views
+        take the keyboard focus unless the user is typing in a field."""
+        focused = QApplication.focusWidget()
+        typing = isinstance(focused, QLineEdit | QAbstractSpinBox | QTextEdit | QPlainTextEdit)
+        if not typing or focused.isReadOnly():  # the log is read-only: not typing there
+            self.viewer.focus_active_view()
 
     def _fit_views(self) -> None:
         if self.session.image is not None:
@@ -349,16 +379,25 @@ class WorkbenchWindow(MainWindow):
         return value if ok else None
 
     def ask_series(self, folder: str, series: list) -> str | None:
-        items = [
-            f"{s.description or '(no description)'} — {s.modality}, {s.n_slices} slices"
-            + (f" in {s.volumes} volumes" if s.volumes > 1 else "")
-            + f", {s.rows}x{s.columns}"
-            for s in series
-        ]
+        # Number, description, modality, slices, columns x rows, date: no two entries alike.
+        items = series_titles(series)
         item, ok = QInputDialog.getItem(
             self, "DICOM series", f"{Path(folder).name} holds several series:", items, 0, False
         )
         return series[items.index(item)].uid if ok else None
+
+    @property
+    def is_asking(self) -> bool:
+        """True while a question (which volume, which series) waits for the user."""
+        return self._questions_open > 0
+
+    def _asked(self, question: Callable[[], Any]) -> Any:
+        """Ask through ``question()``, counting it as open meanwhile (see :attr:`is_asking`)."""
+        self._questions_open += 1
+        try:
+            return question()
+        finally:
+            self._questions_open -= 1
 
     def ask_trust(self, message: str) -> bool:
         answer = QMessageBox.warning(
@@ -375,37 +414,80 @@ class WorkbenchWindow(MainWindow):
 
     # --- opening ---------------------------------------------------------------------------
     def open_image(self, path: str, *, series: str | None = None, volume: int | None = None):
-        """Read an image on the worker; a 4-D file asks which volume first."""
+        """Read an image on the worker; a 4-D file asks which volume first, a DICOM folder
+        which series (unless ``series`` names it)."""
+        if Path(path).is_dir():
+            return self.open_dicom_folder(path, series=series, volume=volume)
+        return self._read_image(path, series=series, volume=volume)
+
+    def _read_image(
+        self,
+        path: str,
+        *,
+        series: str | None = None,
+        volume: int | None = None,
+        shown: str = "",
+    ):
+        """Read ``path`` on the worker; ``shown`` names the series or volume for the title."""
 
         def on_failed(failure):
             several = failure.exception
             if isinstance(several, VolumeChoiceRequired) and volume is None:
-                chosen = self.ask_volume(path, several)
+                chosen = self._asked(lambda: self.ask_volume(path, several))
                 if chosen is not None:
-                    self.open_image(path, series=series, volume=chosen)
+                    what = f"volume {chosen} of 0-{several.count - 1}"
+                    self._read_image(
+                        path,
+                        series=series,
+                        volume=chosen,
+                        shown=f"{shown}, {what}" if shown else what,
+                    )
                 return
             self.show_error(failure.title, failure.message, failure.details)
 
+        if volume is not None and not shown:
+            shown = f"volume {volume}"
         return self.run_job(
             read_image_for_display,
             path,
             series=series,
             volume=volume,
             title="Open image",
-            on_success=lambda opened: self._on_image_read(path, opened),
+            on_success=lambda opened: self._on_image_read(path, opened, shown=shown),
             on_failed=on_failed,
         )
 
-    def open_dicom_folder(self, folder: str) -> None:
-        def on_listed(series):
-            if not series:
-                self.show_error("Open DICOM folder", f"{folder}: no DICOM images found")
-                return
-            uid = series[0].uid if len(series) == 1 else self.ask_series(folder, series)
-            if uid is not None:
-                self.open_image(folder, series=uid)
+    def open_dicom_folder(
+        self, folder: str, *, series: str | None = None, volume: int | None = None
+    ):
+        """List the folder's series on the worker, ask which one when there are several (or
+        take ``series``, a SeriesInstanceUID), then read it."""
 
-        self.run_job(
+        def on_listed(found):
+            if not found:
+                self.show_error("Open DICOM folder", f"{folder}: {NO_DICOM_IMAGES}")
+                return
+            if series is not None:
+                matches = [s for s in found if s.uid == series]
+                if not matches:
+                    listed = "\n".join(series_titles(found))
+                    self.show_error(
+                        "Open DICOM folder",
+                        f"{folder}: no series with UID {series}",
+                        f"Series in this folder:\n{listed}",
+                    )
+                    return
+                chosen = matches[0]
+            elif len(found) == 1:
+                chosen = found[0]
+            else:
+                uid = self._asked(lambda: self.ask_series(folder, found))
+                chosen = next((s for s in found if s.uid == uid), None)
+            if chosen is not None:
+                shown = f"series {chosen.title()}" if len(found) > 1 else ""
+                self._read_image(folder, series=chosen.uid, volume=volume, shown=shown)
+
+        return self.run_job(
             _plain(list_dicom_series, folder), title="List DICOM series", on_success=on_listed
         )
 
@@ -484,7 +566,9 @@ class WorkbenchWindow(MainWindow):
             ),
         )
 
-    def _on_image_read(self, path: str, opened: OpenedImage, *, remember: bool = True) -> None:
+    def _on_image_read(
+        self, path: str, opened: OpenedImage, *, remember: bool = True, shown: str = ""
+    ) -> None:
         image = opened.image
         previous = self.session.image
 
@@ -502,6 +586,7 @@ class WorkbenchWindow(MainWindow):
         self.current_key = None
         self.central.setCurrentWidget(self.viewer)
         QTimer.singleShot(0, self._fit_views)  # once the viewer is laid out at its real size
+        self._give_keys_to_views()
         self.data_panel.show_image(image)
         self.data_panel.show_ground_truth(None)
         self.quantization_panel.set_image(image)
@@ -509,12 +594,13 @@ class WorkbenchWindow(MainWindow):
             self.data_panel.remember(path)
         for warning in image.warnings:
             log.warning("%s: %s", Path(path).name, warning)
-        self.setWindowTitle(f"segbench — {Path(path).name}")
-        self.statusBar().showMessage(
-            f"Opened {Path(path).name}: {' x '.join(map(str, image.shape3))} voxels of "
-            f"{' x '.join(f'{s:.3g}' for s in image.spacing)} mm",
-            6000,
-        )
+        # Which volume of a 4-D file or which series of a folder: the title and the hint say it.
+        self._shown_choice = shown
+        self.setWindowTitle(f"segbench — {Path(path).name}" + (f" — {shown}" if shown else ""))
+        size = image.size_text()
+        if not image.is_natural:  # a photograph's pixels have no size in mm
+            size += f" of {' x '.join(f'{s:.3g}' for s in image.spacing)} mm"
+        self.statusBar().showMessage(f"Opened {Path(path).name}: {size}", 6000)
         self._update_hint()
 
     @staticmethod
@@ -551,6 +637,8 @@ class WorkbenchWindow(MainWindow):
             self.hint.setText(HINT_DEFAULT)
             return
         name = Path(image.path).name if image.path is not None else "image"
+        if self._shown_choice:
+            name += f" — {self._shown_choice}"
         has_truth = self.session.ground_truth is not None
         base = self.session.base_variant
         model = base.model if base is not None else None
@@ -565,8 +653,9 @@ class WorkbenchWindow(MainWindow):
             self.compare_viewer.set_ground_truth(truth)
 
         self._views_first(lambda: show(labels), lambda: show(previous))
+        self.viewer.set_ground_truth_names(opened.mask.names)
         self.session.set_ground_truth(labels.array, path)
-        self.data_panel.show_ground_truth(path, list(opened.mask.warnings))
+        self.data_panel.show_ground_truth(path, list(opened.mask.warnings), opened.mask.names)
         # With a ground truth, show the prediction filled and the truth outlined.
         self.viewer.set_overlay_mode("both")
         self.compare_viewer.set_overlay_mode("both")
@@ -681,6 +770,7 @@ class WorkbenchWindow(MainWindow):
         self.compare_viewer.set_results(a.labels, a.key, b.labels, b.key)
         self.compare_viewer.set_window(*self.viewer.window)  # keep the user's window/level
         self.central.setCurrentWidget(self.compare_viewer)
+        self.compare_viewer.left.focus_active_view()  # T, slice and preset keys at once
         self.overlay_panel.bind(self.compare_viewer)
 
     def _on_session_results_changed(self) -> None:

@@ -1,10 +1,12 @@
 """Regenerate the README's screenshots from the real app in a real X window (Xvfb).
 
-Runs the workbench on the demo exactly as a user would: opens it, quantizes the model (W4
-FlexRound), segments with the variant, compares FP32 + argmax with W4 + RankSEG-RMA, and shows
-the weight-scale plots; after each step it takes an X-level screenshot of the screen.
+Runs the workbench on the demo exactly as a user would, in the default 1400 x 900 window: opens
+it, quantizes the model (W4 FlexRound), segments with the variant, compares FP32 + argmax with
+W4 + RankSEG-RMA, and shows the weight-scale plots; after each step it takes an X-level
+screenshot of the screen (the X screen is the window's size, so the picture is the window).
 
-Usage: ``python tools/make_screenshots.py [--out docs/screenshots] [--iters 300]``
+Usage: ``python tools/make_screenshots.py [--out docs/screenshots] [--iters 300]
+[--size 1400x900]``
 (needs ``Xvfb`` and ImageMagick's ``import``; starts its own X server when DISPLAY is unset).
 """
 
@@ -21,11 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _start_xvfb() -> subprocess.Popen | None:
+def _start_xvfb(size: tuple[int, int]) -> subprocess.Popen | None:
     if os.environ.get("DISPLAY"):
         return None
     display = ":87"
-    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"])
+    screen = f"{size[0]}x{size[1]}x24"
+    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", screen, "-nolisten", "tcp"])
     time.sleep(1.5)
     os.environ["DISPLAY"] = display
     return proc
@@ -35,14 +38,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     parser.add_argument("--iters", type=int, default=300)
+    parser.add_argument("--size", default="1400x900", help="window size (the app's default)")
     args = parser.parse_args()
+    size = tuple(int(n) for n in args.size.lower().split("x"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    xvfb = _start_xvfb()
+    xvfb = _start_xvfb(size)
     os.environ["QT_QPA_PLATFORM"] = "xcb"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QCoreApplication, QEvent, QSettings
     from PySide6.QtWidgets import QApplication
 
     from gui.workbench_window import WorkbenchWindow
@@ -50,18 +55,24 @@ def main() -> None:
     app = QApplication([])
     settings = QSettings(str(out / ".screenshot-settings.ini"), QSettings.Format.IniFormat)
     window = WorkbenchWindow(settings=settings)
-    window.setGeometry(0, 0, 1600, 1000)
+    window.setGeometry(0, 0, *size)
     window.show()
+
+    def flush():
+        # processEvents() alone never runs deferred deletions, which the running app's event
+        # loop does: Qt's tab bars replaced while the docks were tabbed would stay on screen.
+        app.processEvents()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
     def wait(condition, timeout=600.0):
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
                 raise TimeoutError("the app did not finish in time")
-            app.processEvents()
+            flush()
             time.sleep(0.02)
         for _ in range(50):  # let the last repaint reach the X server
-            app.processEvents()
+            flush()
             time.sleep(0.01)
 
     def shot(name: str) -> None:

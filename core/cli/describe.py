@@ -31,13 +31,17 @@ def describe_image(image: Image, *, intensities: bool = False) -> dict[str, Any]
     Returns
     -------
     dict
-        path, shape (the array's, channel axis included), dtype, spacing_mm, orientation,
+        path, shape (the array's, channel axis included), size (columns x rows x slices, the
+        order every format is described in; columns x rows for a single picture), dtype,
+        spacing_mm, orientation,
         modality, natural, rgb, window, rescale, affine (4 rows), warnings; plus
         ``intensity_range`` when asked.
     """
     info: dict[str, Any] = {
         "path": str(image.path) if image.path is not None else None,
         "shape": list(image.array.shape),
+        "size": list(image.size),
+        "size_order": "columns x rows x slices",
         "dtype": str(image.array.dtype),
         "spacing_mm": list(image.spacing),
         "orientation": image.orientation,
@@ -121,9 +125,12 @@ def describe_model(model: LoadedModel) -> dict[str, Any]:
 
 
 def describe_series(series: DicomSeries) -> dict[str, Any]:
-    """One DICOM series of a folder: uid, description, modality, slices, volumes, slice size."""
+    """One DICOM series of a folder: uid, number, description, modality, date, slices,
+    volumes, slice size."""
     return {
         "uid": series.uid,
+        "number": series.number,
+        "date": series.date,
         "description": series.description,
         "modality": series.modality,
         "slices": series.n_slices,

@@ -22,13 +22,18 @@ Describe PATH without changing it:
   a model (folder with model.json, .safetensors or .pt file, a bare model.json spec, an
     nnU-Net v2 model folder or a MONAI bundle): the spec, quantization metadata, every layer
     with its parameters, and the total;
-  a folder of DICOM files: its series (UID, modality, description, slices, slice size)."""
+  a folder of DICOM files: its series (number, modality, description, date, slices, slice
+    size, UID).
+Sizes are columns x rows x slices for every format (columns x rows for a picture)."""
 EPILOG = """\
 examples:
   main.py info resources/demo/image.nii.gz
   main.py info resources/demo/model --json
 
 exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
+
+#: How many numbers a size has -> what they are (see core.io.Image.size).
+_SIZE_ORDERS = {2: "columns x rows", 3: "columns x rows x slices"}
 
 _MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".ts", ".torchscript", ".jit")
 
@@ -69,10 +74,11 @@ def describe_path(path: Path, **load_options: Any) -> dict[str, Any]:
     is_framework_model = path.is_dir() and detect_framework(path) is not None
     if path.is_dir() and not (path / "model.json").exists() and not is_framework_model:
         from core.io import list_dicom_series
+        from core.io.errors import NO_DICOM_IMAGES
 
         series = list_dicom_series(path)
         if not series:
-            raise ValueError(f"{path}: neither a model folder (no model.json) nor DICOM files")
+            raise ValueError(f"{path}: {NO_DICOM_IMAGES}, and not a model folder (no model.json)")
         return {
             "kind": "dicom-folder",
             "path": str(path),
@@ -163,7 +169,9 @@ def format_description(info: dict[str, Any]) -> str:
     if kind == "image":
         lines = [
             f"image: {info['path']}",
-            f"  shape: {_join(info['shape'])} ({info['dtype']})",
+            f"  size: {_join(info['size'])} {'pixels' if info['natural'] else 'voxels'} "
+            f"({_SIZE_ORDERS[len(info['size'])]}), {info['dtype']}"
+            + (", RGB" if info["rgb"] else ""),
             f"  spacing: {_join(info['spacing_mm'], 'mm')}",
             f"  orientation: {info['orientation']}",
             f"  modality: {info['modality'] or 'unknown'}"
@@ -217,13 +225,15 @@ def format_description(info: dict[str, Any]) -> str:
         return "\n".join(lines)
     lines = [f"DICOM folder: {info['path']} ({len(info['series'])} series)"]
     table = format_table(
-        [{**s, "size": f"{s['rows']}x{s['columns']}"} for s in info["series"]],
+        [{**s, "size": f"{s['columns']} x {s['rows']}"} for s in info["series"]],
         [
+            ("number", "number", ""),
             ("modality", "modality", ""),
             ("description", "description", ""),
+            ("date", "date", ""),
             ("slices", "slices", "d"),
             ("volumes", "volumes", "d"),
-            ("size", "size", ""),
+            ("size", "columns x rows", ""),
             ("uid", "series UID", ""),
         ],
     )

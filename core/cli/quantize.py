@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
     from core import __version__
     from core.cli.model_loading import load_cli_model
     from core.io import read_image
+    from core.models.calibration import calibration_shortfall
     from core.quant.diagnostics import layer_summary
     from core.quant.variant import quantize_to_folder
 
@@ -239,6 +241,9 @@ def run(args: argparse.Namespace) -> int:
             on_progress=printer,
         )  # fmt: skip
     result, calib_shape = variant.result, variant.calibration_shape
+    shortfall = calibration_shortfall(model, int(calib_shape[0]), args.samples, args.crop or None)
+    if shortfall:  # one picture with whole slices gives one sample, not --samples
+        print(f"main.py {NAME}: note: {shortfall}", file=sys.stderr)
     timings.update(variant.timings)
     timings["total"] = time.perf_counter() - start
 

@@ -17,12 +17,21 @@ from core.cli.arguments import (
     non_negative_int,
 )
 from core.cli.errors import EXIT_OK, UsageError, handle_errors
+from core.cli.image_choice import read_chosen_image
 from core.cli.outputs import check_outputs
 from core.cli.progress import ProgressPrinter
 from core.cli.tables import Column, format_table
 from core.report_files import write_json_atomic
 
-__all__ = ["CLASS_COLUMNS", "HELP", "NAME", "add_arguments", "run", "segmentation_report"]
+__all__ = [
+    "CLASS_COLUMNS",
+    "HELP",
+    "NATURAL_CLASS_COLUMNS",
+    "NAME",
+    "add_arguments",
+    "run",
+    "segmentation_report",
+]
 
 NAME = "segment"
 HELP = "segment one image with a model and write the mask (and a JSON report)"
@@ -50,6 +59,14 @@ CLASS_COLUMNS: tuple[Column, ...] = (
     ("expected_dice", "E[Dice]", ".4f"),
     ("dice", "Dice", ".4f"),
     ("iou", "IoU", ".4f"),
+)
+
+#: The same for a natural image (a photograph): a pixel count, no volume (as the GUI shows).
+NATURAL_CLASS_COLUMNS: tuple[Column, ...] = (
+    ("label", "label", "d"),
+    ("name", "class", ""),
+    ("pixels", "pixels", "d"),
+    *CLASS_COLUMNS[4:],
 )
 
 
@@ -142,6 +159,13 @@ def segmentation_report(
     from core.cli.describe import describe_image
 
     summary = result.to_dict()
+    if image.is_natural:  # pixels, not voxels and millilitres of a 1 mm grid
+        summary["classes"] = [
+            {"pixels" if key == "voxels" else key: value for key, value in row.items()}
+            for row in summary["classes"]
+        ]
+        for row in summary["classes"]:
+            row.pop("volume_ml", None)
     image_info = describe_image(image)
     return {
         "command": NAME,
@@ -201,16 +225,19 @@ def run(args: argparse.Namespace) -> int:
     _check_paths(args)
     start = time.perf_counter()
     # Inputs are read before torch is imported, so a bad path or mask fails within a second.
-    from core.io import VolumeChoiceRequired, read_image, read_mask
+    from core.io import read_mask
+    from core.io.mask import check_mask_format
 
     quiet = bool(getattr(args, "quiet", False))
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    try:
-        image = read_image(args.image, series=args.series, volume=args.volume)
-    except VolumeChoiceRequired as exc:
-        raise UsageError(exc.explain("--volume ")) from exc
+    image = read_chosen_image(args.image, series=args.series, volume=args.volume)
     timings["read_image"] = time.perf_counter() - clock
+    if args.out:
+        try:
+            check_mask_format(args.out, image)  # before the network runs, not after
+        except ValueError as error:
+            raise UsageError(f"--out {error}") from None
     ground_truth = None
     gt_warnings: list[str] = []
     if args.gt:
@@ -256,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
             f"{model.name}, decision {result.decision}, {result.device}: {timings['total']:.2f} s"
         )
         rows = report["classes"]
-        columns = CLASS_COLUMNS if args.gt else CLASS_COLUMNS[:5]
+        columns = NATURAL_CLASS_COLUMNS if image.is_natural else CLASS_COLUMNS
+        columns = columns if args.gt else columns[: len(columns) - 2]
         if result.decision == "guarded":  # which rule each class used
             columns = (*columns, ("rule", "rule", ""))
         print(format_table(rows, columns))

@@ -29,8 +29,11 @@ from core.display.window import (
     WINDOW_PRESETS,
     WindowPreset,
     default_window,
+    format_window,
+    image_presets,
     levels_to_window,
     preset_for_key,
+    round_window,
     window_to_levels,
 )
 
@@ -47,6 +50,8 @@ __all__ = [
     "composite_outline",
     "cursor_info",
     "default_window",
+    "format_window",
+    "image_presets",
     "difference_classes",
     "difference_lut",
     "label_boundary",
@@ -58,6 +63,7 @@ __all__ = [
     "plane_volume",
     "prepare_labels",
     "preset_for_key",
+    "round_window",
     "render_label_overlay",
     "voxel_to_plane",
     "window_to_levels",

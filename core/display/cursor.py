@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +71,7 @@ def cursor_info(
     prediction: np.ndarray | None = None,
     names: Sequence[str] = (),
     view: str = "",
+    ground_truth_names: Mapping[int, str] | None = None,
 ) -> CursorInfo:
     """Collect the readout for one voxel.
 
@@ -82,9 +83,12 @@ def cursor_info(
     ground_truth, prediction : numpy.ndarray or None
         Label volumes of shape ``image.shape3``.
     names : sequence of str
-        Label names indexed by label value.
+        Label names indexed by label value (the model's).
     view : str
         Passed through to :attr:`CursorInfo.view`.
+    ground_truth_names : mapping of int to str, optional
+        The ground truth's own names by label value, when its file has them: they name the
+        ground-truth label instead of ``names`` (the same value may mean another structure).
 
     Returns
     -------
@@ -107,7 +111,9 @@ def cursor_info(
         world=world,
         intensity=intensity,
         ground_truth_label=gt_label,
-        ground_truth_name=None if gt_label is None else _label_name(gt_label, names),
+        ground_truth_name=None
+        if gt_label is None
+        else (ground_truth_names or {}).get(gt_label) or _label_name(gt_label, names),
         prediction_label=pred_label,
         prediction_name=None if pred_label is None else _label_name(pred_label, names),
         view=view,

@@ -14,8 +14,11 @@ __all__ = [
     "WINDOW_PRESETS",
     "WindowPreset",
     "default_window",
+    "format_window",
+    "image_presets",
     "levels_to_window",
     "preset_for_key",
+    "round_window",
     "window_to_levels",
 ]
 
@@ -53,7 +56,7 @@ class WindowPreset:
     @property
     def label(self) -> str:
         """Text for the preset list, e.g. ``"1  Soft tissue  W400 L40"``."""
-        return f"{self.key}  {self.name}  W{self.width:g} L{self.center:g}"
+        return f"{self.key}  {self.name}  {format_window(self.center, self.width, space='')}"
 
 
 # OHIF's CT presets plus Slicer's CT-Bone; key 0 is reserved for the image's default window.
@@ -67,12 +70,98 @@ WINDOW_PRESETS: tuple[WindowPreset, ...] = (
 )
 
 
-def preset_for_key(key: str) -> WindowPreset | None:
-    """Return the preset bound to a number key, or None when the key has none."""
-    for preset in WINDOW_PRESETS:
+def preset_for_key(
+    key: str, presets: tuple[WindowPreset, ...] = WINDOW_PRESETS
+) -> WindowPreset | None:
+    """Return the preset of ``presets`` bound to a number key, or None when the key has none."""
+    for preset in presets:
         if preset.key == key:
             return preset
     return None
+
+
+def _window_step(width: float) -> float:
+    """The rounding step of a window: whole units from a width of 10 (HU, MR signal, 8-bit
+    pixels), else three significant digits of the width (0-1 float images)."""
+    if not np.isfinite(width) or width <= 0 or width >= 10:
+        return 1.0
+    return float(10.0 ** (np.floor(np.log10(width)) - 2))
+
+
+def round_window(center: float, width: float) -> tuple[float, float]:
+    """Round ``(center, width)`` as a reader states it: W 1830 L 37, not W 1830.13 L 37.0635.
+
+    The width never rounds to zero (the step is at most a hundredth of it below 10).
+    """
+    step = _window_step(width)
+    decimals = max(0, -int(np.floor(np.log10(step))))
+    return round(round(center / step) * step, decimals), round(
+        max(round(width / step), 1) * step, decimals
+    )
+
+
+def format_window(center: float, width: float, *, space: str = " ") -> str:
+    """``"W 1830 L 37"`` (``space=""``: ``"W1830 L37"``), rounded as :func:`round_window`."""
+    center, width = round_window(center, width)
+    return f"W{space}{width:g} L{space}{center:g}"
+
+
+def _finite_sample(array: np.ndarray) -> np.ndarray:
+    """The finite values of ``array``, or an evenly strided sample of them for a big one."""
+    # ravel in memory order: reshape(-1) of a Fortran-ordered (nibabel) volume copies all of it.
+    flat = np.asarray(array).ravel(order="K")
+    if flat.size > _PERCENTILE_SAMPLE:
+        flat = flat[:: flat.size // _PERCENTILE_SAMPLE + 1]
+    if np.issubdtype(flat.dtype, np.floating):
+        flat = flat[np.isfinite(flat)]
+    return flat
+
+
+def _looks_like_ct(array: np.ndarray, modality: str, natural: bool) -> bool:
+    """CT by its modality, or (no modality, as in NIfTI) by Hounsfield air: at least 1 % of the
+    voxels at -900 or below (an MR with a few negative values, such as nibabel's
+    anatomical.nii down to -610, is not CT)."""
+    if modality:
+        return modality.upper() == "CT"
+    if natural:
+        return False
+    sample = _finite_sample(array)
+    return bool(sample.size) and float(np.percentile(sample, 1.0)) <= -900.0
+
+
+def image_presets(
+    array: np.ndarray, *, modality: str = "", natural: bool = False
+) -> tuple[WindowPreset, ...]:
+    """The number-key presets that fit an image.
+
+    CT (by modality, or a NIfTI whose values reach Hounsfield air) gets the CT presets in HU
+    (:data:`WINDOW_PRESETS`). Anything else (MR, PET, photographs) has no fixed units: it gets
+    the 1-99 percentile range (key 1) and the full range from the lowest to the highest value
+    (key 2). Key 0 stays the image's default window either way.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        The image's values (RGB channels pooled); big arrays are sampled.
+    modality : str
+        DICOM-style modality, ``""`` when unknown.
+    natural : bool
+        A photograph or other natural image.
+    """
+    if _looks_like_ct(array, modality, natural):
+        return WINDOW_PRESETS
+    sample = _finite_sample(array)
+    if sample.size == 0:
+        return ()
+    presets = []
+    for key, name, (low, high) in (
+        ("1", "Percentiles 1-99 %", np.percentile(sample, (1.0, 99.0))),
+        ("2", "Full range", (sample.min(), sample.max())),
+    ):
+        low, high = float(low), float(high)
+        if high > low:
+            presets.append(WindowPreset(key, name, *round_window(*levels_to_window(low, high))))
+    return tuple(presets)
 
 
 def window_to_levels(center: float, width: float) -> tuple[float, float]:
@@ -115,20 +204,16 @@ def default_window(
     Returns
     -------
     tuple of float
-        ``(center, width)`` with ``width > 0``. A constant image gets width 1 around its value;
-        an image with no finite voxel gets ``(0.5, 1.0)``.
+        ``(center, width)`` with ``width > 0``, percentile windows rounded by
+        :func:`round_window`. A constant image gets width 1 around its value; an image with
+        no finite voxel gets ``(0.5, 1.0)``.
     """
     if dicom_window is not None and dicom_window[1] > 0:
         return float(dicom_window[0]), float(dicom_window[1])
-    # ravel in memory order: reshape(-1) of a Fortran-ordered (nibabel) volume copies all of it.
-    flat = np.asarray(array).ravel(order="K")
-    if flat.size > _PERCENTILE_SAMPLE:
-        flat = flat[:: flat.size // _PERCENTILE_SAMPLE + 1]
-    if np.issubdtype(flat.dtype, np.floating):
-        flat = flat[np.isfinite(flat)]
+    flat = _finite_sample(array)
     if flat.size == 0:
         return 0.5, 1.0
     low, high = np.percentile(flat, percentiles)
     if not high > low:
         return float(low), 1.0
-    return levels_to_window(float(low), float(high))
+    return round_window(*levels_to_window(float(low), float(high)))

@@ -235,8 +235,9 @@ def evaluate_case(
                     "iou": row.iou,
                     "expected_dice": row.expected_dice,
                     "voxels": row.voxels,
-                    "volume_ml": row.volume_ml,
-                    "volume_ml_gt": float(gt_volumes[row.label]),
+                    # A photograph has pixels, not millimetres: its count stands alone.
+                    "volume_ml": None if image.is_natural else row.volume_ml,
+                    "volume_ml_gt": None if image.is_natural else float(gt_volumes[row.label]),
                     "rule": row.rule,
                 }
                 for row in result.rows

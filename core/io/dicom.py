@@ -18,12 +18,17 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from core.io.errors import ImageReadError, VolumeChoiceRequired
+from core.io.errors import (
+    NO_DICOM_IMAGES,
+    ImageReadError,
+    VolumeChoiceRequired,
+    VolumeOutOfRange,
+)
 from core.io.geometry import LPS_TO_RAS
 from core.io.image import Image
 from core.memory import array_bytes, require_memory
 
-__all__ = ["DicomSeries", "list_dicom_series", "read_dicom"]
+__all__ = ["DicomSeries", "list_dicom_series", "read_dicom", "series_titles"]
 
 #: Slice positions closer than this (mm) along the normal are the same position.
 _SAME_POSITION_MM = 1e-3
@@ -53,6 +58,11 @@ class DicomSeries:
         Volumes the series holds (echoes, phases, time points): the files divided by the
         distinct slice positions when every position repeats equally, else 1. Reading such a
         series needs ``volume=``.
+    number : int or None
+        SeriesNumber, the number scanners show beside a series.
+    date : str
+        When the series was made, ``"YYYY-MM-DD HH:MM:SS"`` (as far as the file says) from
+        SeriesDate/SeriesTime, else the acquisition, content or study date; ``""`` if none.
     """
 
     uid: str
@@ -63,14 +73,63 @@ class DicomSeries:
     columns: int
     files: tuple[Path, ...]
     volumes: int = 1
+    number: int | None = None
+    date: str = ""
+
+    def title(self) -> str:
+        """What tells the series apart, in words, e.g.
+        ``'#3 "T1 AX" MR, 24 slices, 256 x 256, 2024-01-31 10:22:05'``; sizes are columns x rows.
+        """
+        number = f"#{self.number} " if self.number is not None else ""
+        several = f" in {self.volumes} volumes" if self.volumes > 1 else ""
+        when = f", {self.date}" if self.date else ""
+        return (
+            f'{number}"{self.description or "no description"}" {self.modality or "?"}, '
+            f"{self.n_slices} slices{several}, {self.columns} x {self.rows}{when}"
+        )
 
     def label(self) -> str:
-        """Short human description, e.g. ``'CT "Routine Brain": 4 slices 16x16'``."""
-        several = f" in {self.volumes} volumes" if self.volumes > 1 else ""
-        return (
-            f'{self.modality or "?"} "{self.description}": {self.n_slices} slices{several} '
-            f"{self.rows}x{self.columns} ({self.uid})"
-        )
+        """:meth:`title` with the SeriesInstanceUID, which tells any two series apart."""
+        return f"{self.title()} ({self.uid})"
+
+
+def series_titles(series: list[DicomSeries]) -> list[str]:
+    """One title per series for a picker; series whose titles match get their UID added.
+
+    Returns
+    -------
+    list of str
+        In the order of ``series``, no two equal.
+    """
+    titles = [s.title() for s in series]
+    counts = Counter(titles)
+    return [s.label() if counts[t] > 1 else t for s, t in zip(series, titles, strict=True)]
+
+
+def _series_date(header: pydicom.Dataset) -> str:
+    """The series' date and time from its header, ``""`` when it states none."""
+    for date_key, time_key in (
+        ("SeriesDate", "SeriesTime"),
+        ("AcquisitionDate", "AcquisitionTime"),
+        ("ContentDate", "ContentTime"),
+        ("StudyDate", "StudyTime"),
+    ):
+        date = str(header.get(date_key, "") or "").strip()
+        if len(date) == 8 and date.isdigit():
+            clock = str(header.get(time_key, "") or "").strip().split(".")[0]
+            text = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+            if len(clock) >= 4 and clock[:4].isdigit():
+                text += f" {clock[:2]}:{clock[2:4]}" + (f":{clock[4:6]}" if len(clock) >= 6 else "")
+            return text
+    return ""
+
+
+def _series_number(header: pydicom.Dataset) -> int | None:
+    try:
+        value = header.get("SeriesNumber")
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _read_header(path: Path) -> pydicom.Dataset | None:
@@ -127,6 +186,8 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
                 columns=int(first.Columns),
                 files=tuple(path for path, _ in members),
                 volumes=_volumes_in(header for _, header in members),
+                number=_series_number(first),
+                date=_series_date(first),
             )
         )
     series.sort(key=lambda s: (-s.n_slices, -s.rows * s.columns, s.description, s.uid))
@@ -188,14 +249,15 @@ def read_dicom(
     if source.is_dir():
         found = list_dicom_series(source)
         if not found:
-            raise ImageReadError(f"{source}: no DICOM images in this folder")
+            raise ImageReadError(f"{source}: {NO_DICOM_IMAGES}")
         if series is None:
             chosen = found[0]
             if len(found) > 1:
-                others = "; ".join(s.label() for s in found[1:])
+                # One line per series: a folder of twenty series made a 900-character line.
+                others = "".join(f"\n  - {s.label()}" for s in found[1:])
                 warnings.append(
                     f"folder has {len(found)} series; read the largest, {chosen.label()}; "
-                    f"others: {others}"
+                    f"the others (choose one with its series UID):{others}"
                 )
         else:
             uid = series.uid if isinstance(series, DicomSeries) else str(series)
@@ -366,7 +428,7 @@ def _assemble(
 
     if first.orientation is None or any(f.position is None for f in frames):
         if volume not in (None, 0):
-            raise ImageReadError(
+            raise VolumeOutOfRange(
                 f"{source}: volume {volume} requested but without slice positions the series "
                 "cannot be split into volumes"
             )
@@ -466,7 +528,7 @@ def _one_volume(
     sizes = np.diff(np.append(starts, len(frames)))
     if sizes.max() == 1:
         if volume not in (None, 0):
-            raise ImageReadError(f"{source}: volume {volume} requested but the series has one")
+            raise VolumeOutOfRange(f"{source}: volume {volume} requested but the series has one")
         return frames
     n_volumes = int(sizes[0])
     if np.any(sizes != n_volumes):
@@ -483,7 +545,7 @@ def _one_volume(
             source, n_volumes, f"4-D image with {n_volumes} volumes", described
         )
     if not 0 <= volume < n_volumes:
-        raise ImageReadError(
+        raise VolumeOutOfRange(
             f"{source}: volume {volume} out of range (series has {n_volumes} volumes)"
         )
     warnings.append(f"series holds {n_volumes} volumes ({described}); showing volume {volume}")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ImageReadError", "VolumeChoiceRequired"]
+__all__ = ["NO_DICOM_IMAGES", "ImageReadError", "VolumeChoiceRequired", "VolumeOutOfRange"]
+
+#: The one wording for a folder that holds no DICOM image (readers, ``info``, the GUI).
+NO_DICOM_IMAGES = "no DICOM images in this folder"
 
 
 class ImageReadError(ValueError):
@@ -13,6 +16,14 @@ class ImageReadError(ValueError):
     The message is one line naming the file and the problem in words, so the GUI can show it
     as-is. Subclasses ``ValueError`` so callers that only know the project-wide convention
     ("bad input raises ValueError") still catch it.
+    """
+
+
+class VolumeOutOfRange(ImageReadError):
+    """A ``volume=`` choice that the file does not have (an index past its last volume).
+
+    A value that parses but makes no sense for this file: the command line answers it with
+    exit code 2, like any other bad option value.
     """
 
 

@@ -21,7 +21,17 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Image"]
+__all__ = ["Image", "normalised_modality"]
+
+
+def normalised_modality(text: str) -> str:
+    """A modality the way DICOM writes it: upper case (``"MR"``, ``"CT"``), ``""`` if unknown.
+
+    MetaImage files say ``MET_MOD_MR`` or ``MET_MOD_UNKNOWN``, some writers ``"ct"``; every
+    reader's value goes through here, so each modality has one spelling in the app.
+    """
+    value = str(text or "").strip().upper().removeprefix("MET_MOD_")
+    return "" if value in ("UNKNOWN", "NONE") else value
 
 
 @dataclass
@@ -94,6 +104,7 @@ class Image:
                 raise ValueError(f"Image spacing must have 3 values, got {self.spacing}")
         if not self.orientation:
             self.orientation = "".join(nib.aff2axcodes(affine))
+        self.modality = normalised_modality(self.modality)
         if self.path is not None and not isinstance(self.path, Path):
             self.path = Path(self.path)
         for channel in self.extra_channels:
@@ -107,6 +118,24 @@ class Image:
     def shape3(self) -> tuple[int, int, int]:
         """Spatial shape ``(I, J, K)`` (the channel axis left out)."""
         return tuple(int(n) for n in self.array.shape[:3])
+
+    @property
+    def size(self) -> tuple[int, ...]:
+        """Columns x rows x slices, the one order every size is stated in.
+
+        Voxel axis i runs along a slice's columns for medical images (nibabel's and DICOM's
+        convention); a natural image is stored rows first, so its pair is swapped. A single
+        picture has no slice count: ``(columns, rows)``.
+        """
+        i, j, k = self.shape3
+        if self.is_natural:
+            return (j, i) if k == 1 else (j, i, k)
+        return (i, j, k)
+
+    def size_text(self) -> str:
+        """``"160 x 160 x 48 voxels"`` or ``"640 x 480 pixels"`` (columns x rows x slices)."""
+        unit = "pixels" if self.is_natural else "voxels"
+        return f"{' x '.join(map(str, self.size))} {unit}"
 
     @property
     def is_rgb(self) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from core.io.errors import ImageReadError, VolumeChoiceRequired
+from core.io.errors import ImageReadError, VolumeChoiceRequired, VolumeOutOfRange
 from core.io.geometry import affine_from_itk
 from core.io.image import Image
 from core.memory import array_bytes, require_memory
@@ -172,7 +172,7 @@ def _choose(path: Path, volume: int | None, count: int, what: str) -> int:
     if volume is None:
         raise VolumeChoiceRequired(path, count, f"image has {count} {what}")
     if not 0 <= volume < count:
-        raise ImageReadError(f"{path}: volume {volume} out of range ({count} {what})")
+        raise VolumeOutOfRange(f"{path}: volume {volume} out of range ({count} {what})")
     return volume
 
 

@@ -8,6 +8,7 @@ can never be the target.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,15 @@ from core.io.nifti import load_nifti_header
 from core.io.reader import IMAGE_SUFFIXES, read_image, suffix_of
 from core.library_output import captured_library_output
 
-__all__ = ["MASK_SUFFIXES", "Mask", "read_mask", "write_mask"]
+__all__ = [
+    "MASK_SUFFIXES",
+    "Mask",
+    "check_mask_format",
+    "ground_truth_names",
+    "label_map_warning",
+    "read_mask",
+    "write_mask",
+]
 
 #: Endings write_mask accepts (single-file formats only, so one rename makes the write atomic).
 #: ``.dcm`` writes a DICOM SEG of the image's DICOM series (:mod:`core.io.dicom_seg`).
@@ -50,15 +59,99 @@ class Mask:
     affine : numpy.ndarray
         The mask file's own voxel-to-RAS+ affine (for natural images, the identity).
     warnings : list of str
-        Geometry differences from the reference, in words.
+        Geometry differences from the reference, and values that do not look like labels
+        (:func:`label_map_warning`), in words.
     path : pathlib.Path or None
         The file it was read from.
+    names : dict of int to str
+        Label names the file brings (:func:`ground_truth_names`); empty when it has none.
     """
 
     array: np.ndarray
     affine: np.ndarray
     warnings: list[str] = field(default_factory=list)
     path: Path | None = None
+    names: dict[int, str] = field(default_factory=dict)
+
+
+#: More distinct values than this, changing between most neighbouring foreground voxels, is a
+#: grey image or a probability map rather than labels (label maps change only at borders).
+_LABEL_MAP_MAX_VALUES = 16
+_LABEL_MAP_MAX_CHANGE = 0.3
+
+
+def label_map_warning(labels: np.ndarray) -> str | None:
+    """Say so, with the values found, when ``labels`` look like a picture, not a label map.
+
+    A grey photograph or a 0-255 probability map opened as ground truth has many values that
+    change from one voxel to the next; a label map (even TotalSegmentator's 117 classes) has
+    regions of one value. Both conditions must hold, so a many-class label map passes.
+
+    Returns
+    -------
+    str or None
+        The warning, or None for a plausible label map.
+    """
+    counts = np.bincount(labels.ravel()) if labels.dtype.kind in "ub" else None
+    values = np.flatnonzero(counts) if counts is not None else np.unique(labels)
+    if len(values) <= _LABEL_MAP_MAX_VALUES:
+        return None
+    changes = []
+    for axis in range(labels.ndim):
+        if labels.shape[axis] > 1:
+            first = np.take(labels, range(labels.shape[axis] - 1), axis=axis)
+            second = np.take(labels, range(1, labels.shape[axis]), axis=axis)
+            inside = (first > 0) | (second > 0)
+            changes.append(float((first[inside] != second[inside]).mean()) if inside.any() else 0)
+    if max(changes, default=0.0) <= _LABEL_MAP_MAX_CHANGE:
+        return None
+    shown = ", ".join(str(int(v)) for v in values[:4]) + ", ..., " + str(int(values[-1]))
+    return (
+        f"this does not look like a label map: {len(values)} distinct values ({shown}) that "
+        f"change between {max(changes):.0%} of neighbouring voxels, like a grey image or a "
+        "probability map; each value is scored as a label of its own"
+    )
+
+
+def ground_truth_names(path: str | os.PathLike[str]) -> dict[int, str]:
+    """The label names a ground-truth file brings with it, by label value.
+
+    Read from a 3D Slicer segmentation (``Segment<N>_Name`` and ``Segment<N>_LabelValue`` in
+    a ``.seg.nrrd`` header) or from an nnU-Net ``dataset.json`` (``"labels": {name: value}``)
+    in the mask's folder or the one above it. Empty when the file names none.
+    """
+    source = Path(path)
+    names: dict[int, str] = {}
+    if suffix_of(source) in (".nrrd", ".nhdr", ".mha", ".mhd"):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(source))
+        try:
+            reader.ReadImageInformation()
+            keys = set(reader.GetMetaDataKeys())
+        except RuntimeError:
+            keys = set()
+        for key in sorted(keys):
+            if key.startswith("Segment") and key.endswith("_Name"):
+                stem = key[: -len("_Name")]
+                if f"{stem}_LabelValue" in keys:
+                    value = reader.GetMetaData(f"{stem}_LabelValue").strip()
+                    if value.isdigit():
+                        names[int(value)] = reader.GetMetaData(key).strip()
+    if names:
+        return names
+    for folder in (source.parent, source.parent.parent):
+        dataset = folder / "dataset.json"
+        if dataset.is_file():
+            try:
+                labels = json.loads(dataset.read_text(encoding="utf-8")).get("labels", {})
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(labels, dict):
+                for name, value in labels.items():
+                    if isinstance(value, int) and not isinstance(value, bool):
+                        names[value] = str(name)
+            return names
+    return names
 
 
 def _label_dtype(labels: np.ndarray, where: str) -> np.dtype:
@@ -148,10 +241,7 @@ def write_mask(
             labels, target, reference=reference, class_names=class_names or [], colors=colors
         )
     elif suffix == ".png":
-        if labels.shape[2] != 1:
-            raise ValueError(
-                f"{target}: PNG holds 2-D masks; this image has {labels.shape[2]} slices"
-            )
+        check_mask_format(target, reference)
         plane = labels[:, :, 0]
         atomic_write(target, suffix=suffix, write=lambda temp: _write_png(plane, temp))
     elif suffix in (".nii", ".nii.gz"):
@@ -165,6 +255,25 @@ def write_mask(
             write=lambda temp: sitk.WriteImage(itk_mask, str(temp), useCompression=True),
         )
     return target
+
+
+def check_mask_format(path: str | os.PathLike[str], reference: Image) -> None:
+    """Refuse a mask file format that cannot hold a mask of ``reference`` (PNG for a volume).
+
+    Callers run it before any long work (the command line before inference), so a wrong
+    ``--out`` costs a second, not a whole segmentation.
+
+    Raises
+    ------
+    ValueError
+        ``path`` ends in ``.png`` and ``reference`` has more than one slice.
+    """
+    slices = reference.shape3[2]
+    if suffix_of(Path(path)) == ".png" and slices != 1:
+        raise ValueError(
+            f"{path}: PNG holds 2-D masks; this image has {slices} slices "
+            "(write .nii.gz, .nrrd or .mha instead)"
+        )
 
 
 def _write_png(plane: np.ndarray, temp: Path) -> None:
@@ -273,4 +382,8 @@ def read_mask(path: str | os.PathLike[str], *, reference: Image) -> Mask:
         distance = max_corner_distance(affine, reference.affine, labels.shape)
         if distance > AFFINE_TOLERANCE_MM:
             warnings.append(f"mask affine differs from image: max {distance:.3g} mm")
-    return Mask(array=labels, affine=affine, warnings=warnings, path=source)
+    not_labels = label_map_warning(labels)
+    if not_labels is not None:
+        warnings.append(not_labels)
+    names = ground_truth_names(source)
+    return Mask(array=labels, affine=affine, warnings=warnings, path=source, names=names)

@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 import tifffile
 
-from core.io.errors import ImageReadError, VolumeChoiceRequired
+from core.io.errors import ImageReadError, VolumeChoiceRequired, VolumeOutOfRange
 from core.io.image import Image
 from core.memory import array_bytes, require_memory
 
@@ -68,10 +68,10 @@ def _page_index(path: Path, volume: int | None, pages: int) -> int:
         if volume is None:
             raise VolumeChoiceRequired(path, pages, f"{pages} pages/frames")
         if not 0 <= volume < pages:
-            raise ImageReadError(f"{path}: volume {volume} out of range ({pages} pages)")
+            raise VolumeOutOfRange(f"{path}: volume {volume} out of range ({pages} pages)")
         return volume
     if volume not in (None, 0):
-        raise ImageReadError(f"{path}: volume {volume} requested but the file has one page")
+        raise VolumeOutOfRange(f"{path}: volume {volume} requested but the file has one page")
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from core.io.errors import ImageReadError, VolumeChoiceRequired
+from core.io.errors import ImageReadError, VolumeChoiceRequired, VolumeOutOfRange
 from core.io.geometry import max_corner_distance
 from core.io.image import Image
 from core.memory import array_bytes, require_memory
@@ -75,13 +75,13 @@ def read_nifti(path: Path, *, volume: int | None = None) -> Image:
             if volume is None:
                 raise VolumeChoiceRequired(path, shape[3], f"4-D image with {shape[3]} volumes")
             if not 0 <= volume < shape[3]:
-                raise ImageReadError(
+                raise VolumeOutOfRange(
                     f"{path}: volume {volume} out of range (file has {shape[3]} volumes)"
                 )
             array = np.asanyarray(proxy[:, :, :, volume, ...]).reshape(shape[:3])
         else:
             if volume not in (None, 0):
-                raise ImageReadError(f"{path}: volume {volume} requested but the file has one")
+                raise VolumeOutOfRange(f"{path}: volume {volume} requested but the file has one")
             array = np.asanyarray(proxy).reshape(_as_3d(shape))
     except ImageReadError:
         raise

@@ -13,7 +13,7 @@ from core.models.inference import window_starts
 from core.models.inputs import model_input
 from core.models.loaded import LoadedModel
 
-__all__ = ["calibration_inputs", "choose_foreground_samples"]
+__all__ = ["calibration_inputs", "calibration_shortfall", "choose_foreground_samples"]
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -59,7 +59,9 @@ def calibration_inputs(
     images : Image or sequence of Image
         Source images; slices are pooled over all of them.
     n : int
-        Number of samples (fewer when the images have fewer slices/patches).
+        Number of samples. 2-D patches smaller than their slice are drawn several times per
+        slice when the slices are fewer than ``n``; whole slices (and 3-D patches, which tile
+        the volume) can be fewer than ``n``: :func:`calibration_shortfall` says why.
     seed : int
         Seed of the sampling.
     crop : int, optional
@@ -90,15 +92,21 @@ def calibration_inputs(
     rng = np.random.default_rng(seed)
 
     candidates: list[np.ndarray] = []
-    for image in images:
-        volume = model_input(model, image)
+    volumes = [model_input(model, image) for image in images]
+    # Patches smaller than their slice are drawn several times per slice when the slices alone
+    # are fewer than n (one photograph is one slice): n samples, not one.
+    total_slices = sum(volume.shape[3] for volume in volumes) if spec.mode == "2d" else 0
+    draws_per_slice = -(-n // total_slices) if total_slices else 1
+    for image, volume in zip(images, volumes, strict=True):
         if spec.mode == "2d":
             patch = (crop, crop) if crop else (spec.patch_size or volume.shape[1:3])
+            smaller = patch[0] < volume.shape[1] or patch[1] < volume.shape[2]
             for k in range(volume.shape[3]):
                 slice_ = volume[..., k]
-                i0 = rng.integers(0, max(1, slice_.shape[1] - patch[0] + 1))
-                j0 = rng.integers(0, max(1, slice_.shape[2] - patch[1] + 1))
-                candidates.append(slice_[:, i0 : i0 + patch[0], j0 : j0 + patch[1]])
+                for _ in range(draws_per_slice if smaller else 1):
+                    i0 = rng.integers(0, max(1, slice_.shape[1] - patch[0] + 1))
+                    j0 = rng.integers(0, max(1, slice_.shape[2] - patch[1] + 1))
+                    candidates.append(slice_[:, i0 : i0 + patch[0], j0 : j0 + patch[1]])
         else:
             if spec.mode == "3d" and image.ndim_spatial == 2:
                 raise ValueError(f"{image.path or 'image'}: a 3-D model needs a volume")
@@ -130,3 +138,25 @@ def calibration_inputs(
             sample = torch.nn.functional.pad(sample.unsqueeze(0), pad, mode="replicate")[0]
         batch.append(sample)
     return torch.stack(batch).float()
+
+
+def calibration_shortfall(model: LoadedModel, taken: int, asked: int, crop: int | None) -> str:
+    """Why :func:`calibration_inputs` returned ``taken`` samples where ``asked`` were wanted.
+
+    Returns
+    -------
+    str
+        ``""`` when nothing is missing, else one sentence for the user.
+    """
+    if taken >= asked:
+        return ""
+    if model.spec.mode == "2d" and model.framework is None:
+        why = "the patch size is not smaller than a slice" if crop else "whole slices were asked"
+        return (
+            f"took {taken} calibration samples, not {asked}: the images hold {taken} slices and "
+            f"{why}; a patch size smaller than the slices draws several patches per slice"
+        )
+    return (
+        f"took {taken} calibration samples, not {asked}: the images hold only {taken} distinct "
+        "patches of the patch size (a smaller patch size gives more)"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,22 @@ MAX_RECENT = 8
 
 def describe_image(image: Image) -> str:
     """A few lines about an image for the panel (shape, spacing, orientation, modality)."""
-    shape = " x ".join(str(n) for n in image.shape3)
     spacing = " x ".join(f"{s:.3g}" for s in image.spacing)
+    size = image.size_text() + (" (RGB)" if image.is_rgb else "")
     lines = [
         f"<b>{Path(str(image.path)).name if image.path else 'image'}</b>",
-        f"{shape} voxels{' (RGB)' if image.is_rgb else ''}, {spacing} mm",
+        # columns x rows x slices, as `info` says it; a photograph has no millimetres
+        size if image.is_natural else f"{size}, {spacing} mm",
         f"orientation {image.orientation}" + (f", {image.modality}" if image.modality else ""),
     ]
     for warning in image.warnings:
-        lines.append(f"<span style='color:#b35c00'>⚠ {warning}</span>")
+        lines.append(f"<span style='color:#b35c00'>⚠ {_html_lines(warning)}</span>")
     return "<br>".join(lines)
+
+
+def _html_lines(text: str) -> str:
+    """A warning for a rich-text label: its own line breaks kept (a list of series)."""
+    return html.escape(text).replace("\n", "<br>")
 
 
 def _framework_line(facts: dict[str, Any], in_channels: int) -> str:
@@ -184,13 +191,20 @@ class DataPanel(QWidget):
     def show_image(self, image: Image | None) -> None:
         self.image_info.setText(describe_image(image) if image is not None else "No image open.")
 
-    def show_ground_truth(self, path: str | None, warnings: list[str] | None = None) -> None:
+    def show_ground_truth(
+        self,
+        path: str | None,
+        warnings: list[str] | None = None,
+        names: dict[int, str] | None = None,
+    ) -> None:
         if path is None:
             self.gt_info.setText("No ground truth.")
             return
         text = f"Ground truth: <b>{Path(path).name}</b>"
+        if names:  # the file's own names: the readout uses them for its labels
+            text += "<br>its labels: " + ", ".join(f"{v} {n}" for v, n in sorted(names.items()))
         for warning in warnings or []:
-            text += f"<br><span style='color:#b35c00'>⚠ {warning}</span>"
+            text += f"<br><span style='color:#b35c00'>⚠ {_html_lines(warning)}</span>"
         self.gt_info.setText(text)
 
     def show_model(self, model: LoadedModel | None) -> None:

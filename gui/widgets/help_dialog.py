@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QVBoxLayout, QWidget
 
-__all__ = ["SHORTCUTS", "show_shortcuts"]
+__all__ = ["NUMBERING", "SHORTCUTS", "show_shortcuts"]
 
 SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Ctrl+O", "Open image"),
@@ -26,7 +26,9 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Double click, M", "Maximise a view / back to three views"),
     (
         "1 … 6",
-        "Window presets: 1 soft tissue, 2 lung, 3 bone, 4 brain, 5 liver, 6 bone (narrow)",
+        "Window presets, listed in the Overlay panel: for CT 1 soft tissue, 2 lung, 3 bone, "
+        "4 brain, 5 liver, 6 bone (narrow), in HU; for MR and photographs 1 the 1–99 "
+        "percentiles, 2 the full range",
     ),
     ("0", "Default window (DICOM window or 0.1–99.9 percentiles)"),
     ("O", "Toggle the overlay"),
@@ -41,12 +43,20 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: How slices and voxels are numbered, the same in every counter and readout.
+NUMBERING = (
+    "Slice counters (\u201cAxial 24 of 0\u201347\u201d), the IJK readout and the command "
+    "line's --volume all count from 0, as nibabel, numpy and ITK do. The keys act on the view "
+    "that has the keyboard (the axial view when an image opens, then the last one clicked)."
+)
+
+
 def shortcuts_html() -> str:
     rows = "".join(
         f"<tr><td style='padding-right:16px'><b>{keys}</b></td><td>{what}</td></tr>"
         for keys, what in SHORTCUTS
     )
-    return f"<table>{rows}</table>"
+    return f"<table>{rows}</table><p>{NUMBERING}</p>"
 
 
 def show_shortcuts(parent: QWidget | None = None) -> QDialog:
@@ -55,7 +65,10 @@ def show_shortcuts(parent: QWidget | None = None) -> QDialog:
     dialog.setWindowTitle("Keyboard shortcuts")
     dialog.setObjectName("shortcutsDialog")
     layout = QVBoxLayout(dialog)
-    layout.addWidget(QLabel(shortcuts_html(), dialog))
+    text = QLabel(shortcuts_html(), dialog)
+    text.setWordWrap(True)
+    text.setMaximumWidth(640)
+    layout.addWidget(text)
     buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dialog)
     buttons.rejected.connect(dialog.reject)
     layout.addWidget(buttons)

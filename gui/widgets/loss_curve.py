@@ -32,9 +32,14 @@ class LossCurveView(pg.PlotWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setBackground("w")
-        self.setMinimumHeight(160)
+        self.setMinimumHeight(150)
         self.setLabel("bottom", "iteration (all blocks in a row)")
-        self.setLabel("left", "reconstruction loss (squared error, log scale)")
+        # Short enough to fit the height of a bottom tab; the tooltip says the rest.
+        self.setLabel("left", "loss (log)")
+        self.setToolTip(
+            "Reconstruction loss (squared error against the float model's output, log scale) "
+            "per optimizer iteration; dashed lines mark where each block starts."
+        )
         self.setLogMode(x=False, y=True)
         self.showGrid(x=True, y=True, alpha=0.2)
         self.getAxis("bottom").enableAutoSIPrefix(False)

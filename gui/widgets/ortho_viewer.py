@@ -27,11 +27,14 @@ from core.display import (
     CursorInfo,
     LabelVolume,
     PlaneAxes,
+    WindowPreset,
     composite_outline,
     cursor_info,
     default_window,
     difference_classes,
     difference_lut,
+    format_window,
+    image_presets,
     label_lut,
     natural_plane_axes,
     plane_axes,
@@ -44,7 +47,7 @@ from core.display import (
     window_to_levels,
 )
 from core.io import Image
-from gui.widgets.slice_view import SliceView
+from gui.widgets.slice_view import SLICE_KEYS, SliceView
 
 __all__ = ["OVERLAY_MODES", "OrthoViewer"]
 
@@ -63,16 +66,15 @@ _INFO_STYLE = (
 )
 
 
-def _help_text() -> str:
-    presets = "\n".join(f"  {p.label}" for p in WINDOW_PRESETS)
-    return (
-        "Window presets (number keys):\n"
-        f"  0  Default (file / percentiles)\n{presets}\n"
-        "Wheel, arrows, PgUp/PgDn: slice   Ctrl+wheel: zoom\n"
-        "Right drag or Ctrl+drag: window/level   Middle or Shift+drag: pan\n"
-        "O: overlay on/off   F: filled/outline   Home: reset zoom\n"
-        "Double-click or M: maximise view"
-    )
+#: Keys and mouse of the views; the window presets are listed once, in the Overlay panel.
+HELP_TEXT = (
+    "Slices and IJK count from 0.\n"
+    "0-9: window presets (listed in the Overlay panel)\n"
+    "Wheel, arrows, PgUp/PgDn: slice   Ctrl+wheel: zoom\n"
+    "Right drag or Ctrl+drag: window/level   Middle or Shift+drag: pan\n"
+    "O: overlay on/off   F: filled/outline   Home: reset zoom\n"
+    "Double-click or M: maximise view"
+)
 
 
 class OrthoViewer(QWidget):
@@ -93,6 +95,8 @@ class OrthoViewer(QWidget):
         The overlay was switched on or off (O key or :meth:`set_overlay_visible`).
     labels_changed()
         Names or colours were replaced (panels rebuild their label lists).
+    presets_changed()
+        A new image brought its own window presets (:attr:`presets`).
     """
 
     cursor_moved = Signal(object)
@@ -103,6 +107,7 @@ class OrthoViewer(QWidget):
     labels_changed = Signal()
     overlay_style_changed = Signal()
     stroke = Signal(str, str, int, int)  # view, phase, row, col: a correction tool's stroke
+    presets_changed = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -116,6 +121,7 @@ class OrthoViewer(QWidget):
         self._secondary: np.ndarray | None = None
         self._swipe_fraction: float | None = None
         self._names: list[str] = []
+        self._truth_names: dict[int, str] = {}
         self._colors: list[tuple[int, int, int]] = []
         self._mode = "prediction"
         self._filled = True
@@ -128,6 +134,8 @@ class OrthoViewer(QWidget):
         self._lut = label_lut([])
         self._window = (0.5, 1.0)
         self._default_window = (0.5, 1.0)
+        self._presets: tuple[WindowPreset, ...] = WINDOW_PRESETS
+        self._key_view = "axial"  # the view keys act on when the viewer itself has focus
         self._convention = "radiological"
         self._cursor = (0, 0, 0)
         self._maximized: str | None = None
@@ -194,7 +202,13 @@ class OrthoViewer(QWidget):
             view.clear_planes()
         self._stack.setCurrentWidget(self._empty_label)
 
-    def set_image(self, image: Image, *, window: tuple[float, float] | None = None) -> None:
+    def set_image(
+        self,
+        image: Image,
+        *,
+        window: tuple[float, float] | None = None,
+        presets: tuple[WindowPreset, ...] | None = None,
+    ) -> None:
         """Show ``image`` with its default window; masks of a previous image are dropped.
 
         Parameters
@@ -205,6 +219,10 @@ class OrthoViewer(QWidget):
             The image's default window ``(center, width)`` when the caller has it already
             (:func:`core.display.default_window` reads the whole volume: the workbench computes
             it once on its worker for every view of the image). Computed here otherwise.
+        presets : tuple of WindowPreset, optional
+            The number-key presets that fit the image (:func:`core.display.image_presets`,
+            CT presets in HU for CT, percentiles and full range otherwise); computed here when
+            not given.
         """
         if not isinstance(image, Image):
             raise ValueError(f"viewer expects a core.io.Image, got {type(image).__name__}")
@@ -215,6 +233,10 @@ class OrthoViewer(QWidget):
             window = default_window(image.array, dicom_window=image.window)
         self._default_window = (float(window[0]), float(window[1]))
         self._window = self._default_window
+        if presets is None:
+            presets = image_presets(image.array, modality=image.modality, natural=image.is_natural)
+        self._presets = tuple(presets)
+        self.presets_changed.emit()
         self._cursor = tuple(n // 2 for n in image.shape3)
         self._maximized = None
         self._stack.setCurrentWidget(self.views_widget)
@@ -349,6 +371,11 @@ class OrthoViewer(QWidget):
     def refresh_masks(self) -> None:
         """Redraw the overlays after a mask shown here was changed in place (an edit)."""
         self._refresh_overlays()
+
+    def set_ground_truth_names(self, names: dict[int, str] | None) -> None:
+        """The ground truth's own label names (from its file), used to name its labels in the
+        readout instead of the model's; None or empty: the model's names."""
+        self._truth_names = dict(names or {})
 
     def prediction(self) -> np.ndarray | None:
         """The prediction shown (as stored: uint8/uint16 in the image's order), or None."""
@@ -542,6 +569,16 @@ class OrthoViewer(QWidget):
         """The window ``(center, width)``."""
         return self._window
 
+    @property
+    def presets(self) -> tuple[WindowPreset, ...]:
+        """The number-key window presets of the image shown (key 0, the default, not listed)."""
+        return self._presets
+
+    @property
+    def default_window_setting(self) -> tuple[float, float]:
+        """The image's default window ``(center, width)``: what key 0 applies."""
+        return self._default_window
+
     def apply_preset(self, key: str) -> bool:
         """Apply the window preset bound to number ``key`` (``"0"``: default window).
 
@@ -553,7 +590,7 @@ class OrthoViewer(QWidget):
         if key == "0":
             self.set_window(*self._default_window)
             return True
-        preset = preset_for_key(key)
+        preset = preset_for_key(key, self._presets)
         if preset is None:
             return False
         self.set_window(preset.center, preset.width)
@@ -625,6 +662,7 @@ class OrthoViewer(QWidget):
     def _on_view_picked(self, slot: str, row: float, col: float) -> None:
         if self._image is None:
             return
+        self._key_view = slot
         view = self.views[slot]
         ijk = plane_to_voxel(self._axes[slot], self._image.shape3, view.slice_index, row, col)
         self.set_cursor_voxel(ijk)
@@ -661,6 +699,7 @@ class OrthoViewer(QWidget):
             prediction=self._prediction,
             names=self._names,
             view=view,
+            ground_truth_names=self._truth_names,
         )
 
     def _place_crosshairs(self) -> None:
@@ -678,8 +717,8 @@ class OrthoViewer(QWidget):
         info = self._cursor_info(self._cursor, "")
         self.info_label.setText(
             f"Crosshair  {info.text().replace('   ', chr(10) + '           ')}\n"
-            f"Window     W {width:g}  L {center:g}\n"
-            f"Orientation {self._image.orientation}  ({self._convention})\n\n" + _help_text()
+            f"Window     {format_window(center, width)}\n"
+            f"Orientation {self._image.orientation}  ({self._convention})\n\n" + HELP_TEXT
         )
 
     # --- maximise ---------------------------------------------------------------------------
@@ -725,11 +764,27 @@ class OrthoViewer(QWidget):
             self.views[slot].reset_zoom()
 
     # --- keys -------------------------------------------------------------------------------
+    def focus_active_view(self) -> None:
+        """Give the keyboard to the view keys act on (the last one used, else the first), so
+        slice, preset and overlay keys work without a click first."""
+        if not self._active:
+            return
+        slot = self._key_view if self._key_view in self._active else self._active[0]
+        self.views[slot].setFocus(Qt.FocusReason.OtherFocusReason)
+
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         text = event.text()
         key = event.key()
+        focused = next((s for s in self._active if self.views[s].hasFocus()), None)
+        if focused is not None:
+            self._key_view = focused
         if text.isdigit() and self._image is not None and self.apply_preset(text):
             event.accept()
+        elif focused is None and self._active and key in SLICE_KEYS:
+            # The viewer itself has the focus (not one view): the slice keys go to the view
+            # used last.
+            slot = self._key_view if self._key_view in self._active else self._active[0]
+            self.views[slot].keyPressEvent(event)
         elif key == Qt.Key.Key_O:
             self.set_overlay_visible(not self._overlay_visible)
             event.accept()

@@ -12,7 +12,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QFormLayout,
     QGroupBox,
     QHeaderView,
@@ -27,7 +26,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.display import DIFFERENCE_CLASS_NAMES, DIFFERENCE_COLORS, WINDOW_PRESETS
+from core.display import (
+    DIFFERENCE_CLASS_NAMES,
+    DIFFERENCE_COLORS,
+    WINDOW_PRESETS,
+    WindowPreset,
+    format_window,
+)
+from gui.widgets.compact import narrow_combo
 from gui.widgets.compare_viewer import CompareViewer
 from gui.widgets.ortho_viewer import OrthoViewer
 
@@ -69,7 +75,7 @@ class OverlayPanel(QWidget):
         self.visible_check.setChecked(True)
         self.visible_check.toggled.connect(lambda on: self._apply("set_overlay_visible", on))
         form.addRow(self.visible_check)
-        self.mode_combo = QComboBox(self)
+        self.mode_combo = narrow_combo(self)
         for mode, title in _MODE_TITLES.items():
             self.mode_combo.addItem(title, mode)
         self.mode_combo.currentIndexChanged.connect(
@@ -84,7 +90,7 @@ class OverlayPanel(QWidget):
         self.opacity_slider.setValue(50)
         self.opacity_slider.valueChanged.connect(lambda v: self._apply("set_opacity", v / 100.0))
         form.addRow("Opacity", self.opacity_slider)
-        self.difference_combo = QComboBox(self)
+        self.difference_combo = narrow_combo(self)
         self.difference_combo.currentIndexChanged.connect(
             lambda i: self._apply("set_difference_label", self.difference_combo.itemData(i))
         )
@@ -96,7 +102,10 @@ class OverlayPanel(QWidget):
         self.difference_legend = QLabel(legend, self)
         self.difference_legend.setWordWrap(True)
         form.addRow(self.difference_legend)
-        self.neurological_check = QCheckBox("Neurological convention (patient left on left)")
+        self.neurological_check = QCheckBox("Neurological (patient left on left)")
+        self.neurological_check.setToolTip(
+            "Off: radiological convention, the patient's right on the screen's left (default)."
+        )
         self.neurological_check.toggled.connect(
             lambda on: self._apply("set_convention", "neurological" if on else "radiological")
         )
@@ -107,6 +116,10 @@ class OverlayPanel(QWidget):
         self.label_table = QTableWidget(0, 2, self)
         self.label_table.setHorizontalHeaderLabels(["Label", "Opacity %"])
         self.label_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.label_table.horizontalHeader().setSectionResizeMode(
+            1, QHeaderView.ResizeMode.ResizeToContents
+        )
+        self.label_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.label_table.verticalHeader().setVisible(False)
         self.label_table.itemChanged.connect(self._on_label_item_changed)
         labels_layout.addWidget(self.label_table)
@@ -114,13 +127,9 @@ class OverlayPanel(QWidget):
         window_box = QGroupBox("Window presets (number keys)", self)
         window_layout = QVBoxLayout(window_box)
         self.preset_list = QListWidget(self)
-        default = QListWidgetItem("0  Default (file window or 0.1-99.9 %)")
-        default.setData(Qt.ItemDataRole.UserRole, "0")
-        self.preset_list.addItem(default)
-        for preset in WINDOW_PRESETS:
-            item = QListWidgetItem(preset.label)
-            item.setData(Qt.ItemDataRole.UserRole, preset.key)
-            self.preset_list.addItem(item)
+        self.preset_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.preset_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self._fill_presets(WINDOW_PRESETS, None)
         self.preset_list.itemActivated.connect(self._on_preset_activated)
         self.preset_list.itemClicked.connect(self._on_preset_activated)
         window_layout.addWidget(self.preset_list)
@@ -129,8 +138,9 @@ class OverlayPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(overlay_box)
-        layout.addWidget(labels_box, 1)
+        layout.addWidget(labels_box)  # as tall as its rows: no empty table under three labels
         layout.addWidget(window_box)
+        layout.addStretch(1)
         if viewer is not None:
             self.bind(viewer)
 
@@ -146,11 +156,13 @@ class OverlayPanel(QWidget):
             signal.connect(slot)
         self._sync_from_viewer()
         self._rebuild_labels()
+        self._on_presets_changed()
 
     def _connections(self):
         source = self._source
         return (
             (source.labels_changed, self._rebuild_labels),
+            (source.presets_changed, self._on_presets_changed),
             (source.overlay_visibility_changed, self._on_viewer_visibility_changed),
             (source.overlay_style_changed, self._sync_from_viewer),
             (source.window_changed, self._on_viewer_window_changed),
@@ -187,7 +199,33 @@ class OverlayPanel(QWidget):
         self.visible_check.blockSignals(False)
 
     def _on_viewer_window_changed(self, center: float, width: float) -> None:
-        self.window_label.setText(f"Window: W {width:g}  L {center:g}")
+        self.window_label.setText(f"Window: {format_window(center, width)}")
+
+    def _on_presets_changed(self) -> None:
+        source = self._source
+        if source is not None:
+            has_image = source.image is not None
+            self._fill_presets(source.presets, source.default_window_setting if has_image else None)
+
+    def _fill_presets(
+        self, presets: tuple[WindowPreset, ...], default: tuple[float, float] | None
+    ) -> None:
+        """List key 0 (the image's default window) and the image's presets, one per row."""
+        self.preset_list.clear()
+        shown = f"  {format_window(*default, space='')}" if default is not None else ""
+        item = QListWidgetItem(f"0  Image default{shown}")
+        item.setToolTip("The file's own window (DICOM), else the 0.1-99.9 percentiles")
+        item.setData(Qt.ItemDataRole.UserRole, "0")
+        self.preset_list.addItem(item)
+        for preset in presets:
+            item = QListWidgetItem(preset.label)
+            item.setData(Qt.ItemDataRole.UserRole, preset.key)
+            self.preset_list.addItem(item)
+        # Tall enough for every row: a list of seven must not scroll inside a scrolling dock.
+        rows = self.preset_list.count()
+        row_height = self.preset_list.sizeHintForRow(0) if rows else 18
+        frame = 2 * self.preset_list.frameWidth()
+        self.preset_list.setFixedHeight(rows * max(row_height, 16) + frame + 4)
 
     def _on_preset_activated(self, item: QListWidgetItem) -> None:
         self._apply("apply_preset", item.data(Qt.ItemDataRole.UserRole))
@@ -221,6 +259,16 @@ class OverlayPanel(QWidget):
             self.difference_combo.addItem(names[label], label)
         self.difference_combo.blockSignals(False)
         self.label_table.blockSignals(False)
+        # Every label row visible (up to eight; more scroll): the table is not squeezed to two.
+        self.label_table.resizeRowsToContents()
+        header = self.label_table.horizontalHeader().sizeHint().height()
+        shown = min(max(self.label_table.rowCount(), 1), 8)
+        rows = sum(
+            self.label_table.rowHeight(r) for r in range(min(shown, self.label_table.rowCount()))
+        )
+        rows = rows or 26
+        # A few pixels of slack: row heights settle once the spin boxes are shown.
+        self.label_table.setFixedHeight(header + rows + 2 * self.label_table.frameWidth() + 8)
 
     def _on_label_item_changed(self, item: QTableWidgetItem) -> None:
         label = item.data(Qt.ItemDataRole.UserRole)

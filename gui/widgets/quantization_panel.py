@@ -46,6 +46,7 @@ from core.models import LoadedModel, quantized_variant, save_quantized_model
 from core.quant import QuantConfig, QuantResult
 from core.quant.config import default_lr
 from core.quantize_images import quantize_from_images
+from gui.widgets.compact import narrow_combo
 from gui.widgets.loss_curve import LossCurveView
 
 __all__ = [
@@ -142,6 +143,8 @@ class QuantizationPanel(QWidget):
     variant_saved = Signal(str, object)
     #: Emitted when a run ends in any way ("succeeded", "failed" or "cancelled").
     run_finished = Signal(str)
+    #: Emitted when a run starts (the window shows the loss curve then).
+    run_started = Signal()
 
     SETTINGS_GROUP = "quantization"
 
@@ -176,7 +179,7 @@ class QuantizationPanel(QWidget):
         method_box = QGroupBox("Method", self)
         form = QFormLayout(method_box)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self.method_combo = QComboBox(self)
+        self.method_combo = narrow_combo(self)
         for key, title in METHOD_TITLES.items():
             self.method_combo.addItem(title, key)
             self.method_combo.setItemData(
@@ -198,22 +201,22 @@ class QuantizationPanel(QWidget):
         )
         form.addRow("Weight bits", self.bits_spin)
 
-        self.first_last_check = QCheckBox("First and last layer at 8 bit", self)
+        self.first_last_check = QCheckBox("First, last layer at 8 bit", self)
         self.first_last_check.setChecked(True)
         self.first_last_check.setToolTip(
             "Keep the input and output layers at 8 bit, the usual convention (BRECQ, QDrop, "
             "FlexRound): they are small but sensitive."
         )
-        form.addRow("", self.first_last_check)
+        form.addRow(self.first_last_check)
         self.act_check = QCheckBox("8-bit activations too", self)
         self.act_check.setToolTip(
             "Also fake-quantize every quantized layer's input to 8 bits with a learned step, "
             "trained together with the weights (the paper's W/A setting, e.g. W4A8). Off: "
             "weights only."
         )
-        form.addRow("", self.act_check)
+        form.addRow(self.act_check)
 
-        self.granularity_combo = QComboBox(self)
+        self.granularity_combo = narrow_combo(self)
         self.granularity_combo.addItem("Per tensor", "tensor")
         self.granularity_combo.addItem("Per channel", "channel")
         self.granularity_combo.setToolTip(
@@ -223,7 +226,7 @@ class QuantizationPanel(QWidget):
         )
         form.addRow("Grid", self.granularity_combo)
 
-        self.reconstruction_combo = QComboBox(self)
+        self.reconstruction_combo = narrow_combo(self)
         self.reconstruction_combo.addItem("Block", "block")
         self.reconstruction_combo.addItem("Layer", "layer")
         self.reconstruction_combo.setToolTip(
@@ -264,7 +267,7 @@ class QuantizationPanel(QWidget):
         data_box = QGroupBox("Calibration and device", self)
         data_form = QFormLayout(data_box)
         data_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self.source_combo = QComboBox(self)
+        self.source_combo = narrow_combo(self)
         self.source_combo.addItem("Slices of the open image", "image")
         self.source_combo.addItem("Folder of images", "folder")
         self.source_combo.setToolTip(
@@ -306,7 +309,7 @@ class QuantizationPanel(QWidget):
         )
         data_form.addRow("Patch size", self.crop_spin)
 
-        self.device_combo = QComboBox(self)
+        self.device_combo = narrow_combo(self)
         self.device_combo.addItem("Auto", "auto")
         self.device_combo.addItem("CPU", "cpu")
         self.device_combo.addItem("CUDA GPU", "cuda")
@@ -343,7 +346,7 @@ class QuantizationPanel(QWidget):
         layout.addWidget(self.loss_curve, 1)
 
         save_row = QHBoxLayout()
-        self.variant_combo = QComboBox(self)
+        self.variant_combo = narrow_combo(self)
         self.variant_combo.setToolTip("Variants made in this session; Save writes the one shown.")
         self.save_button = QPushButton("Save…", self)
         self.save_button.setToolTip(
@@ -429,6 +432,7 @@ class QuantizationPanel(QWidget):
         )
         self._worker.signals.failed.connect(lambda _failure: self._set_outcome(run_id, "failed"))
         self._update_enabled()
+        self.run_started.emit()
         return self._worker
 
     def cancel_run(self) -> None:

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-__all__ = ["OverlaySource", "SliceView"]
+__all__ = ["SLICE_KEYS", "OverlaySource", "SliceView"]
 
 # Arrays are indexed [row, col] everywhere in segbench; pyqtgraph defaults to [x, y].
 pg.setConfigOptions(imageAxisOrder="row-major")
@@ -38,11 +38,24 @@ pg.setConfigOptions(imageAxisOrder="row-major")
 #: Renders the RGBA overlay ``(rows, cols, 4)`` uint8 of a slice index, or None for none.
 OverlaySource = Callable[[int], "np.ndarray | None"]
 
+# Letters and titles sit on a dark translucent plate: readable on black air and on white bone
+# or a bright photograph alike (yellow or light grey on white alone was not).
 _LETTER_STYLE = (
-    "QLabel { color: #ffcc33; font-weight: bold; font-size: 13px; background: transparent; }"
+    "QLabel { color: #ffcc33; font-weight: bold; font-size: 13px;"
+    " background: rgba(0, 0, 0, 170); border-radius: 3px; padding: 0px 3px; }"
 )
 _CORNER_STYLE = (
-    "QLabel { color: #e6e6e6; font-size: 12px; background: rgba(0, 0, 0, 110); padding: 1px 4px; }"
+    "QLabel { color: #f0f0f0; font-size: 12px; background: rgba(0, 0, 0, 170); padding: 1px 4px; }"
+)
+
+#: Keys that move through slices (Shift: ten at a time).
+SLICE_KEYS = (
+    Qt.Key.Key_Up,
+    Qt.Key.Key_Right,
+    Qt.Key.Key_PageUp,
+    Qt.Key.Key_Down,
+    Qt.Key.Key_Left,
+    Qt.Key.Key_PageDown,
 )
 _CROSSHAIR_PEN = pg.mkPen(color=(80, 200, 255, 170), width=1)
 _SWIPE_PEN = pg.mkPen(color=(255, 255, 255, 220), width=2)
@@ -297,7 +310,8 @@ class SliceView(QWidget):
         self.image_item.setImage(self._planes[index], autoLevels=False, levels=self._levels)
         self._overlay_stale = True
         self.render_overlay()  # scrolling: the overlay follows in the same paint
-        self.slice_label.setText(f"{self._title} {index + 1}/{self.n_slices}")
+        # Counted from 0, like the IJK readout and nibabel/numpy indices.
+        self.slice_label.setText(f"{self._title} {index} of 0–{self.n_slices - 1}")
         self.slice_label.adjustSize()
         self.slice_changed.emit(index)
 

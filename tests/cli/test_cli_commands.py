@@ -133,6 +133,20 @@ def test_segment_on_the_natural_demo_writes_a_png_and_reproduces_its_dice(tmp_pa
         assert row["dice"] == pytest.approx(numpy_dice(mask, label, row["label"]), abs=1e-6)
     dice = {row["name"]: row["dice"] for row in report["classes"]}
     assert dice == pytest.approx(recorded["dice"], abs=1.5e-4)
+    # A photograph has pixels, as the GUI says, not millilitres of a 1 mm grid.
+    header = next(line for line in result.stdout.splitlines() if line.startswith("label"))
+    assert "pixels" in header and "mL" not in result.stdout
+    for row in report["classes"]:
+        assert row["pixels"] == int((mask == row["label"]).sum()) and "volume_ml" not in row
+
+
+def test_png_output_of_a_volume_is_refused_before_the_model_is_read(cli_data, tmp_path):
+    broken_model = tmp_path / "broken.safetensors"
+    broken_model.write_bytes(b"not a model")  # never read: the --out check comes first
+    out = tmp_path / "mask.png"
+    result = run_cli("segment", cli_data.image, "--model", broken_model, "--out", out)
+    assert_one_line_error(result, 2, str(out), "PNG holds 2-D masks", "16 slices")
+    assert not out.exists()
 
 
 def test_progress_bar_on_a_terminal_and_silence_with_quiet(cli_data, tmp_path):
@@ -257,6 +271,7 @@ def test_info_describes_an_image_like_nibabel(cli_data):
     source = nib.load(cli_data.image)
     assert info["kind"] == "image"
     assert info["shape"] == list(source.shape)
+    assert info["size"] == list(source.shape) and info["size_order"] == "columns x rows x slices"
     assert info["spacing_mm"] == pytest.approx(list(source.header.get_zooms()))
     assert info["orientation"] == "".join(nib.aff2axcodes(source.affine))
     data = np.asarray(source.dataobj)
@@ -284,6 +299,9 @@ def test_info_lists_the_series_of_a_dicom_folder():
     headers = [pydicom.dcmread(f) for f in folder.iterdir()]
     uids = {str(ds.SeriesInstanceUID) for ds in headers}
     assert result.stdout.splitlines()[0] == f"DICOM folder: {folder} ({len(uids)} series)"
+    assert "columns x rows" in result.stdout.splitlines()[1]
+    for ds in headers:  # sizes as everywhere else: columns x rows
+        assert f" {ds.Columns} x {ds.Rows} " in result.stdout
     for uid in uids:
         count = sum(str(ds.SeriesInstanceUID) == uid for ds in headers)
         line = next(line for line in result.stdout.splitlines() if uid in line)
@@ -380,6 +398,7 @@ def test_missing_corrupt_and_mismatched_inputs_fail_with_one_line(cli_data, tmp_
         (["evaluate", "--model", "{model}", "--images", "{image}", "--labels", "{label}",
           "--report", "{label}"], "is an input"),
         (["segment", "--model", "{model}"], "required: IMAGE"),
+        (["segment", "{image}", "--model", "{model}", "--volume", "3"], "--volume 3"),
     ],
 )  # fmt: skip
 def test_bad_arguments_exit_with_2_and_touch_nothing(cli_data, tmp_path, arguments, fragment):

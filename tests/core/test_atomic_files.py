@@ -232,3 +232,31 @@ def test_atomic_write_keeps_permissions_of_the_file_it_replaces(tmp_path):
     target.chmod(0o640)
     atomic_write(target, lambda temp: temp.write_text("y"))
     assert stat.S_IMODE(target.stat().st_mode) == 0o640 and target.read_text() == "y"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_new_outputs_follow_the_umask_like_a_plain_file(tmp_path, umask):
+    """Weights (written owner-only by safetensors), masks, reports and folders: one mode."""
+    old = os.umask(umask)
+    try:
+        reference = tmp_path / "plain.txt"
+        reference.write_text("x")  # what any program of the user would create
+        (tmp_path / "plain_folder").mkdir()
+        file_mode = stat.S_IMODE(reference.stat().st_mode)
+        folder_mode = stat.S_IMODE((tmp_path / "plain_folder").stat().st_mode)
+        w4, base = _quantized(1)
+        save_quantized_model(w4, base, tmp_path / "q")
+        save_model(base.module, base.spec, tmp_path / "float")
+        image = Image(array=np.zeros((4, 4, 2), np.int16), affine=np.eye(4))
+        write_mask(np.zeros((4, 4, 2), np.uint8), tmp_path / "m.nii.gz", reference=image)
+        write_json_atomic({"a": 1}, tmp_path / "r.json")
+    finally:
+        os.umask(old)
+    written = [*(tmp_path / "q").iterdir(), *(tmp_path / "float").iterdir()]
+    assert {p.name for p in written} >= {"model.safetensors", "quantized.safetensors"}
+    written += [tmp_path / "m.nii.gz", tmp_path / "r.json"]
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in written} == {
+        p.name: file_mode for p in written
+    }
+    for folder in ("q", "float"):
+        assert stat.S_IMODE((tmp_path / folder).stat().st_mode) == folder_mode

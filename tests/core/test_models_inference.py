@@ -284,6 +284,30 @@ def test_calibration_inputs_prefer_foreground_slices_and_are_preprocessed():
     assert other.shape == (30, 1, 16, 16)
 
 
+def test_one_picture_gives_n_patches_and_whole_slices_say_why_there_are_fewer():
+    from core.models.calibration import calibration_shortfall
+
+    array = np.random.default_rng(11).uniform(0, 200, size=(24, 20, 1)).astype(np.float32)
+    spec = _spec(classes=2, preprocessing=({"name": "ct_window", "center": 40, "width": 400},))
+    model = LoadedModel(_pointwise(1, 2, 2), spec)
+    windowed = (np.clip(array[..., 0], -160, 240) + 160) / 400
+    batch = calibration_inputs(model, _image(array), n=12, seed=0, crop=8)
+    assert batch.shape == (12, 1, 8, 8)
+    # Every sample is an 8x8 window of the one slice, found by trying every position.
+    for sample in batch.numpy():
+        assert any(
+            np.allclose(sample[0], windowed[i : i + 8, j : j + 8])
+            for i in range(24 - 7)
+            for j in range(20 - 7)
+        )
+    assert len({sample.tobytes() for sample in batch.numpy()}) > 1
+    assert calibration_shortfall(model, 12, 12, 8) == ""
+    whole = calibration_inputs(model, _image(array), n=12, seed=0)
+    assert whole.shape[0] == 1
+    why = calibration_shortfall(model, 1, 12, None)
+    assert "took 1 calibration samples, not 12" in why and "whole slices" in why
+
+
 def test_calibration_inputs_3d_patches_padded_to_divisor():
     array = np.random.default_rng(10).normal(size=(10, 9, 8)).astype(np.float32)
     spec = _spec(classes=2, mode="3d", patch_size=(6, 6, 6), size_divisor=4)

@@ -25,7 +25,7 @@ COLORS = [(0, 0, 0), (255, 0, 0), (0, 0, 255)]
 
 def unique_image(affine=AFFINE, shape=SHAPE):
     values = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
-    return Image(array=values, affine=affine)
+    return Image(array=values, affine=affine, modality="CT")  # CT: the HU presets on 1-6
 
 
 def pixel_of(viewer, view, ijk):
@@ -72,7 +72,7 @@ def test_empty_state_then_three_views(viewer):
     viewer.set_image(unique_image())
     assert viewer.active_views == ["axial", "coronal", "sagittal"]
     assert viewer.cursor_voxel == (6, 7, 5)
-    assert viewer.views["axial"].slice_label.text() == "Axial 6/10"
+    assert viewer.views["axial"].slice_label.text() == "Axial 5 of 0–9"
     viewer.clear()
     assert viewer._stack.currentWidget() is viewer._empty_label
 
@@ -99,7 +99,7 @@ def test_keys_scroll_slices_and_move_cursor(loaded, qtbot):
     assert view.slice_index == 4
     qtbot.keyClick(view, Qt.Key.Key_Up, Qt.KeyboardModifier.ShiftModifier)
     assert view.slice_index == 9  # clamped to the last slice
-    assert view.slice_label.text() == "Axial 10/10"
+    assert view.slice_label.text() == "Axial 9 of 0–9"
     assert seen[-1] == ("axial", 9)
     # The shown slice is the voxel slice k = 9 (values identify it).
     np.testing.assert_array_equal(
@@ -151,7 +151,7 @@ def test_presets_and_drag_change_levels(loaded, qtbot):
     center, width = loaded.window
     view.window_dragged.emit(256.0, 0.0)
     assert loaded.window == pytest.approx((center, 2 * width))
-    assert f"W {2 * width:g}  L {center:g}" in loaded.info_label.text()
+    assert f"W {round(2 * width)} L {round(center)}" in loaded.info_label.text()
 
 
 def test_default_window_uses_dicom_window(viewer):
@@ -336,7 +336,7 @@ def test_natural_grey_and_rgb_images_use_one_view(viewer):
     assert not viewer.views["coronal"].isVisible()
     np.testing.assert_array_equal(viewer.views["axial"].image_item.image, grey)
     assert viewer.views["axial"].letter_labels["left"].text() == ""
-    assert viewer.views["axial"].slice_label.text() == "Image 1/1"
+    assert viewer.views["axial"].slice_label.text() == "Image 0 of 0–0"
     mask = np.zeros(grey.shape, dtype=np.uint8)
     mask[100:110, 200:220] = 1
     viewer.set_labels(["bg", "thing"], COLORS[:2])
@@ -345,7 +345,7 @@ def test_natural_grey_and_rgb_images_use_one_view(viewer):
     rgb = astronaut()
     viewer.set_image(Image(array=rgb[:, :, None, :], affine=np.eye(4), is_natural=True))
     np.testing.assert_array_equal(viewer.views["axial"].image_item.image, rgb)
-    assert viewer.window == (127.5, 255.0)  # percentiles of a full-range photograph
+    assert viewer.window == (128.0, 255.0)  # percentiles of a full-range photograph, rounded
 
 
 def test_bad_masks_raise_value_error(loaded):

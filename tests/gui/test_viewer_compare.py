@@ -18,7 +18,8 @@ COLORS = [(0, 0, 0), (255, 0, 0), (0, 0, 255)]
 
 
 def unique_image():
-    return Image(array=np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE), affine=AFFINE)
+    values = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+    return Image(array=values, affine=AFFINE, modality="CT")  # CT: the HU presets on 1-6
 
 
 def pixel_of(viewer, view, ijk):
@@ -170,7 +171,7 @@ def test_panel_mode_style_opacity_and_presets(panel_and_viewer):
     )
     panel.preset_list.itemClicked.emit(panel.preset_list.item(lung))
     assert viewer.window == (-600.0, 1500.0)
-    assert panel.window_label.text() == "Window: W 1500  L -600"
+    assert panel.window_label.text() == "Window: W 1500 L -600"
     viewer.set_overlay_visible(False)  # e.g. the O key: the checkbox follows
     assert not panel.visible_check.isChecked()
     panel.neurological_check.setChecked(True)
