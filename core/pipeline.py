@@ -17,6 +17,8 @@ import numpy as np
 from core.device import select_device
 from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.metrics import confusion_counts, scores_from_counts, volume_ml
+from core.probability_calibration.guard import guarded_decision
+from core.probability_calibration.settings import DecisionGuard
 from core.seg import argmax_decision, expected_dice, rankseg_rma, threshold_decision
 
 __all__ = [
@@ -24,15 +26,17 @@ __all__ = [
     "DEFAULT_PRUNING_PROB",
     "ClassRow",
     "SegmentationResult",
+    "class_rule_names",
     "decide",
     "foreign_labels_warning",
     "summarize_mask",
     "segment_image",
     "result_table_row",
+    "unguarded",
 ]
 
 #: Decision rules by their user-facing names.
-DECISIONS: tuple[str, ...] = ("argmax", "threshold", "rma-dice", "rma-iou")
+DECISIONS: tuple[str, ...] = ("argmax", "threshold", "rma-dice", "rma-iou", "guarded")
 #: RankSEG-RMA's default pruning probability (the GUI's and the CLI's default too).
 DEFAULT_PRUNING_PROB = 0.5
 
@@ -48,7 +52,9 @@ class ClassRow:
     expectation costs a quadrature pass over the volume, the slowest step of a segmentation.
     ``threshold`` is RankSEG-RMA's t* for the class (None for other rules or pruned classes).
     ``mean_intensity``/``sd_intensity`` are the image values inside the class's mask (HU for a
-    CT), None for an empty class or an RGB image.
+    CT), None for an empty class or an RGB image. ``rule`` is the rule the 'guarded' decision
+    used for the class ("argmax", or "rma" with its pruning level when not the default);
+    None for the other decisions.
     """
 
     label: int
@@ -61,6 +67,7 @@ class ClassRow:
     threshold: float | None = None
     mean_intensity: float | None = None
     sd_intensity: float | None = None
+    rule: str | None = None
 
 
 @dataclass
@@ -116,10 +123,11 @@ class SegmentationResult:
         """
         if self.decision == "threshold":
             return "threshold" if self.cutoff is None else f"threshold {self.cutoff:g}"
-        if not self.decision.startswith("rma"):
+        if self.decision not in ("rma-dice", "rma-iou", "guarded"):
             return self.decision
         parts = [self.decision]
-        if self.pruning_prob != DEFAULT_PRUNING_PROB:
+        # A learned guard sets its own pruning per class.
+        if self.pruning_prob != DEFAULT_PRUNING_PROB and self.decision != "guarded":
             parts.append(f"pruning {self.pruning_prob:g}")
         if self.per_slice:
             parts.append("per slice")
@@ -182,6 +190,7 @@ def decide(
     pruning_prob: float = DEFAULT_PRUNING_PROB,
     threshold: float = 0.5,
     per_slice: bool = False,
+    guard: DecisionGuard | None = None,
     cancel: CancelToken | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Apply a decision rule to probabilities (C, *spatial).
@@ -189,7 +198,9 @@ def decide(
     Parameters
     ----------
     probs : numpy.ndarray, shape (C, I, J, K) or (C, H, W)
-    decision : {'argmax', 'threshold', 'rma-dice', 'rma-iou'}
+    decision : {'argmax', 'threshold', 'rma-dice', 'rma-iou', 'guarded'}
+        'guarded' applies ``guard``: per class RankSEG-RMA (at the class's own pruning level)
+        or argmax, as learned with the probability calibration.
     multilabel : bool
         True for sigmoid models: per-class masks, collapsed into a label map by
         :func:`_label_map_from_masks`.
@@ -200,6 +211,9 @@ def decide(
         The cut-off of the 'threshold' rule.
     per_slice : bool
         Optimise RankSEG-RMA per slice along the last axis (k) instead of over the volume.
+    guard : DecisionGuard, optional
+        The 'guarded' rule's settings; without one every class uses RankSEG-RMA (Dice) at
+        ``pruning_prob`` (the same mask as 'rma-dice').
     cancel : CancelToken, optional
         Checked by RankSEG-RMA between chunks of its passes.
 
@@ -216,6 +230,11 @@ def decide(
         out = argmax_decision(batch, multilabel=multilabel)
     elif decision == "threshold":
         out = threshold_decision(batch, threshold, multilabel=multilabel)
+    elif decision == "guarded":
+        guard = guard or unguarded(probs.shape[0], pruning_prob)
+        out, t = guarded_decision(batch, guard, multilabel=multilabel, cancel=cancel)
+        with np.errstate(all="ignore"):
+            thresholds = t[0] if not per_slice else _nanmedian_columns(t)
     else:
         out, info = rankseg_rma(
             batch,
@@ -234,6 +253,22 @@ def decide(
         out = np.stack([_label_map_from_masks(m) for m in out])
     mask = np.moveaxis(out, 0, -1) if per_slice else out[0]
     return mask, thresholds
+
+
+def unguarded(n_classes: int, pruning_prob: float = DEFAULT_PRUNING_PROB) -> DecisionGuard:
+    """The guard of a model that has none: RankSEG-RMA (Dice) for every class."""
+    return DecisionGuard(rules=("rma",) * n_classes, pruning=(float(pruning_prob),) * n_classes)
+
+
+def class_rule_names(guard: DecisionGuard) -> list[str]:
+    """Per class, the words for the rule a guard uses: "argmax", "rma" or "rma, pruning 0.9"."""
+    names = []
+    for rule, pruning in zip(guard.rules, guard.pruning, strict=True):
+        if rule == "rma" and pruning != DEFAULT_PRUNING_PROB:
+            names.append(f"rma, pruning {pruning:g}")
+        else:
+            names.append(rule)
+    return names
 
 
 def _nanmedian_columns(values: np.ndarray) -> np.ndarray:
@@ -282,6 +317,7 @@ def summarize_mask(
     ground_truth: np.ndarray | None = None,
     thresholds: np.ndarray | None = None,
     intensities: np.ndarray | None = None,
+    rules: list[str] | None = None,
     cancel: CancelToken | None = None,
 ) -> list[ClassRow]:
     """Per-class readouts of a label map: voxels, mL, expected Dice, Dice/IoU vs ground truth.
@@ -297,6 +333,8 @@ def summarize_mask(
     thresholds : RMA thresholds per class, optional
     intensities : array (I, J, K), optional
         The image values, for each class's mean and standard deviation inside its mask.
+    rules : list of str, optional
+        The rule each class used (the 'guarded' decision).
     cancel : CancelToken, optional
         Checked between chunks of the expected-Dice passes (the slow part on a volume).
     """
@@ -339,6 +377,7 @@ def summarize_mask(
                 threshold=t,
                 mean_intensity=None if mean is None or not counts[c] else float(mean[c]),
                 sd_intensity=None if sd is None or not counts[c] else float(sd[c]),
+                rule=None if rules is None else rules[c],
             )
         )
     return rows
@@ -435,7 +474,8 @@ def segment_image(
     ----------
     model : core.models.LoadedModel
     image : core.io.Image
-    decision : {'argmax', 'threshold', 'rma-dice', 'rma-iou'}
+    decision : {'argmax', 'threshold', 'rma-dice', 'rma-iou', 'guarded'}
+        'guarded' uses the decision guard in the model's probability calibration.
     pruning_prob, per_slice, threshold
         See :func:`decide`.
     device : {'auto', 'cpu', 'cuda'}
@@ -474,6 +514,18 @@ def segment_image(
     report(on_progress, Progress(0, 2, f"deciding masks ({decision})", stage="decision"))
     start = time.perf_counter()
     multilabel = model.spec.activation == "sigmoid"
+    warnings = []
+    guard = rules = None
+    if decision == "guarded":
+        calibration = model.spec.probability_calibration
+        guard = calibration.guard if calibration is not None else None
+        if guard is None:
+            warnings.append(
+                f"{model.name} has no learned decision guard: 'guarded' used RankSEG-RMA (Dice) "
+                "for every class; fit one with `main.py evaluate --fit-calibration`"
+            )
+            guard = unguarded(model.spec.num_classes, pruning_prob)
+        rules = class_rule_names(guard)
     labels, thresholds = decide(
         probs,
         decision,
@@ -481,6 +533,7 @@ def segment_image(
         pruning_prob=pruning_prob,
         threshold=threshold,
         per_slice=per_slice,
+        guard=guard,
         cancel=cancel,
     )
     mask = labels.astype(_smallest_label_dtype(probs.shape[0]))
@@ -498,10 +551,10 @@ def segment_image(
         ground_truth=ground_truth,
         thresholds=thresholds,
         intensities=None if image.is_rgb else np.asarray(image.array),
+        rules=rules,
         cancel=cancel,
     )
     timings["metrics"] = time.perf_counter() - start
-    warnings = []
     if ground_truth is not None:
         foreign = foreign_labels_warning(ground_truth, list(model.spec.class_names))
         warnings += [foreign] if foreign else []
@@ -559,4 +612,6 @@ def result_table_row(variant: str, result: SegmentationResult) -> dict[str, Any]
             row[f"{cls.name} ml"] = cls.volume_ml
         row[f"{cls.name} mean_intensity"] = cls.mean_intensity
         row[f"{cls.name} sd_intensity"] = cls.sd_intensity
+        if cls.rule is not None:
+            row[f"{cls.name} rule"] = cls.rule
     return row

@@ -49,6 +49,7 @@ from core.io.errors import NO_DICOM_IMAGES
 from core.models import LoadedModel, UntrustedCodeError, load_model
 from core.models.frameworks import locate_framework_folder
 from core.report_files import write_csv_atomic, write_json_atomic
+from gui.calibration_flow import CalibrationFlow
 from gui.display_jobs import (
     OpenedImage,
     OpenedMask,
@@ -61,6 +62,7 @@ from gui.display_jobs import (
 from gui.main_window import MainWindow
 from gui.review_setup import install_review
 from gui.session import ResultEntry, Session
+from gui.widgets.calibration_panel import CalibrationPanel
 from gui.widgets.cluster_dialog import open_cluster_dialog
 from gui.widgets.compare_viewer import CompareViewer
 from gui.widgets.data_panel import DataPanel
@@ -204,8 +206,12 @@ class WorkbenchWindow(MainWindow):
         self.quantization_panel.layout().removeWidget(loss_curve)
         self.loss_dock = self.add_dock("Quantization loss", loss_curve, bottom)
         self.quantization_panel.run_started.connect(self.loss_dock.raise_)
+        self.calibration_panel = CalibrationPanel()
+        self.calibration_dock = self.add_dock("Calibration", self.calibration_panel, bottom)
+        self.calibration_flow = CalibrationFlow(self, self.calibration_panel)
         self.tabifyDockWidget(self.results_dock, self.weights_dock)
-        self.tabifyDockWidget(self.weights_dock, self.loss_dock)
+        self.tabifyDockWidget(self.weights_dock, self.calibration_dock)
+        self.tabifyDockWidget(self.calibration_dock, self.loss_dock)
         self.tabifyDockWidget(self.loss_dock, self.log_dock)
         self.results_dock.raise_()
         # Dock sizes are set on the first show unless the last session's layout is restored.
@@ -220,6 +226,7 @@ class WorkbenchWindow(MainWindow):
             self.overlay_dock,
             self.results_dock,
             self.weights_dock,
+            self.calibration_dock,
             self.loss_dock,
         ):
             self.view_menu.addAction(dock.toggleViewAction())

@@ -29,7 +29,7 @@ def main() -> None:
     xvfb = None
     if not os.environ.get("DISPLAY"):
         os.environ["DISPLAY"] = ":88"
-        xvfb = subprocess.Popen(["Xvfb", ":88", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"])
+        xvfb = subprocess.Popen(["Xvfb", ":88", "-screen", "0", "1400x900x24", "-nolisten", "tcp"])
         time.sleep(1.5)
     os.environ["QT_QPA_PLATFORM"] = "xcb"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -57,7 +57,7 @@ def main() -> None:
     settings = QSettings(str(temp / "settings.ini"), QSettings.Format.IniFormat)
     settings.setValue("review/reviewer", "Dr Example")
     window = WorkbenchWindow(settings=settings)
-    window.setGeometry(0, 0, 1600, 1000)
+    window.setGeometry(0, 0, 1400, 900)  # the app's default size, as the other screenshots
     window.show()
 
     def wait(condition, timeout=600.0):

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: Same values as ``core.pipeline.DECISIONS``.
-DECISION_CHOICES: tuple[str, ...] = ("argmax", "threshold", "rma-dice", "rma-iou")
+DECISION_CHOICES: tuple[str, ...] = ("argmax", "threshold", "rma-dice", "rma-iou", "guarded")
 #: Same values as ``core.quant.config.METHODS``.
 METHOD_CHOICES: tuple[str, ...] = ("flexround", "adaround", "rtn", "rtn-minmax")
 #: Same values as ``core.deploy.onnx_runtime.BACKENDS``.

@@ -18,6 +18,15 @@ from core.cli.arguments import (
 from core.cli.cluster_arguments import add_cluster_options, cluster_options
 from core.cli.errors import EXIT_OK, UsageError, handle_errors
 from core.cli.outputs import check_outputs
+from core.cli.probability_calibration import (
+    add_calibration_options,
+    calibration_cases,
+    calibration_labels,
+    calibration_report,
+    check_calibration_options,
+    fit_calibrated_copy,
+    format_calibration_table,
+)
 from core.cli.progress import ProgressPrinter
 from core.cli.tables import Column, format_table
 from core.evaluation.means import mean_rows
@@ -44,7 +53,10 @@ once per model and image; the decision rules share its probabilities. The report
 per-case Dice/IoU/volume of every class, their means per (model, decision, class), and the
 timings, so FP32 vs quantized and argmax vs RankSEG-RMA come out of one run. The report is
 rewritten after every case (--resume takes an interrupted run's cases back); --executor ray
-scores each case as a Ray task, with the same report as a local run."""
+scores each case as a Ray task, with the same report as a local run. The report also measures
+each model's probability calibration on the test cases (reliability, ECE, tail);
+--fit-calibration fits a calibrated, guarded copy on a separate calibration split and evaluates
+it beside the model (with the 'guarded' rule added)."""
 EPILOG = """\
 examples:
   main.py evaluate --model fp32 --model q4 --images imgs/ --labels labels/ --report eval.json
@@ -52,6 +64,8 @@ examples:
       --decisions argmax,rma-dice,rma-iou --report eval.json --csv cases.csv
   main.py evaluate --model m --images /shared/imgs --labels /shared/labels --report eval.json \\
       --executor ray --address head:6379   (interrupted? the same plus --resume eval.json)
+  main.py evaluate --model m --images test/ --labels labels/ --fit-calibration calib/ \
+      --calibrated-model m-calibrated --calibration-plots plots/ --report eval.json
 
 exit status: 0 done, 1 failed (message on stderr), 2 bad arguments"""
 
@@ -69,6 +83,7 @@ CASE_COLUMNS: tuple[str, ...] = (
     "voxels",
     "volume_ml",
     "volume_ml_gt",
+    "rule",
 )
 
 #: Columns of the table of means printed on stdout.
@@ -82,6 +97,7 @@ MEAN_COLUMNS: tuple[Column, ...] = (
     ("iou", "mean IoU", ".4f"),
     ("expected_dice", "mean E[Dice]", ".4f"),
     ("cases", "cases", "d"),
+    ("rule", "rule", ""),
 )
 
 
@@ -106,7 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=decision_list,
         default=["argmax", "rma-dice"],
         metavar="RULES",
-        help="comma-separated decision rules among argmax, threshold, rma-dice, rma-iou "
+        help="comma-separated decision rules among argmax, threshold, rma-dice, rma-iou, guarded "
         "(default argmax,rma-dice)",
     )
     parser.add_argument("--report", required=True, metavar="REPORT.json", help="JSON report")
@@ -122,6 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_option(parser)
     add_model_options(parser)
     add_cluster_options(parser)
+    add_calibration_options(parser)
 
 
 def evaluation_settings(args: argparse.Namespace) -> Any:
@@ -154,7 +171,12 @@ def run(args: argparse.Namespace) -> int:
 
     images = expand_files(args.images, "--images")
     labels = expand_files(args.labels, "--labels")
-    check_outputs({"--report": args.report, "--csv": args.csv}, [*args.model, *images, *labels])
+    check_calibration_options(args)
+    check_outputs(
+        {"--report": args.report, "--csv": args.csv, "--calibrated-model": args.calibrated_model},
+        [*args.model, *images, *labels, *(args.fit_calibration or [])],
+        folder_outputs=["--calibrated-model"],
+    )
     if args.resume is not None and not Path(args.resume).is_file():
         raise UsageError(f"--resume {args.resume}: no such report")
     pairing = pair_cases(images, labels)
@@ -165,12 +187,26 @@ def run(args: argparse.Namespace) -> int:
         )
     for path in pairing.unmatched_images:
         _warn(f"{path}: no label file matches it")
+    split = calibration_cases(args, pairing.cases)  # checked before any model is loaded
+    expected = calibration_labels(args, pairing.unmatched_labels)
     for path in pairing.unmatched_labels:
-        _warn(f"{path}: no image file matches it")
+        if path not in expected:  # a calibration case's label may sit among --labels
+            _warn(f"{path}: no image file matches it")
 
     from core.evaluation import evaluate_cases
 
     quiet = bool(getattr(args, "quiet", False))
+    model_paths = list(args.model)
+    fitted = None
+    if split:
+        from core.cli.model_loading import load_cli_model
+
+        with ProgressPrinter.for_command(quiet) as printer:
+            base = load_cli_model(args.model[0], **model_options(args))
+            fitted = fit_calibrated_copy(base, split, args, printer)
+        model_paths.append(fitted["written"])
+        if "guarded" not in args.decisions:
+            args.decisions = [*args.decisions, "guarded"]
     settings = evaluation_settings(args)
 
     def said(outcome: Any) -> None:
@@ -182,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     with ProgressPrinter.for_command(quiet) as printer:
         report = evaluate_cases(
             pairing.cases,
-            args.model,
+            model_paths,
             settings,
             args.report,
             executor=args.executor,
@@ -192,13 +228,15 @@ def run(args: argparse.Namespace) -> int:
                 "unmatched": {
                     "images": [str(p) for p in pairing.unmatched_images],
                     "labels": [str(p) for p in pairing.unmatched_labels],
-                }
+                },
+                **({"calibration_fit": fitted} if fitted is not None else {}),
             },
             on_outcome=said,
             on_progress=printer,
         )
     if args.csv:
         write_csv_atomic(report["per_case"], CASE_COLUMNS, args.csv)
+    calibration_rows, plots = calibration_report(report["calibration"], args.calibration_plots)
     if not quiet:
         resumed = report["run"]["resumed"]
         print(
@@ -208,6 +246,12 @@ def run(args: argparse.Namespace) -> int:
             f"{report['timings']['total_s']:.2f} s ({args.executor})"
         )
         print(format_table(report["means"], MEAN_COLUMNS))
+        print("probability calibration on the test cases:")
+        print(format_calibration_table(calibration_rows))
+        if fitted is not None:
+            print(f"calibrated copy written to {fitted['written']}")
+        for path in plots:
+            print(f"reliability diagram written to {path}")
         print(f"report written to {args.report}")
         if args.csv:
             print(f"per-case rows written to {args.csv}")

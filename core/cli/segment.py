@@ -288,7 +288,10 @@ def run(args: argparse.Namespace) -> int:
         )
         rows = report["classes"]
         columns = NATURAL_CLASS_COLUMNS if image.is_natural else CLASS_COLUMNS
-        print(format_table(rows, columns if args.gt else columns[: len(columns) - 2]))
+        columns = columns if args.gt else columns[: len(columns) - 2]
+        if result.decision == "guarded":  # which rule each class used
+            columns = (*columns, ("rule", "rule", ""))
+        print(format_table(rows, columns))
         if args.out:
             print(f"mask written to {args.out}")
         if args.report:

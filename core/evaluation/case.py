@@ -81,6 +81,9 @@ class CaseOutcome:
         Timing rows: one per model (network run) and one per (model, decision).
     warnings : list of dict
         ``{"model", "case", "warning"}``: what running a model on the case warned about.
+    calibration : list of dict
+        Per model, the case's probability-calibration tally
+        (:meth:`core.probability_calibration.ReliabilityTally.to_record` plus model and case).
     """
 
     name: str
@@ -89,6 +92,7 @@ class CaseOutcome:
     inference: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    calibration: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_models(paths: Sequence[str | os.PathLike[str]], options: dict[str, Any]) -> list[Any]:
@@ -114,6 +118,15 @@ def _labelled(on_progress: ProgressCallback | None, prefix: str) -> ProgressCall
         )
 
     return forward
+
+
+def _calibration_record(model, model_id: str, case: Any, probs, truth) -> dict[str, Any]:
+    """The case's reliability tally of one model's probabilities, as plain data."""
+    from core.probability_calibration import ReliabilityTally
+
+    tally = ReliabilityTally(list(model.spec.class_names))
+    tally.add(probs, truth)
+    return {"model": model_id, "case": case.name, **tally.to_record()}
 
 
 def evaluate_case(
@@ -202,6 +215,7 @@ def evaluate_case(
                     }
                 )
                 probs = result.probs
+                outcome.calibration.append(_calibration_record(model, model_id, case, probs, truth))
             outcome.decisions.append(
                 {
                     "model": model_id,
@@ -226,11 +240,12 @@ def evaluate_case(
                     # A photograph has pixels, not millimetres: its count stands alone.
                     "volume_ml": None if image.is_natural else row.volume_ml,
                     "volume_ml_gt": None if image.is_natural else float(gt_volumes[row.label]),
+                    "rule": row.rule,
                 }
                 for row in result.rows
             )
     # Rounded now, as the report stores them: means computed from these rows are the same
     # whether the rows were just computed, came back from a worker or were read from a report.
-    for key in ("record", "per_case", "inference", "decisions", "warnings"):
+    for key in ("record", "per_case", "inference", "decisions", "warnings", "calibration"):
         setattr(outcome, key, json_ready(getattr(outcome, key)))
     return outcome

@@ -46,6 +46,7 @@ def mean_rows(per_case: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
             record.update({key: _mean([r[key] for r in rows]) for key in _METRICS})
             record["cases"] = len(rows)
+            record["rule"] = rows[0].get("rule")  # the guarded rule's per-class choice
             means.append(record)
         case_means: dict[str, dict[str, list[float | None]]] = {}
         for label, rows in by_label.items():

@@ -218,6 +218,8 @@ class EvaluationRun:
             outcome = CaseOutcome(name=name, record=record)
             for key in ("per_case", "warnings"):
                 setattr(outcome, key, [r for r in old.get(key, []) if r.get("case") == name])
+            calibration = old.get("calibration_cases", [])
+            outcome.calibration = [r for r in calibration if r.get("case") == name]
             for key in ("inference", "decisions"):
                 rows = old.get("timings", {}).get(key, [])
                 setattr(outcome, key, [r for r in rows if r.get("case") == name])
@@ -239,7 +241,11 @@ class EvaluationRun:
     def report(self, *, complete: bool = False) -> dict[str, Any]:
         """The report as it stands: finished cases only, in case-list order."""
         done = [self.outcomes[c.name] for c in self.cases if c.name in self.outcomes]
+        # lazy: the package imports torch, which `main.py evaluate --help` must not load
+        from core.probability_calibration.measure import summarize_records
+
         per_case = [row for o in done for row in o.per_case]
+        calibration = [row for o in done for row in o.calibration]
         return {
             **self._head,
             "complete": complete,
@@ -247,6 +253,8 @@ class EvaluationRun:
             "warnings": [w for o in done for w in o.warnings],
             "means": mean_rows(per_case),
             "per_case": per_case,
+            "calibration": summarize_records(calibration),
+            "calibration_cases": calibration,
             "timings": {
                 "total_s": time.perf_counter() - self.progress.started,
                 "inference": [r for o in done for r in o.inference],

@@ -26,6 +26,7 @@ from core.memory import require_memory
 from core.models.footprint import activation_bytes_per_voxel, inference_bytes
 from core.models.inputs import check_model_voxels, model_input
 from core.models.loaded import LoadedModel
+from core.probability_calibration.scaling import calibrate_probabilities
 
 __all__ = ["FLOAT16_OUTPUT_BYTES", "gaussian_importance", "predict", "window_starts"]
 
@@ -297,6 +298,7 @@ def predict(
     overlap: float = 0.5,
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    calibrated: bool = True,
 ) -> np.ndarray:
     """Class probabilities of ``model`` on ``image``, aligned with ``image.array``.
 
@@ -317,6 +319,9 @@ def predict(
         Receives a :class:`~core.jobs.Progress` after each batch (stage ``"inference"``).
     cancel : CancelToken, optional
         Checked before each batch; cancelling raises :class:`~core.jobs.JobCancelled`.
+    calibrated : bool
+        Apply the spec's probability calibration (when it has one); False gives the
+        network's own probabilities (what a calibration is fitted on).
 
     Returns
     -------
@@ -348,7 +353,7 @@ def predict(
         )
         if probs.nbytes > FLOAT16_OUTPUT_BYTES:
             probs = probs.astype(np.float16)
-        return probs
+        return _calibrated(probs, spec) if calibrated else probs
     where = f"{image.path}: " if image.path is not None else ""
     if spec.mode == "3d" and image.ndim_spatial == 2:
         raise ValueError(f"{where}model {model.name!r} is 3-D but the image is a single slice")
@@ -454,4 +459,14 @@ def predict(
     finally:
         if fast is module:  # the fall-back ran the caller's module itself: move it back
             module.to(home)
-    return out
+    return _calibrated(out, spec) if calibrated else out
+
+
+def _calibrated(probs: np.ndarray, spec) -> np.ndarray:
+    """The probabilities with the spec's probability calibration applied (in place)."""
+    calibration = spec.probability_calibration
+    if calibration is None:
+        return probs
+    if not probs.flags.writeable:  # a framework may hand back a read-only array
+        probs = probs.copy()
+    return calibrate_probabilities(probs, calibration, spec.activation)

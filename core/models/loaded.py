@@ -18,7 +18,8 @@ def display_name(spec: ModelSpec, path: Path | None) -> str:
 
     The base is the spec's ``name`` (the folder or file stem when empty); the bracket says the
     precision, read from the quantization metadata (``label``, else ``weight_bits`` /
-    ``act_bits``).
+    ``act_bits``), then the probability calibration: ``"demo-ct-unet (FP32, calibrated,
+    T = 1.8)"``.
     """
     base = spec.name
     if not base and path is not None:
@@ -34,6 +35,9 @@ def display_name(spec: ModelSpec, path: Path | None) -> str:
         precision = f"W{quant['weight_bits']}A{act if act else 32}"
     else:
         precision = "quantized"
+    calibration = spec.probability_calibration
+    if calibration is not None:
+        precision += f", {calibration.describe()}"
     return f"{base} ({precision})"
 
 

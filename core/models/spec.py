@@ -15,6 +15,7 @@ from typing import Any
 from core.display.label_colors import DEFAULT_LABEL_COLORS
 from core.models.architectures import known_architectures
 from core.models.preprocessing import known_transforms
+from core.probability_calibration.settings import ProbabilityCalibration
 
 __all__ = [
     "EXTERNAL_ARCHITECTURES",
@@ -54,6 +55,7 @@ _FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], type | tuple[type, ...] |
     "name": (str, None),
     "description": (str, None),
     "quantization": ((dict, type(None)), None),
+    "calibration": ((dict, type(None)), None),
 }
 
 _JSON_NAMES = {
@@ -126,6 +128,10 @@ class ModelSpec:
         Free text: what the model segments and how it was trained.
     quantization : dict or None
         Metadata of a quantized variant (bits, method, base model), None for float models.
+    calibration : dict or None
+        Probability calibration (temperature or per-class scaling of the logits, and the
+        decision guard), applied to every prediction; see
+        :class:`core.probability_calibration.ProbabilityCalibration`. None: uncalibrated.
     """
 
     architecture: str
@@ -141,6 +147,7 @@ class ModelSpec:
     name: str = ""
     description: str = ""
     quantization: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Normalise containers so specs built in code and read from JSON compare equal.
@@ -157,6 +164,13 @@ class ModelSpec:
     def num_classes(self) -> int:
         """Number of output channels."""
         return len(self.class_names)
+
+    @property
+    def probability_calibration(self) -> ProbabilityCalibration | None:
+        """The parsed ``calibration`` field (None for an uncalibrated model)."""
+        if self.calibration is None:
+            return None
+        return ProbabilityCalibration.from_dict(self.calibration, self.num_classes)
 
     @property
     def spatial_dims(self) -> int:
@@ -200,6 +214,8 @@ class ModelSpec:
                 fail(f"patch_size {list(self.patch_size)} has a non-positive size")
         if not isinstance(self.size_divisor, int) or self.size_divisor < 1:
             fail(f"size_divisor must be a positive integer, got {self.size_divisor!r}")
+        if self.calibration is not None:
+            ProbabilityCalibration.from_dict(self.calibration, self.num_classes, source)
         transforms = known_transforms()
         for index, step in enumerate(self.preprocessing):
             step_name = step.get("name")

@@ -223,7 +223,7 @@ def _objective(s, n, mu, metric):
 def _solve_thresholds(
     source: _Source,
     metric: str,
-    pruning_prob: float,
+    pruning_prob: float | torch.Tensor,
     work_dtype,
     tally: _ClaimTally | _MaskTally | None = None,
 ):
@@ -241,7 +241,7 @@ def _solve_thresholds(
     half = torch.full_like(t_start, 0.5)
     starts = [round_down_to(x, work_dtype)[..., None] for x in (t_start, half)]
     sums, counts, mu, peak = _sums_above(source, starts, True)
-    active = peak.to(torch.float64) > float(pruning_prob)
+    active = peak.to(torch.float64) > pruning_prob
     ratios = [_ratio_threshold(s, n, mu, metric) for s, n in zip(sums, counts, strict=True)]
     use_half = ratios[1] > ratios[0]
     n = torch.where(active, torch.where(use_half, counts[1], counts[0]), 0.0)
@@ -321,13 +321,41 @@ def _count_slope(count_change: torch.Tensor, threshold_change: torch.Tensor) -> 
     return np.divide(np.abs(count_change.numpy()), moved, out=np.zeros_like(moved), where=moving)
 
 
+def _check_pruning(pruning_prob, n_classes: int) -> None:
+    if isinstance(pruning_prob, (list, tuple, np.ndarray)):
+        values = list(np.asarray(pruning_prob, dtype=object).ravel())
+        if len(values) != n_classes:
+            raise ValueError(
+                f"pruning_prob has {len(values)} values for {n_classes} classes (give one number "
+                "or one per class)"
+            )
+    else:
+        values = [pruning_prob]
+    for value in values:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.floating))
+            or not 0.0 <= float(value) <= 1.0
+        ):
+            raise ValueError(f"pruning_prob must be a number in [0, 1], got {pruning_prob!r}")
+
+
+def _pruning_tensor(pruning_prob, chosen, device) -> float | torch.Tensor:
+    """The pruning threshold as a float, or per optimised class as a (1, n_opt) float64 row."""
+    if not isinstance(pruning_prob, (list, tuple, np.ndarray)):
+        return float(pruning_prob)
+    values = torch.tensor([float(v) for v in np.asarray(pruning_prob).ravel()], dtype=torch.float64)
+    if chosen is not None:
+        values = values[list(chosen)]
+    return values.to(device)[None, :]
+
+
 def _check_options(metric, multilabel, unassigned, void_label, classes, n_classes, pruning_prob):
     if metric not in ("dice", "iou"):
         raise ValueError(f"metric must be 'dice' or 'iou', got {metric!r}")
     if unassigned not in ("best", "void"):
         raise ValueError(f"unassigned must be 'best' or 'void', got {unassigned!r}")
-    if not isinstance(pruning_prob, (int, float)) or not 0.0 <= float(pruning_prob) <= 1.0:
-        raise ValueError(f"pruning_prob must be a number in [0, 1], got {pruning_prob!r}")
+    _check_pruning(pruning_prob, n_classes)
     if n_classes == 1 and not multilabel:
         raise ValueError(
             "probs has a single channel (C == 1): that is a sigmoid output and needs "
@@ -350,7 +378,7 @@ def rankseg_rma(
     *,
     metric: Literal["dice", "iou"] = "dice",
     multilabel: bool = False,
-    pruning_prob: float = 0.5,
+    pruning_prob: float | list[float] | tuple[float, ...] | np.ndarray = 0.5,
     ignore_mask: torch.Tensor | np.ndarray | None = None,
     classes: list[int] | tuple[int, ...] | None = None,
     unassigned: Literal["best", "void"] = "best",
@@ -374,8 +402,9 @@ def rankseg_rma(
         True: independent masks per class (sigmoid outputs), result bool (B, C, *spatial).
         False: one label per pixel (softmax outputs), result int64 (B, *spatial). C == 1 needs
         True.
-    pruning_prob : float
-        Classes whose maximum probability (over valid pixels) is at or below this get no pixels.
+    pruning_prob : float or sequence of float
+        Classes whose maximum probability (over valid pixels) is at or below this get no pixels;
+        one value per class (C values) prunes each class at its own level.
     ignore_mask : bool array (B, *spatial), optional
         Pixels outside the valid region: excluded from the objective, returned as
         ``void_label`` (multiclass) or False (multilabel).
@@ -455,8 +484,9 @@ def rankseg_rma(
             tally = _ClaimTally(info, n_opt, source.scratch)
         elif device.type == "cpu" and opt_index is None:
             tally = _MaskTally(torch.empty((B, C, d), dtype=torch.bool, device=device))
+        pruning = _pruning_tensor(pruning_prob, chosen if opt_index is not None else None, device)
         t, tau, s, mu, active, tallied = _solve_thresholds(
-            source, metric, pruning_prob, info.work_dtype, tally
+            source, metric, pruning, info.work_dtype, tally
         )
         t_cmp = round_down_to(t, info.work_dtype)[..., None]
         if multilabel and tallied:

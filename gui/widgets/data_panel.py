@@ -82,6 +82,17 @@ def describe_model(model: LoadedModel) -> str:
     text = f"<b>{model.name}</b><br>{spec.architecture}, {spec.mode}, {spec.activation}<br>"
     if model.framework is not None:
         text += _framework_line(model.framework.describe(), spec.in_channels) + "<br>"
+    calibration = spec.probability_calibration
+    if calibration is not None:
+        text += f"probability calibration: {calibration.describe()}"
+        if calibration.guard is not None:
+            by_argmax = [
+                n
+                for n, r in zip(spec.class_names, calibration.guard.rules, strict=True)
+                if r == "argmax"
+            ]
+            text += f" (argmax for {', '.join(by_argmax)})" if by_argmax else ""
+        text += "<br>"
     return text + f"classes: {classes}"
 
 

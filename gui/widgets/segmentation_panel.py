@@ -23,6 +23,7 @@ __all__ = ["SegmentationRequest", "SegmentationPanel", "DECISION_TITLES"]
 DECISION_TITLES = {
     "rma-dice": "RankSEG-RMA (Dice)",
     "rma-iou": "RankSEG-RMA (IoU)",
+    "guarded": "Guarded RankSEG-RMA",
     "argmax": "Argmax",
     "threshold": "Threshold",
 }
@@ -60,7 +61,8 @@ class SegmentationPanel(QWidget):
         self.decision_combo.setToolTip(
             "Argmax: most probable class per voxel. RankSEG-RMA: the mask that maximises the "
             "expected Dice (or IoU) under the model's probabilities; it keeps faint small "
-            "structures that argmax drops."
+            "structures that argmax drops. Guarded RankSEG-RMA: per class RMA or argmax and "
+            "RMA's pruning, as learned with the model's probability calibration."
         )
         self.decision_combo.currentIndexChanged.connect(self._on_decision_changed)
         form.addRow("Decision rule", self.decision_combo)
@@ -160,8 +162,8 @@ class SegmentationPanel(QWidget):
     def _on_decision_changed(self, *_: object) -> None:
         decision = self.decision_combo.currentData()
         is_rma = str(decision).startswith("rma")
-        self.pruning_spin.setEnabled(is_rma)
-        self.per_slice_check.setEnabled(is_rma)
+        self.pruning_spin.setEnabled(is_rma)  # a guard has its own pruning per class
+        self.per_slice_check.setEnabled(is_rma or decision == "guarded")
         self.threshold_spin.setEnabled(decision == "threshold")
 
     def _on_run_clicked(self) -> None:

@@ -1,0 +1,172 @@
+"""The decision guard: per class, RankSEG-RMA or argmax, and RMA's pruning, as learned.
+
+RankSEG-RMA maximises the expected Dice under the model's probabilities; where those are off
+(a long tail of small lesion probabilities over a large volume), it can lower a class's Dice a
+lot. The guard is learned on labelled calibration cases: for every class, the pruning level
+that gave RMA its best mean Dice, and RMA only where that beats argmax's mean Dice there.
+
+Combining the two maps (softmax models): a class ruled "argmax" gets exactly argmax's pixels;
+the other classes get RMA's pixels outside those; a pixel RMA gave to an argmax-ruled class
+that argmax did not goes to argmax's label. Sigmoid models take each class's mask from its rule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.jobs import CancelToken
+from core.metrics import dice_score, iou_score
+from core.probability_calibration.settings import DecisionGuard
+from core.seg import argmax_decision, rankseg_rma
+
+__all__ = ["PRUNING_CANDIDATES", "GuardTally", "guarded_decision"]
+
+#: Pruning levels tried per class; the first (RankSEG-RMA's default) wins ties.
+PRUNING_CANDIDATES: tuple[float, ...] = (0.5, 0.1, 0.3, 0.7, 0.9)
+
+
+def _combine(argmax_out, rma_out, rules: tuple[str, ...], multilabel: bool):
+    """Merge argmax and RMA decisions of a batch by the per-class rules (see module notes)."""
+    by_argmax = np.array([rule == "argmax" for rule in rules])
+    if multilabel:
+        out = rma_out.copy()
+        out[:, by_argmax] = argmax_out[:, by_argmax]
+        return out
+    if not by_argmax.any():
+        return rma_out
+    out = rma_out.copy()
+    argmax_owned = np.isin(argmax_out, np.flatnonzero(by_argmax))
+    lost = np.isin(out, np.flatnonzero(by_argmax)) & ~argmax_owned
+    out[lost] = argmax_out[lost]
+    out[argmax_owned] = argmax_out[argmax_owned]
+    return out
+
+
+def guarded_decision(
+    batch: np.ndarray,
+    guard: DecisionGuard,
+    *,
+    multilabel: bool = False,
+    cancel: CancelToken | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The guarded decision of probabilities ``batch`` (B, C, *spatial).
+
+    Returns
+    -------
+    decision : int64 labels (B, *spatial), or bool masks (B, C, *spatial) when ``multilabel``
+    thresholds : float64 (B, C) RMA thresholds t* (NaN for pruned and argmax-ruled classes)
+    """
+    if len(guard.rules) != batch.shape[1]:
+        raise ValueError(
+            f"the decision guard has {len(guard.rules)} classes but the probabilities have "
+            f"{batch.shape[1]}"
+        )
+    rma_out, info = rankseg_rma(
+        batch,
+        metric=guard.metric,
+        multilabel=multilabel,
+        pruning_prob=list(guard.pruning),
+        return_info=True,
+        info_expected=False,
+        cancel=cancel,
+    )
+    argmax_out = argmax_decision(batch, multilabel=multilabel)
+    thresholds = np.asarray(info.threshold, dtype=np.float64).copy()
+    thresholds[:, [rule == "argmax" for rule in guard.rules]] = np.nan
+    return _combine(argmax_out, rma_out, guard.rules, multilabel), thresholds
+
+
+def _scores(decision, truth, n_classes: int, multilabel: bool, metric: str) -> np.ndarray:
+    if multilabel:
+        truth = np.stack([truth == c for c in range(n_classes)], axis=1)
+    score = dice_score if metric == "dice" else iou_score
+    return np.asarray(score(decision, truth, num_classes=n_classes))[0]
+
+
+class GuardTally:
+    """Per-class scores of argmax and of RMA at each pruning level, summed over cases.
+
+    Parameters
+    ----------
+    n_classes : int
+    multilabel : bool
+        Sigmoid model (independent masks per class).
+    metric : {'dice', 'iou'}
+        RMA's objective, and the score the choice compares.
+    """
+
+    def __init__(self, n_classes: int, *, multilabel: bool = False, metric: str = "dice") -> None:
+        self.n_classes = n_classes
+        self.multilabel = multilabel
+        self.metric = metric
+        self.argmax_cases: list[np.ndarray] = []  # (C,) per case
+        self.rma_cases: list[np.ndarray] = []  # (pruning levels, C) per case
+
+    @property
+    def cases(self) -> int:
+        return len(self.argmax_cases)
+
+    @property
+    def argmax(self) -> np.ndarray:
+        """Argmax's score per class, summed over the cases."""
+        return np.sum(self.argmax_cases, axis=0) if self.cases else np.zeros(self.n_classes)
+
+    @property
+    def rma(self) -> np.ndarray:
+        """RMA's score per pruning level and class, summed over the cases."""
+        shape = (len(PRUNING_CANDIDATES), self.n_classes)
+        return np.sum(self.rma_cases, axis=0) if self.cases else np.zeros(shape)
+
+    def add(
+        self, probs: np.ndarray, truth: np.ndarray, *, cancel: CancelToken | None = None
+    ) -> None:
+        """Score one calibration case (its calibrated probabilities (C, *spatial) and labels)."""
+        batch = probs[None]
+        truth = truth[None].astype(np.int64)
+        args = (truth, self.n_classes, self.multilabel, self.metric)
+        argmax = _scores(argmax_decision(batch, multilabel=self.multilabel), *args)
+        rma = np.zeros((len(PRUNING_CANDIDATES), self.n_classes))
+        for row, pruning in enumerate(PRUNING_CANDIDATES):
+            decision = rankseg_rma(
+                batch,
+                metric=self.metric,
+                multilabel=self.multilabel,
+                pruning_prob=pruning,
+                cancel=cancel,
+            )
+            rma[row] = _scores(decision, *args)
+        self.argmax_cases.append(argmax)
+        self.rma_cases.append(rma)
+
+    def learn(self) -> DecisionGuard:
+        """Per class the pruning level with RMA's best mean score, and RMA only where, at that
+        level, it beats argmax on the mean *and* on more cases than it loses.
+
+        The second condition keeps one large gain on one case from deciding alone: on a few
+        calibration cases the mean is noisy, and choosing the best of several levels already
+        flatters RMA.
+        """
+        if self.cases == 0:
+            raise ValueError("no calibration case to learn the decision guard from")
+        argmax = np.asarray(self.argmax_cases)  # (N, C)
+        rma = np.asarray(self.rma_cases)  # (N, P, C)
+        best_row = np.argmax(rma.mean(axis=0), axis=0)  # first maximum: the default wins ties
+        gains = rma[:, best_row, np.arange(self.n_classes)] - argmax  # (N, C)
+        wins, losses = (gains > 0).sum(axis=0), (gains < 0).sum(axis=0)
+        better = (gains.mean(axis=0) > 0) & (wins > losses)
+        rules = ["rma" if b else "argmax" for b in better]
+        if not self.multilabel:
+            rules[0] = "rma"  # the background takes what the other classes leave
+        pruning = tuple(float(PRUNING_CANDIDATES[r]) for r in best_row)
+        return DecisionGuard(rules=tuple(rules), pruning=pruning, metric=self.metric)
+
+    def summary(self) -> dict[str, list[float]]:
+        """Mean scores per class on the calibration cases (for the report)."""
+        n = max(self.cases, 1)
+        return {
+            "argmax": [float(v) / n for v in self.argmax],
+            **{
+                f"rma pruning {p:g}": [float(v) / n for v in row]
+                for p, row in zip(PRUNING_CANDIDATES, self.rma, strict=True)
+            },
+        }
