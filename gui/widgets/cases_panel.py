@@ -95,7 +95,12 @@ class CasesPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        # The comment takes the width that is left (elided, whole in its tooltip): sized to its
+        # longest text it pushed the table into sideways scrolling in a laptop-sized dock.
+        header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.table.cellClicked.connect(self._on_cell_clicked)
         layout.addWidget(self.table, 1)
         buttons = QGridLayout()
@@ -191,6 +196,7 @@ class CasesPanel(QWidget):
         fill_text_rows(self.table, texts, right_aligned_from=2)
         for r, row in enumerate(rows):
             comment = self.table.item(r, len(COLUMNS) - 1)
+            comment.setToolTip(comment.text())
             comment.setTextAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
             color = _STATUS_COLORS.get(row["status"])
             if color is not None:

@@ -75,6 +75,22 @@ def test_every_panel_fits_without_sideways_scrolling(qtbot, tmp_path, ct_file, s
         scroller = dock.widget()
         assert isinstance(scroller, QAbstractScrollArea)
         assert not scroller.horizontalScrollBar().isVisible(), (dock.windowTitle(), size)
+    # The Cases panel of a review, with a comment longer than the dock is wide.
+    cases = win.review.panel
+    win.review.dock.show()
+    win.review.dock.raise_()
+    cases.show_rows(
+        [
+            {"case": "patient01", "status": "rejected", "seconds": 75.0, "edit_dice": 0.97,
+             "comment": "lesion missed near the dome of the liver, and the kidney edge is off"},
+        ],
+        "patient01",
+    )  # fmt: skip
+    qtbot.wait(50)
+    assert cases.minimumSizeHint().width() <= win.review.dock.width(), size
+    assert not cases.table.horizontalScrollBar().isVisible(), size
+    assert "kidney edge" in cases.table.item(0, 4).toolTip()
+    win.review.dock.hide()
     # Every label row is visible in the label table, not 2 of 3.
     table = win.overlay_panel.label_table
     rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
