@@ -19,6 +19,10 @@ the RMA decision of the whole volume, the readouts) with one and two torch threa
 app's start-up threading settings, and with two threads under OpenMP's defaults (the app
 before it set them).
 
+``--sample-slots`` samples the GUI thread's Python stack every 2 ms while a dispatch has run
+over 10 ms and prints, under each stage, where its longest slot spent its time ("Qt, no Python
+frame" means painting or layout inside Qt).
+
 Run: ``python benchmarks/bench_gui_volume.py [--shape 512,512,300] [--before TREE] [--threads]``
 (a 512x512x300 flow takes several minutes on two cores).
 """
@@ -58,6 +62,7 @@ class StageFigures:
     peak_rss_mb: float = 0.0
     end_rss_mb: float = 0.0
     timed_out: bool = False
+    slot_stacks: list = field(default_factory=list)  # with --sample-slots: where it spent time
 
 
 @dataclass
@@ -122,15 +127,40 @@ class SlotProbe:
     dispatch; nested dispatches (an event loop inside a slot) count towards their outer one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sample: bool = False) -> None:
         self.depth = 0
         self.longest = 0.0
         self.what = ""
+        self.started = 0.0  # when the outermost dispatch in progress began
+        self.samples: list[str] = []  # stacks sampled during the dispatch in progress
+        self.longest_samples: list[str] = []
+        if sample:
+            import threading
+
+            self._gui_thread = threading.get_ident()
+            threading.Thread(target=self._sample_loop, daemon=True).start()
 
     def reset(self) -> None:
-        self.longest, self.what = 0.0, ""
+        self.longest, self.what, self.longest_samples = 0.0, "", []
+
+    def _sample_loop(self) -> None:
+        """Every 2 ms, the GUI thread's Python stack while a dispatch has run over 10 ms."""
+        while True:
+            time.sleep(0.002)
+            if self.depth and time.perf_counter() - self.started > 0.010:
+                frame = sys._current_frames().get(self._gui_thread)
+                stack = []
+                while frame is not None and len(stack) < 4:
+                    code = frame.f_code
+                    if "/gui/" in code.co_filename or "/core/" in code.co_filename:
+                        name = Path(code.co_filename).name
+                        stack.append(f"{name}:{frame.f_lineno} {code.co_name}")
+                    frame = frame.f_back
+                self.samples.append(" < ".join(stack) or "(Qt, no Python frame)")
 
     def wrap(self, dispatch: Callable[[object, object], bool], receiver, event) -> bool:
+        if self.depth == 0:
+            self.started, self.samples = time.perf_counter(), []
         self.depth += 1
         start = time.perf_counter()
         try:
@@ -141,6 +171,7 @@ class SlotProbe:
             if self.depth == 0 and took > self.longest:
                 self.longest = took
                 self.what = f"{type(receiver).__name__} {event.type().name}"
+                self.longest_samples = list(self.samples)
 
 
 def make_app(probe: SlotProbe):
@@ -217,6 +248,14 @@ class StageRunner:
         ticker.stop()
         figures.longest_slot_ms = self.probe.longest * 1000
         figures.longest_slot_what = self.probe.what
+        if self.probe.longest_samples:
+            from collections import Counter
+
+            n = len(self.probe.longest_samples)
+            figures.slot_stacks = [
+                f"{count / n:4.0%} {stack}"
+                for stack, count in Counter(self.probe.longest_samples).most_common(4)
+            ]
         late = np.asarray(lateness[1:] or [0.0])
         figures.lateness_p99_ms = float(np.percentile(late, 99))
         figures.lateness_max_ms = float(late.max())
@@ -330,7 +369,9 @@ def _close_all(app) -> None:
     app.processEvents()
 
 
-def measure_flow(tree: Path, shape: tuple[int, int, int], cache: Path) -> FlowFigures:
+def measure_flow(
+    tree: Path, shape: tuple[int, int, int], cache: Path, sample: bool = False
+) -> FlowFigures:
     """Run the flow with the code of ``tree`` in this process."""
     from PySide6.QtCore import QSettings
 
@@ -338,7 +379,7 @@ def measure_flow(tree: Path, shape: tuple[int, int, int], cache: Path) -> FlowFi
     from gui.workbench_window import WorkbenchWindow
 
     image_path, label_path = phantom_files(shape, cache)
-    probe = SlotProbe()
+    probe = SlotProbe(sample)
     app = make_app(probe)
     settings = QSettings(str(cache / f"settings_{os.getpid()}.ini"), QSettings.Format.IniFormat)
     window = WorkbenchWindow(settings=settings)
@@ -355,7 +396,10 @@ def measure_flow(tree: Path, shape: tuple[int, int, int], cache: Path) -> FlowFi
             image_path,
             label_path,
             demo_paths().model,
-            report=lambda figures: print(_row(figures), flush=True),
+            report=lambda figures: print(
+                "\n".join([_row(figures), *("      " + line for line in figures.slot_stacks)]),
+                flush=True,
+            ),
         )
     finally:
         window.runner.cancel_all()
@@ -524,6 +568,11 @@ def main() -> None:
     )
     parser.add_argument("--threads", action="store_true", help="1 vs 2 torch threads per job")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument(
+        "--sample-slots",
+        action="store_true",
+        help="sample the GUI thread's stack during each stage's longest slot and print where",
+    )
     parser.add_argument("--jobs-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--policy", default="app", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -575,7 +624,7 @@ def main() -> None:
     import core
 
     print(f"flow on {shape} with {Path(core.__file__).parents[1]}", flush=True)
-    flow = measure_flow(tree, shape, cache)
+    flow = measure_flow(tree, shape, cache, args.sample_slots)
     print(f"peak RSS of the whole flow (largest stage peak): {flow.peak_rss_mb:.0f} MB")
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(flow)))
