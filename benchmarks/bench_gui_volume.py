@@ -504,12 +504,28 @@ def measure_jobs(threads: int, cache: Path, shape: tuple[int, int, int]) -> dict
     return figures
 
 
+def app_threads() -> int:
+    """The torch threads the app uses on this machine (at least 2, so there is a comparison)."""
+    try:
+        from gui.app import gui_torch_threads
+    except ImportError:  # no Qt (a bare GPU machine): the same rule, torch's default less one
+        import torch
+
+        return max(2, torch.get_num_threads() - 1)
+    return max(2, gui_torch_threads())
+
+
 def compare_threads(shape: tuple[int, int, int], cache: Path) -> None:
-    """Run :func:`measure_jobs` in fresh processes: OpenMP reads its settings at start-up."""
+    """Run :func:`measure_jobs` in fresh processes: OpenMP reads its settings at start-up.
+
+    Compares one thread with the app's thread count on this machine (2 on two cores, 15 on a
+    16-core machine), under the app's threading settings and under OpenMP's defaults.
+    """
+    n = app_threads()
     runs = (  # the first run also computes the volume's probabilities once (not timed)
-        ("after: 2 threads", "app", 2),
+        (f"after: {n} threads", "app", n),
         ("after: 1 thread", "app", 1),
-        ("before: OMP defaults, 2 threads", "default", 2),
+        (f"before: OMP defaults, {n} threads", "default", n),
     )
     results = {}
     for title, policy, threads in runs:
@@ -533,16 +549,13 @@ def compare_threads(shape: tuple[int, int, int], cache: Path) -> None:
         subprocess.run(command, env=env, check=True)
         results[title] = json.loads(out.read_text())
     titles = [title for title, _, _ in reversed(runs)]  # before, after 1, after 2
-    print(f"\n{'job':<24}" + "".join(f"{t:>34}" for t in titles) + f"{'2 thr / 1 thr':>16}")
+    print(f"\n{'job':<24}" + "".join(f"{t:>34}" for t in titles) + f"{f'{n} thr / 1 thr':>16}")
     print(f"{'':<24}" + f"{'wall s':>22}{'CPU s':>12}" * len(titles) + f"{'(after, wall)':>16}")
     for job in results[titles[0]]:
         cells = "".join(f"{results[t][job][0]:>22.2f}{results[t][job][1]:>12.2f}" for t in titles)
         ratio = results[titles[2]][job][0] / results[titles[1]][job][0]
         print(f"{job:<24}{cells}{ratio:>16.2f}")
-    import gui.app
-
-    if hasattr(gui.app, "gui_torch_threads"):
-        print(f"the app's torch threads on this machine: {gui.app.gui_torch_threads()}")
+    print(f"the app's torch threads on this machine: {n} (at least 2 for the comparison)")
 
 
 def apply_app_threading() -> str:
@@ -566,7 +579,9 @@ def main() -> None:
         "--before",
         help="another checkout: measure both, side by side (or the --json file of a run on it)",
     )
-    parser.add_argument("--threads", action="store_true", help="1 vs 2 torch threads per job")
+    parser.add_argument(
+        "--threads", action="store_true", help="1 thread vs the app's threads, per job"
+    )
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument(
         "--sample-slots",

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.device import resolve_device
-from core.display import LabelVolume, default_window, prepare_labels
+from core.display import (
+    LabelVolume,
+    WindowPreset,
+    default_window,
+    image_presets,
+    prepare_labels,
+)
 from core.io import Image, Mask, read_image, read_mask
 from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.pipeline import SegmentationResult, segment_image
@@ -37,10 +43,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class OpenedImage:
-    """An image with its default window ``(center, width)``."""
+    """An image with its default window ``(center, width)`` and its number-key presets."""
 
     image: Image
     window: tuple[float, float]
+    presets: tuple[WindowPreset, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,11 @@ class SegmentedImage:
 
 
 def with_default_window(image: Image) -> OpenedImage:
-    """Pair an image with its default window (a pass over the volume: run it on a worker)."""
-    return OpenedImage(image, default_window(image.array, dicom_window=image.window))
+    """Pair an image with its default window and presets (passes over the volume: run it on a
+    worker; on a 512x512x300 CT the presets' sample alone held the GUI thread ~30 ms per view)."""
+    window = default_window(image.array, dicom_window=image.window)
+    presets = image_presets(image.array, modality=image.modality, natural=image.is_natural)
+    return OpenedImage(image, window, presets)
 
 
 def read_image_for_display(

@@ -574,8 +574,8 @@ class WorkbenchWindow(MainWindow):
 
         def show() -> None:
             # Both viewers take the window computed on the worker: no pass over the volume here.
-            self.viewer.set_image(image, window=opened.window)
-            self.compare_viewer.set_image(image, window=opened.window)
+            self.viewer.set_image(image, window=opened.window, presets=opened.presets)
+            self.compare_viewer.set_image(image, window=opened.window, presets=opened.presets)
 
         self._views_first(show, lambda: self._restore_views(previous))
         if remember:  # the user's own file: the hint line follows what they have open

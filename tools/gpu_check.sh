@@ -4,7 +4,9 @@
 # Usage: tools/gpu_check.sh [--dry-run] [--out DIR] [--wheels DIR]
 #
 #   (no option)   on a GPU machine: install what is missing, run the `cuda` tests against the
-#                 GPU, then benchmarks/bench_gpu.py (CPU and CUDA side by side, full sizes).
+#                 GPU, then benchmarks/bench_gpu.py (CPU and CUDA side by side, full sizes),
+#                 then one thread against the app's threads per CPU job (bench_gui_volume.py
+#                 --threads: the many-core figure of issue 13).
 #   --dry-run     the same on the CPU with tiny sizes (the CPU stands in for the GPU); CI runs
 #                 this so the script and the tests never rot.
 #   --out DIR     where results go (default gpu_check_results/): results.md (the table, the test
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
         --dry-run) dry_run=1 ;;
         --out) out="$2"; shift ;;
         --wheels) wheels="$2"; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -74,7 +76,15 @@ if [ "$dry_run" = 1 ]; then bench=(--device cpu --tiny); else bench=(--device cu
 "$PY" benchmarks/bench_gpu.py "${bench[@]}" --out "$out/bench.md" --json "$out/bench.json"
 bench_rc=$?
 
-# 4. One file with everything.
+# 4. Threads on a many-core machine (issue 13): each job on one thread against the app's
+# default (torch's threads less one), under the app's and OpenMP's default settings.
+step "threads"
+if [ "$dry_run" = 1 ]; then shape=64,64,16; else shape=512,512,150; fi
+"$PY" benchmarks/bench_gui_volume.py --threads --shape "$shape" --cache "$(mktemp -d)" \
+    2>&1 | tee "$out/threads.log"
+threads_rc=${PIPESTATUS[0]}
+
+# 5. One file with everything.
 {
     echo "# gpu_check $(date -u +%Y-%m-%d) ($([ "$dry_run" = 1 ] && echo "dry run on the CPU" || echo "GPU run"))"
     echo
@@ -83,6 +93,11 @@ bench_rc=$?
     [ -f "$out/bench.md" ] && cat "$out/bench.md"
     echo
     echo "cuda tests: $(tail -n 1 "$out/tests.log")"
+    echo
+    echo "Threads (CPU jobs, wall and CPU seconds):"
+    echo '```'
+    sed -n '/^job /,$p' "$out/threads.log"
+    echo '```'
     if [ -s "$record" ]; then
         echo
         echo "Figures the tests recorded:"
@@ -93,4 +108,4 @@ for line in open(sys.argv[1]):
 } >"$out/results.md"
 step "done"
 cat "$out/results.md"
-[ "$tests_rc" = 0 ] && [ "$bench_rc" = 0 ]
+[ "$tests_rc" = 0 ] && [ "$bench_rc" = 0 ] && [ "$threads_rc" = 0 ]

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.display import LabelVolume, default_window
+from core.display import LabelVolume, WindowPreset, default_window, image_presets
 from core.io import Image
 from gui.widgets.ortho_viewer import OrthoViewer, save_pixmap
 
@@ -146,18 +146,25 @@ class CompareViewer(QWidget):
             self._syncing = False
 
     # --- content ----------------------------------------------------------------------------
-    def set_image(self, image: Image, *, window: tuple[float, float] | None = None) -> None:
+    def set_image(
+        self,
+        image: Image,
+        *,
+        window: tuple[float, float] | None = None,
+        presets: tuple[WindowPreset, ...] | None = None,
+    ) -> None:
         """Show ``image`` in both viewers (drops previous results).
 
-        ``window`` is the image's default window when the caller has it (see
-        :meth:`OrthoViewer.set_image`); otherwise it is computed once here for both viewers.
+        ``window`` and ``presets`` are the image's default window and number-key presets when
+        the caller has them (see :meth:`OrthoViewer.set_image`); otherwise each is computed once
+        here for both viewers.
         While the compare viewer is hidden (the workbench keeps it behind the main viewer until
         Compare), its six views are built when it is first shown or given results: opening an
         image then builds three views on the GUI thread, not nine.
         """
         self._masks = [None, None]
         self._truth = None
-        self._pending = (image, window)
+        self._pending = (image, window, presets)
         if self.isVisible():
             self._build_pending()
 
@@ -165,12 +172,14 @@ class CompareViewer(QWidget):
         """Put the image set while hidden (and its ground truth) into both viewers."""
         if self._pending is None:
             return
-        image, window = self._pending
+        image, window, presets = self._pending
         self._pending = None
         if window is None:
             window = default_window(image.array, dicom_window=image.window)
+        if presets is None:
+            presets = image_presets(image.array, modality=image.modality, natural=image.is_natural)
         for viewer in self.viewers:
-            viewer.set_image(image, window=window)
+            viewer.set_image(image, window=window, presets=presets)
         if self._truth is not None:
             self.set_ground_truth(self._truth)
 

@@ -38,3 +38,27 @@ def test_cpu_batch_size_shrinks_only_for_large_slices():
 def test_with_default_window_prefers_the_stored_window():
     image, _ = make_phantom(0, (32, 32, 16))
     assert with_default_window(image).window == image.window
+
+
+def test_with_default_window_brings_the_images_presets_that_both_viewers_then_use(qtbot):
+    # The presets' percentile pass runs on the worker with the window; the views take them as
+    # given (on a 512x512x300 CT it held the GUI thread ~30 ms per viewer).
+    from core.display import WINDOW_PRESETS, image_presets
+    from gui.widgets.compare_viewer import CompareViewer
+    from gui.widgets.ortho_viewer import OrthoViewer
+
+    ct, _ = make_phantom(0, (32, 32, 16))
+    assert with_default_window(ct).presets == WINDOW_PRESETS
+    mr = Image(np.linspace(0, 900, 32 * 32 * 16).reshape(32, 32, 16), np.eye(4), modality="MR")
+    opened = with_default_window(mr)
+    assert opened.presets == image_presets(mr.array, modality="MR")
+    assert opened.presets != WINDOW_PRESETS
+    marker = opened.presets[:1]  # a tuple no viewer would compute for this image by itself
+    viewer, compare = OrthoViewer(), CompareViewer()
+    qtbot.addWidget(viewer)
+    qtbot.addWidget(compare)
+    viewer.set_image(mr, window=opened.window, presets=marker)
+    compare.set_image(mr, window=opened.window, presets=marker)
+    compare.show()
+    assert viewer.presets == marker
+    assert all(v.presets == marker for v in compare.viewers)
