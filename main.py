@@ -15,7 +15,7 @@ def configure_threads() -> None:
     decision of a 512x512x300 CT ran 3.2x slower on two threads than on one while burning 4x
     the CPU. With passive waiting two threads come close to one (RMA 6.8 s against 5.8 s on a
     busy two-core machine, 22 s before; benchmarks/bench_gui_volume.py --threads), and the GUI
-    leaves one core to its own thread (:func:`gui.app.gui_torch_threads`). A value set by the
+    leaves one core to its own thread (:func:`core.device.gui_torch_threads`). A value set by the
     user is kept.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -506,12 +506,8 @@ def measure_jobs(threads: int, cache: Path, shape: tuple[int, int, int]) -> dict
 
 def app_threads() -> int:
     """The torch threads the app uses on this machine (at least 2, so there is a comparison)."""
-    try:
-        from gui.app import gui_torch_threads
-    except ImportError:  # no Qt (a bare GPU machine): the same rule, torch's default less one
-        import torch
+    from core.device import gui_torch_threads  # Qt-free: runs on a bare GPU machine too
 
-        return max(2, torch.get_num_threads() - 1)
     return max(2, gui_torch_threads())
 
 

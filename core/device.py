@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DeviceChoice", "select_device", "resolve_device"]
+__all__ = ["DeviceChoice", "gui_torch_threads", "select_device", "resolve_device"]
 
 _ALLOWED = ("auto", "cpu", "cuda")
+
+
+@functools.cache  # torch's default, read once at start-up (select_device then changes it)
+def gui_torch_threads() -> int:
+    """torch's CPU threads in the GUI app: its default (one per physical core) less one.
+
+    The GUI thread needs a core of its own while a job runs; on two cores a second torch thread
+    only competed with it (and with other programs) and made RankSEG-RMA slower than one thread
+    (benchmarks/bench_gui_volume.py --threads). The app's ``--threads`` overrides it. Here, not
+    in ``gui``, so a benchmark on a machine without Qt measures the same rule.
+    """
+    return max(1, torch.get_num_threads() - 1)
 
 
 @dataclass(frozen=True)

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import logging
 import sys
 from collections.abc import Callable
 
-import torch
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from core.device import select_device
+from core.device import gui_torch_threads, select_device
 from core.logs import configure_logging
 from gui.workbench_window import WorkbenchWindow
 
-__all__ = ["run_gui", "create_window", "freeze_startup_objects", "gui_torch_threads"]
+__all__ = ["run_gui", "create_window", "freeze_startup_objects"]
 
 log = logging.getLogger("segbench.gui")
 
@@ -39,17 +37,6 @@ def create_window(args: argparse.Namespace) -> WorkbenchWindow:
     elif not args.no_demo:
         window.load_demo()
     return window
-
-
-@functools.cache  # torch's default, read once at start-up (select_device then changes it)
-def gui_torch_threads() -> int:
-    """torch's CPU threads in the app: its default (one per physical core) less one.
-
-    The GUI thread needs a core of its own while a job runs; on two cores a second torch thread
-    only competed with it (and with other programs) and made RankSEG-RMA slower than one thread
-    (benchmarks/bench_gui_volume.py --threads). ``--threads`` overrides it.
-    """
-    return max(1, torch.get_num_threads() - 1)
 
 
 def freeze_startup_objects() -> None:

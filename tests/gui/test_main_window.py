@@ -1,8 +1,9 @@
 import gc
 import time
 
+from core.device import gui_torch_threads
 from core.jobs import Progress
-from gui.app import freeze_startup_objects, gui_torch_threads
+from gui.app import freeze_startup_objects
 from gui.main_window import MainWindow
 
 
