@@ -158,13 +158,14 @@ def bench_rma(shape: tuple[int, ...], device: torch.device) -> Row:
 
 
 def _min_dice(a: np.ndarray, b: np.ndarray) -> float:
-    scores = []
-    for c in np.union1d(np.unique(a), np.unique(b)):
-        if c == 0:
-            continue
-        x, y = a == c, b == c
-        scores.append(2 * float((x & y).sum()) / max(1, int(x.sum() + y.sum())))
-    return min(scores) if scores else 1.0
+    """The smallest foreground-class Dice between two label maps (classes absent from both: 1)."""
+    from core.metrics import dice_score
+
+    classes = int(max(a.max(), b.max())) + 1
+    if classes < 2:
+        return 1.0
+    pair = [torch.from_numpy(np.ascontiguousarray(x)).long()[None] for x in (a, b)]
+    return float(dice_score(*pair, num_classes=classes)[0, 1:].min())
 
 
 def bench_inference(name: str, image, device: torch.device) -> Row:
