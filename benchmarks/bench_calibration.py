@@ -44,7 +44,11 @@ from core.metrics import dice_score  # noqa: E402
 from core.models import load_model, predict  # noqa: E402
 from core.phantom import make_phantom, make_texture_scene  # noqa: E402
 from core.pipeline import decide  # noqa: E402
-from core.probability_calibration import calibrate_probabilities  # noqa: E402
+from core.probability_calibration import (  # noqa: E402
+    calibrate_probabilities,
+    model_argmax,
+    needs_model_decision,
+)
 from core.probability_calibration.model_fit import (  # noqa: E402
     case_loader,
     fit_from_probabilities,
@@ -93,11 +97,15 @@ def class_dice(mask: np.ndarray, truth: np.ndarray, n: int) -> np.ndarray:
 def evaluate(tests, rule, n: int, calibration=None, activation="softmax") -> np.ndarray:
     """Mean Dice per class over the test cases of one rule (on calibrated copies if given)."""
     scores = []
+    multilabel = activation == "sigmoid"
     for probs, truth in tests:
+        own = None
+        if rule == "guarded" and needs_model_decision(calibration):
+            own = model_argmax(probs, multilabel=multilabel)  # before calibration moves it
         if calibration is not None:
             probs = calibrate_probabilities(probs.copy(), calibration, activation)
         guard = calibration.guard if calibration is not None else None
-        mask, _ = decide(probs, rule, guard=guard, multilabel=activation == "sigmoid")
+        mask, _ = decide(probs, rule, guard=guard, multilabel=multilabel, model_decision=own)
         scores.append(class_dice(mask, truth, n))
         del probs, mask
     return np.mean(scores, axis=0)

@@ -162,7 +162,7 @@ def part_lr(bench: Bench) -> None:
     )
     for method in LEARNED:
         best = None
-        for lr in LR_CANDIDATES[method]:
+        for lr in getattr(bench.args, f"{method}_lrs") or LR_CANDIDATES[method]:
             rows = [bench.scores(bench.config(method, 2, seed, lr=lr)) for seed in seeds]
             agreement = statistics.mean(100 * r[1] for r in rows)
             print(
@@ -245,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="batch size")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 3, 2])
+    for method in LEARNED:
+        parser.add_argument(
+            f"--{method}-lrs",
+            type=float,
+            nargs="+",
+            help=f"{method} rates the lr part chooses from (default {LR_CANDIDATES[method]})",
+        )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for key in args.networks:

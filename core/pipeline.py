@@ -17,7 +17,12 @@ import numpy as np
 from core.device import select_device
 from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.metrics import confusion_counts, scores_from_counts, volume_ml
-from core.probability_calibration.guard import guarded_decision
+from core.probability_calibration.guard import (
+    guarded_decision,
+    model_argmax,
+    needs_model_decision,
+)
+from core.probability_calibration.scaling import calibrate_probabilities
 from core.probability_calibration.settings import DecisionGuard
 from core.seg import argmax_decision, expected_dice, rankseg_rma, threshold_decision
 
@@ -94,6 +99,10 @@ class SegmentationResult:
         does not have).
     backend : {'torch', 'onnxruntime'}
         What ran the network.
+    model_decision : numpy.ndarray or None
+        The uncalibrated model's argmax, kept beside ``probs`` for the guarded rule of a
+        vector-scaled model (:func:`core.probability_calibration.needs_model_decision`);
+        None otherwise. Pass it back with ``probs`` to decide again without the network.
     model_bytes : int or None
         Size of the network as it ran (:attr:`core.models.LoadedModel.storage_bytes`).
     """
@@ -113,6 +122,7 @@ class SegmentationResult:
     cutoff: float | None = None
     natural: bool = False
     warnings: list[str] = field(default_factory=list)
+    model_decision: np.ndarray | None = None
 
     @property
     def rule_label(self) -> str:
@@ -191,6 +201,7 @@ def decide(
     threshold: float = 0.5,
     per_slice: bool = False,
     guard: DecisionGuard | None = None,
+    model_decision: np.ndarray | None = None,
     cancel: CancelToken | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Apply a decision rule to probabilities (C, *spatial).
@@ -214,6 +225,10 @@ def decide(
     guard : DecisionGuard, optional
         The 'guarded' rule's settings; without one every class uses RankSEG-RMA (Dice) at
         ``pruning_prob`` (the same mask as 'rma-dice').
+    model_decision : numpy.ndarray, optional
+        For 'guarded': the uncalibrated model's argmax (labels (*spatial), or masks
+        (C, *spatial) for a sigmoid model), which argmax-ruled classes keep (see
+        :func:`core.probability_calibration.model_argmax`). None: the argmax of ``probs``.
     cancel : CancelToken, optional
         Checked by RankSEG-RMA between chunks of its passes.
 
@@ -232,7 +247,12 @@ def decide(
         out = threshold_decision(batch, threshold, multilabel=multilabel)
     elif decision == "guarded":
         guard = guard or unguarded(probs.shape[0], pruning_prob)
-        out, t = guarded_decision(batch, guard, multilabel=multilabel, cancel=cancel)
+        own = None
+        if model_decision is not None:
+            own = np.moveaxis(model_decision, -1, 0) if per_slice else model_decision[None]
+        out, t = guarded_decision(
+            batch, guard, multilabel=multilabel, model_decision=own, cancel=cancel
+        )
         with np.errstate(all="ignore"):
             thresholds = t[0] if not per_slice else _nanmedian_columns(t)
     else:
@@ -464,6 +484,7 @@ def segment_image(
     device: str = "auto",
     ground_truth: np.ndarray | None = None,
     probs: np.ndarray | None = None,
+    model_decision: np.ndarray | None = None,
     batch_size: int | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
@@ -483,6 +504,10 @@ def segment_image(
         Adds Dice and IoU per class.
     probs : float array (C, I, J, K), optional
         Probabilities from an earlier run of the same model on the same image: skips inference.
+    model_decision : numpy.ndarray, optional
+        That run's :attr:`SegmentationResult.model_decision` (the uncalibrated argmax a
+        vector-scaled model's guarded rule needs); without it such a rule runs the network
+        again to get it.
     batch_size : int, optional
         Slices or patches per forward pass (:func:`core.models.predict`'s default when None);
         smaller batches hold fewer activations at once.
@@ -498,6 +523,27 @@ def segment_image(
         raise ValueError(f"pruning probability must be in [0, 1), got {pruning_prob}")
     choice = select_device(device)
     timings: dict[str, float] = {}
+    calibration = model.spec.probability_calibration
+    keep_own = needs_model_decision(calibration)
+    multilabel = model.spec.activation == "sigmoid"
+    if keep_own and model_decision is None and (probs is None or decision == "guarded"):
+        # The uncalibrated probabilities once, for their argmax; then calibrated in place.
+        start = time.perf_counter()
+        raw = predict(
+            model,
+            image,
+            device=choice.device,
+            batch_size=batch_size,
+            on_progress=on_progress,
+            cancel=cancel,
+            calibrated=False,
+        )
+        timings["inference"] = time.perf_counter() - start
+        model_decision = model_argmax(raw, multilabel=multilabel)
+        if probs is None:
+            raw = raw if raw.flags.writeable else raw.copy()
+            probs = calibrate_probabilities(raw, calibration, model.spec.activation)
+        del raw
     if probs is None:
         start = time.perf_counter()
         probs = predict(
@@ -509,15 +555,15 @@ def segment_image(
             cancel=cancel,
         )
         timings["inference"] = time.perf_counter() - start
+    if not keep_own:
+        model_decision = None  # the calibrated argmax is the model's own
     if cancel is not None:
         cancel.raise_if_cancelled()
     report(on_progress, Progress(0, 2, f"deciding masks ({decision})", stage="decision"))
     start = time.perf_counter()
-    multilabel = model.spec.activation == "sigmoid"
     warnings = []
     guard = rules = None
     if decision == "guarded":
-        calibration = model.spec.probability_calibration
         guard = calibration.guard if calibration is not None else None
         if guard is None:
             warnings.append(
@@ -534,6 +580,7 @@ def segment_image(
         threshold=threshold,
         per_slice=per_slice,
         guard=guard,
+        model_decision=model_decision,
         cancel=cancel,
     )
     mask = labels.astype(_smallest_label_dtype(probs.shape[0]))
@@ -575,6 +622,7 @@ def segment_image(
         warnings=warnings,
         backend=model.backend,
         model_bytes=model.storage_bytes,
+        model_decision=model_decision,
     )
 
 

@@ -150,6 +150,14 @@ class Session(QObject):
         """The variant's float16 probabilities on the current image, or None (not kept)."""
         return self._probs.get(variant)
 
+    def cached_model_decision(self, variant: str) -> np.ndarray | None:
+        """The uncalibrated argmax a result of ``variant`` kept (vector-scaled guarded models
+        only; :attr:`core.pipeline.SegmentationResult.model_decision`), or None."""
+        for entry in reversed(self.results.values()):
+            if entry.variant == variant and entry.result.model_decision is not None:
+                return entry.result.model_decision
+        return None
+
     def cache_probs(self, variant: str, probs: np.ndarray) -> None:
         """Keep ``variant``'s probabilities; other variants' go unless every variant keeps them.
 
@@ -175,6 +183,10 @@ class Session(QObject):
     def memory(self) -> ResultsMemory:
         """What the results hold (each label map counted once, however many rows share it)."""
         masks = {id(e.labels.array): e.labels.nbytes for e in self.results.values()}
+        for entry in self.results.values():  # a vector-scaled model's own argmax, shared
+            own = entry.result.model_decision
+            if own is not None:
+                masks[id(own)] = own.nbytes
         probabilities = sum(p.nbytes for p in self._probs.values())
         return ResultsMemory(sum(masks.values()), probabilities)
 

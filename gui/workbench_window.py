@@ -742,6 +742,7 @@ class WorkbenchWindow(MainWindow):
             decision=decision,
             ground_truth=self.session.ground_truth,
             probs=probs,
+            model_decision=self.session.cached_model_decision(name) if probs is not None else None,
             **options,
         )
 

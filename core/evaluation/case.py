@@ -182,7 +182,7 @@ def evaluate_case(
         gt_volumes = volume_ml(
             truth.astype("int64"), image.spacing, num_classes=model.spec.num_classes
         )
-        probs = None  # the first rule runs the network; the others reuse its probabilities
+        probs = own = None  # the first rule runs the network; the others reuse its outputs
         for decision in settings.decisions:
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -196,6 +196,7 @@ def evaluate_case(
                 device=settings.device,
                 ground_truth=truth,
                 probs=probs,
+                model_decision=own,
                 on_progress=_labelled(
                     on_progress, label_progress(f"{case.name}, {model_id}, {decision}")
                 ),
@@ -214,7 +215,7 @@ def evaluate_case(
                         "device": result.device,
                     }
                 )
-                probs = result.probs
+                probs, own = result.probs, result.model_decision
                 outcome.calibration.append(_calibration_record(model, model_id, case, probs, truth))
             outcome.decisions.append(
                 {

@@ -6,7 +6,13 @@ is right a fraction p of the time, which RankSEG-RMA assumes.
 """
 
 from core.probability_calibration.fitting import PixelSample, fit_scaling, sample_pixels
-from core.probability_calibration.guard import PRUNING_CANDIDATES, GuardTally, guarded_decision
+from core.probability_calibration.guard import (
+    PRUNING_CANDIDATES,
+    GuardTally,
+    guarded_decision,
+    model_argmax,
+    needs_model_decision,
+)
 from core.probability_calibration.measure import (
     TAIL_PROBABILITY,
     ClassCalibration,
@@ -32,5 +38,7 @@ __all__ = [
     "calibrate_probabilities",
     "fit_scaling",
     "guarded_decision",
+    "model_argmax",
+    "needs_model_decision",
     "sample_pixels",
 ]

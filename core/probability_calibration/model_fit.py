@@ -17,7 +17,7 @@ import numpy as np
 
 from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.probability_calibration.fitting import PixelSample, fit_scaling, sample_pixels
-from core.probability_calibration.guard import GuardTally
+from core.probability_calibration.guard import GuardTally, model_argmax
 from core.probability_calibration.measure import ClassCalibration, ReliabilityTally
 from core.probability_calibration.scaling import calibrate_probabilities
 from core.probability_calibration.settings import ProbabilityCalibration
@@ -101,13 +101,19 @@ def fit_from_probabilities(
     calibration = fit_scaling(sample, vector=vector)
     after = ReliabilityTally(names)
     tally = GuardTally(len(names), multilabel=activation == "sigmoid")
+    multilabel = activation == "sigmoid"
     for probs, truth in cases:
         if cancel is not None:
             cancel.raise_if_cancelled()
+        # The guard's argmax is the uncalibrated model's (vector scaling moves the argmax).
+        own = None
+        if guard and calibration.is_vector:
+            own = model_argmax(probs, multilabel=multilabel)
         calibrated = calibrate_probabilities(np.array(probs, copy=True), calibration, activation)
         after.add(calibrated, truth)
         if guard:
-            tally.add(calibrated, truth, cancel=cancel)
+            tally.add(calibrated, truth, model_decision=own, cancel=cancel)
+        del calibrated, own
     if guard:
         calibration = ProbabilityCalibration(
             temperature=calibration.temperature,

@@ -42,8 +42,9 @@ class DecisionGuard:
     Attributes
     ----------
     rules : tuple of str
-        One of :data:`GUARD_RULES` per class: "argmax" where RankSEG-RMA lowered the class's
-        Dice on the calibration cases, "rma" elsewhere. The background of a softmax model
+        One of :data:`GUARD_RULES` per class: "argmax" (the model's own argmax, before any
+        vector scaling moved it) where RankSEG-RMA did not beat it on the calibration cases,
+        "rma" elsewhere. The background of a softmax model
         (class 0) is always "rma": it takes what the other classes leave.
     pruning : tuple of float
         RankSEG-RMA's pruning probability per class (a class whose maximum probability is at

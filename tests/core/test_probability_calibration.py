@@ -400,3 +400,113 @@ def test_reliability_records_survive_report_rounding_and_merge_like_one_tally():
         assert got["ece"] == pytest.approx(want.ece, rel=1e-5)
         assert got["tail_positives"] == want.tail_positives
         assert got["bins"]["counts"] == want.counts.tolist()
+
+
+# --- the model's own argmax under vector scaling -------------------------------------------
+
+
+def test_guard_argmax_rule_keeps_the_given_model_decision_not_the_calibrated_argmax():
+    # Hand-worked, 3 classes: the calibrated argmax moved pixel 3 from class 2 to class 1;
+    # class 2 is argmax-ruled, so it keeps the model's own pixels (2 and 3).
+    probs = np.array(
+        [[[0.8, 0.1, 0.1, 0.2, 0.1]], [[0.1, 0.8, 0.2, 0.5, 0.1]], [[0.1, 0.1, 0.7, 0.3, 0.8]]],
+        dtype=np.float32,
+    )[None]  # (1, 3, 1, 5)
+    own = np.array([[[0, 1, 2, 2, 1]]])  # (1, 1, 5): pixels 3 and 4 differ from probs' argmax
+    guard = DecisionGuard(rules=("rma", "argmax", "argmax"), pruning=(0.5,) * 3)
+    out, _ = guarded_decision(probs, guard, model_decision=own)
+    np.testing.assert_array_equal(out, own)
+    out, _ = guarded_decision(probs, guard)  # without it: the calibrated argmax
+    np.testing.assert_array_equal(out, argmax_decision(probs))
+    with pytest.raises(ValueError, match="shape"):
+        guarded_decision(probs, guard, model_decision=own[:, :, :4])
+
+
+def test_guard_tally_scores_the_model_decision_as_argmax():
+    p = _softmax(_random_logits(21, shape=(3, 30, 30), spread=1.5)).astype(np.float32)
+    truth = np.random.default_rng(21).integers(0, 3, size=(30, 30))
+    own = np.random.default_rng(22).integers(0, 3, size=(30, 30)).astype(np.uint8)
+    tally = GuardTally(3)
+    tally.add(p, truth, model_decision=own)
+    for c in range(3):
+        assert tally.argmax[c] == pytest.approx(_dice_by_counting(own, truth, c))
+
+
+def _vector_guarded_model(base: LoadedModel) -> LoadedModel:
+    # The lesion-like class 1 is shrunk by a bias: its calibrated argmax loses pixels that the
+    # guard's argmax rule must keep.
+    calibration = ProbabilityCalibration(
+        temperature=1.0,
+        class_scales=(1.0, 1.0),
+        class_biases=(0.0, -2.0),
+        guard=DecisionGuard(rules=("rma", "argmax"), pruning=(0.5, 0.5)),
+    )
+    return LoadedModel(base.module, base.spec.with_changes(calibration=calibration.to_dict()))
+
+
+def test_vector_scaled_guarded_model_keeps_the_uncalibrated_argmax_for_argmax_classes():
+    base = tiny_unet()
+    image, _ = _tiny_image()
+    raw = predict(base, image, device="cpu")
+    own = argmax_decision(raw[None])[0]
+    model = _vector_guarded_model(base)
+    calibrated_argmax = segment_image(model, image, decision="argmax", device="cpu")
+    assert (calibrated_argmax.mask != own).any()  # the bias really moved the argmax
+    assert calibrated_argmax.model_decision is not None  # kept for a later guarded decision
+
+    result = segment_image(model, image, decision="guarded", device="cpu")
+    np.testing.assert_array_equal(result.mask, own)
+    np.testing.assert_array_equal(result.model_decision, own)
+    np.testing.assert_allclose(result.probs, calibrated_argmax.probs)  # calibrated probabilities
+
+    # Deciding again from kept outputs: with the model's decision no network run; without it
+    # the network runs once more for it, and the mask is the same either way.
+    again = segment_image(
+        model,
+        image,
+        decision="guarded",
+        device="cpu",
+        probs=result.probs,
+        model_decision=result.model_decision,
+    )
+    assert "inference" not in again.timings
+    np.testing.assert_array_equal(again.mask, own)
+    rerun = segment_image(model, image, decision="guarded", device="cpu", probs=result.probs)
+    assert "inference" in rerun.timings
+    np.testing.assert_array_equal(rerun.mask, own)
+
+
+def test_temperature_scaled_model_keeps_no_separate_model_decision():
+    base = tiny_unet()
+    image, _ = _tiny_image()
+    guard = DecisionGuard(rules=("rma", "argmax"), pruning=(0.5, 0.5))
+    model = LoadedModel(base.module, _calibrated_spec(base.spec, 0.5, guard))
+    result = segment_image(model, image, decision="guarded", device="cpu")
+    assert result.model_decision is None  # a temperature never moves the argmax
+
+
+def test_vector_fit_scores_the_guard_argmax_on_the_uncalibrated_probabilities():
+    rng = np.random.default_rng(5)
+    cases = []
+    for seed in range(2):
+        z = _random_logits(30 + seed, shape=(3, 30, 30), spread=2.0)
+        truth = rng.random((30, 30))[None] > _softmax(3 * z + [[[1.0]], [[0]], [[-1.0]]]).cumsum(0)
+        cases.append((_softmax(z).astype(np.float32), truth.sum(0)))
+    fit = fit_from_probabilities(
+        cases, class_names=["a", "b", "c"], activation="softmax", vector=True
+    )
+    expected = np.mean(
+        [
+            [_dice_by_counting(argmax_decision(p[None])[0], t, c) for c in range(3)]
+            for p, t in cases
+        ],
+        axis=0,
+    )
+    np.testing.assert_allclose(fit.guard_scores["argmax"], expected)
+    moved = [
+        argmax_decision(calibrate_probabilities(p.copy(), fit.calibration, "softmax")[None])[0]
+        for p, _ in cases
+    ]
+    assert any(
+        (m != argmax_decision(p[None])[0]).any() for m, (p, _) in zip(moved, cases, strict=True)
+    )

@@ -62,3 +62,39 @@ def test_with_default_window_brings_the_images_presets_that_both_viewers_then_us
     compare.show()
     assert viewer.presets == marker
     assert all(v.presets == marker for v in compare.viewers)
+
+
+def test_session_keeps_a_vector_scaled_models_own_argmax_for_the_next_guarded_decision(qtbot):
+    from core.models import LoadedModel
+    from core.pipeline import segment_image
+    from core.probability_calibration import DecisionGuard, ProbabilityCalibration
+    from gui.session import Session
+    from tests.tiny_models import tiny_unet
+
+    base = tiny_unet()
+    calibration = ProbabilityCalibration(
+        class_scales=(1.0, 1.0),
+        class_biases=(0.0, -2.0),
+        guard=DecisionGuard(rules=("rma", "argmax"), pruning=(0.5, 0.5)),
+    )
+    model = LoadedModel(base.module, base.spec.with_changes(calibration=calibration.to_dict()))
+    image, _ = make_phantom(5, shape=(24, 24, 16))
+    session = Session()
+    session.set_image(image)
+    assert session.cached_model_decision("m") is None
+    first = segment_for_display(model, image, decision="argmax", device="cpu")
+    session.add_result("m", first.result, first.labels, first.probs)
+    own = session.cached_model_decision("m")
+    assert own is not None and own.dtype == np.uint8
+    assert session.memory().masks >= first.labels.nbytes + own.nbytes
+    # The next rule decides from the kept outputs without running the network.
+    again = segment_image(
+        model,
+        image,
+        decision="guarded",
+        device="cpu",
+        probs=session.cached_probs("m"),
+        model_decision=own,
+    )
+    assert "inference" not in again.timings
+    np.testing.assert_array_equal(again.mask, own)
