@@ -46,8 +46,8 @@ from core.phantom import make_phantom, make_texture_scene  # noqa: E402
 from core.pipeline import decide  # noqa: E402
 from core.probability_calibration import (  # noqa: E402
     calibrate_probabilities,
+    guard_for_case,
     model_argmax,
-    needs_model_decision,
 )
 from core.probability_calibration.model_fit import (  # noqa: E402
     case_loader,
@@ -99,12 +99,15 @@ def evaluate(tests, rule, n: int, calibration=None, activation="softmax") -> np.
     scores = []
     multilabel = activation == "sigmoid"
     for probs, truth in tests:
+        guard = calibration.guard if calibration is not None else None
         own = None
-        if rule == "guarded" and needs_model_decision(calibration):
-            own = model_argmax(probs, multilabel=multilabel)  # before calibration moves it
+        if rule == "guarded" and guard is not None:
+            # As segment_image does: the model's own argmax (before a vector scaling moves
+            # it), and RMA only for classes no rarer here than on the calibration cases.
+            own = model_argmax(probs, multilabel=multilabel)
+            guard, _notes = guard_for_case(guard, own, multilabel=multilabel)
         if calibration is not None:
             probs = calibrate_probabilities(probs.copy(), calibration, activation)
-        guard = calibration.guard if calibration is not None else None
         mask, _ = decide(probs, rule, guard=guard, multilabel=multilabel, model_decision=own)
         scores.append(class_dice(mask, truth, n))
         del probs, mask

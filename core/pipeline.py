@@ -18,6 +18,7 @@ from core.device import select_device
 from core.jobs import CancelToken, Progress, ProgressCallback, report
 from core.metrics import confusion_counts, scores_from_counts, volume_ml
 from core.probability_calibration.guard import (
+    guard_for_case,
     guarded_decision,
     model_argmax,
     needs_model_decision,
@@ -563,6 +564,7 @@ def segment_image(
     start = time.perf_counter()
     warnings = []
     guard = rules = None
+    own = model_decision  # the model's own argmax, where the guard needs it
     if decision == "guarded":
         guard = calibration.guard if calibration is not None else None
         if guard is None:
@@ -571,6 +573,13 @@ def segment_image(
                 "for every class; fit one with `main.py evaluate --fit-calibration`"
             )
             guard = unguarded(model.spec.num_classes, pruning_prob)
+        elif guard.min_fraction is not None:
+            if own is None:  # a temperature keeps the argmax: the calibrated one is the model's
+                own = model_argmax(probs, multilabel=multilabel)
+            guard, notes = guard_for_case(
+                guard, own, multilabel=multilabel, class_names=list(model.spec.class_names)
+            )
+            warnings += notes
         rules = class_rule_names(guard)
     labels, thresholds = decide(
         probs,
@@ -580,9 +589,10 @@ def segment_image(
         threshold=threshold,
         per_slice=per_slice,
         guard=guard,
-        model_decision=model_decision,
+        model_decision=own,
         cancel=cancel,
     )
+    del own
     mask = labels.astype(_smallest_label_dtype(probs.shape[0]))
     del labels  # int64 (8 bytes a voxel): not kept through the readouts
     timings["decision"] = time.perf_counter() - start

@@ -8,7 +8,9 @@ is right a fraction p of the time, which RankSEG-RMA assumes.
 from core.probability_calibration.fitting import PixelSample, fit_scaling, sample_pixels
 from core.probability_calibration.guard import (
     PRUNING_CANDIDATES,
+    RARER_THAN_CALIBRATION,
     GuardTally,
+    guard_for_case,
     guarded_decision,
     model_argmax,
     needs_model_decision,
@@ -28,6 +30,7 @@ from core.probability_calibration.settings import (
 __all__ = [
     "GUARD_RULES",
     "PRUNING_CANDIDATES",
+    "RARER_THAN_CALIBRATION",
     "TAIL_PROBABILITY",
     "ClassCalibration",
     "DecisionGuard",
@@ -37,6 +40,7 @@ __all__ = [
     "ReliabilityTally",
     "calibrate_probabilities",
     "fit_scaling",
+    "guard_for_case",
     "guarded_decision",
     "model_argmax",
     "needs_model_decision",

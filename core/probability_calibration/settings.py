@@ -51,21 +51,34 @@ class DecisionGuard:
         or below it gets no pixels from RMA).
     metric : str
         The RMA objective ("dice" or "iou").
+    min_fraction : tuple of float or None
+        Per class, the smallest share of a case's pixels the model's argmax gave it on the
+        calibration cases (None in guards learned before it was recorded). A case where an
+        RMA-ruled class is far rarer than that is outside what the guard was learned on
+        (:func:`core.probability_calibration.guard.guard_for_case`).
     """
 
     rules: tuple[str, ...]
     pruning: tuple[float, ...]
     metric: str = "dice"
+    min_fraction: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "rules": list(self.rules), "pruning": list(self.pruning)}
+        out: dict[str, Any] = {
+            "metric": self.metric,
+            "rules": list(self.rules),
+            "pruning": list(self.pruning),
+        }
+        if self.min_fraction is not None:
+            out["min_fraction"] = list(self.min_fraction)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, n_classes: int, source: str) -> DecisionGuard:
         """Parse and check a guard; errors name ``source`` and the field."""
         if not isinstance(data, dict):
             raise ValueError(f"{source}: calibration.guard must be an object")
-        unknown = sorted(set(data) - {"metric", "rules", "pruning"})
+        unknown = sorted(set(data) - {"metric", "rules", "pruning", "min_fraction"})
         if unknown:
             raise ValueError(f"{source}: calibration.guard has unknown field(s) {unknown}")
         metric = data.get("metric", "dice")
@@ -85,7 +98,13 @@ class DecisionGuard:
         pruning = _number_list(data.get("pruning"), n_classes, "calibration.guard.pruning", source)
         if not all(0.0 <= p <= 1.0 for p in pruning):
             raise ValueError(f"{source}: calibration.guard.pruning values must be in [0, 1]")
-        return cls(rules=tuple(rules), pruning=pruning, metric=metric)
+        min_fraction = None
+        if data.get("min_fraction") is not None:
+            what = "calibration.guard.min_fraction"
+            min_fraction = _number_list(data["min_fraction"], n_classes, what, source)
+            if not all(0.0 <= f <= 1.0 for f in min_fraction):
+                raise ValueError(f"{source}: {what} values must be in [0, 1]")
+        return cls(rules=tuple(rules), pruning=pruning, metric=metric, min_fraction=min_fraction)
 
 
 @dataclass(frozen=True)

@@ -228,7 +228,7 @@ def _calibrated_spec(spec: ModelSpec, temperature: float, guard=None) -> ModelSp
 def test_spec_keeps_calibration_through_json_and_reads_old_specs_without_it():
     spec = tiny_unet().spec
     assert spec.calibration is None and spec.probability_calibration is None
-    guard = DecisionGuard(rules=("rma", "argmax"), pruning=(0.5, 0.9))
+    guard = DecisionGuard(rules=("rma", "argmax"), pruning=(0.5, 0.9), min_fraction=(0.8, 1e-4))
     calibrated = _calibrated_spec(spec, 1.8, guard)
     again = ModelSpec.from_json(calibrated.to_json())
     assert again.probability_calibration.temperature == pytest.approx(1.8)
@@ -245,6 +245,10 @@ def test_spec_keeps_calibration_through_json_and_reads_old_specs_without_it():
         ({"temperature": 1, "class_scales": [1.0]}, "calibration.class_scales"),
         ({"guard": {"rules": ["rma", "maybe"], "pruning": [0.5, 0.5]}}, "guard.rules[1]"),
         ({"bogus": 1}, "unknown field"),
+        (
+            {"guard": {"rules": ["rma"] * 2, "pruning": [0.5] * 2, "min_fraction": [0.1, 2]}},
+            "guard.min_fraction values",
+        ),
     ],
 )
 def test_bad_calibration_fields_are_named(calibration, field):
@@ -510,3 +514,65 @@ def test_vector_fit_scores_the_guard_argmax_on_the_uncalibrated_probabilities():
     assert any(
         (m != argmax_decision(p[None])[0]).any() for m, (p, _) in zip(moved, cases, strict=True)
     )
+
+
+# --- cases unlike the calibration cases -----------------------------------------------------
+
+
+def test_guard_for_case_puts_a_class_far_rarer_than_in_calibration_on_argmax():
+    from core.probability_calibration import RARER_THAN_CALIBRATION, guard_for_case
+
+    guard = DecisionGuard(
+        rules=("rma", "rma", "rma", "argmax"),
+        pruning=(0.5,) * 4,
+        min_fraction=(0.5, 0.1, 0.01, 0.2),
+    )
+    labels = np.zeros(10_000, dtype=np.uint8)
+    labels[:2000] = 1  # 0.2: above its smallest calibration share
+    labels[2000:2009] = 2  # 0.0009: under a tenth of 0.01
+    # class 3 is absent but already on argmax: nothing to change
+    out, notes = guard_for_case(guard, labels, class_names=["bg", "liver", "lesion", "cyst"])
+    assert out.rules == ("rma", "rma", "argmax", "argmax")
+    assert out.pruning == guard.pruning and out.min_fraction == guard.min_fraction
+    assert len(notes) == 1 and notes[0].startswith("lesion takes 0.0009")
+    labels[2000:2010] = 2  # exactly a tenth: still inside
+    assert RARER_THAN_CALIBRATION == pytest.approx(0.1)
+    assert guard_for_case(guard, labels)[0] is guard
+    old_guard = DecisionGuard(rules=guard.rules, pruning=guard.pruning)  # no shares recorded
+    assert guard_for_case(old_guard, labels[:1])[0] is old_guard
+
+
+def test_guard_tally_records_each_class_smallest_share_of_the_model_argmax():
+    tally = GuardTally(3)
+    shares = []
+    for seed in range(3):
+        p = _softmax(_random_logits(40 + seed, shape=(3, 20, 20), spread=1.5)).astype(np.float32)
+        truth = np.random.default_rng(seed).integers(0, 3, size=(20, 20))
+        tally.add(p, truth)
+        labels = argmax_decision(p[None])[0]
+        shares.append([(labels == c).sum() / labels.size for c in range(3)])
+    np.testing.assert_allclose(tally.learn().min_fraction, np.min(shares, axis=0))
+
+
+def test_guarded_segmentation_keeps_argmax_for_a_class_rarer_than_in_calibration():
+    base = tiny_unet()
+    image, _ = _tiny_image()
+    # Class 1 is sure in 10 voxels and has a tail of 0.3 everywhere else.
+    probs = np.full((2, *image.shape3), 0.3, dtype=np.float32)
+    probs[1].reshape(-1)[:10] = 0.95
+    probs[0] = 1 - probs[1]
+    # Calibration cases where class 1 took at least half of the pixels: far from this case.
+    guard = DecisionGuard(rules=("rma", "rma"), pruning=(0.5, 0.5), min_fraction=(0.05, 0.5))
+    model = LoadedModel(base.module, _calibrated_spec(base.spec, 1.0, guard))
+    result = segment_image(model, image, decision="guarded", device="cpu", probs=probs)
+    np.testing.assert_array_equal(result.mask.reshape(-1) == 1, np.arange(probs[0].size) < 10)
+    assert [row.rule for row in result.rows] == ["rma", "argmax"]
+    name = model.spec.class_names[1]
+    assert any(w.startswith(f"{name} takes") and "calibration" in w for w in result.warnings)
+    # Learned on cases where the class was as rare: RMA's mask, no warning.
+    inside = DecisionGuard(("rma", "rma"), (0.5, 0.5), "dice", (0.05, 0.001))
+    model = LoadedModel(base.module, _calibrated_spec(base.spec, 1.0, inside))
+    kept = segment_image(model, image, decision="guarded", device="cpu", probs=probs)
+    rma = segment_image(model, image, decision="rma-dice", device="cpu", probs=probs)
+    np.testing.assert_array_equal(kept.mask, rma.mask)
+    assert [row.rule for row in kept.rows] == ["rma", "rma"] and not kept.warnings
