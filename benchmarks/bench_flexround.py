@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_flexround.py [--networks demo fcn] [--parts layers lr compare ablate]
-        [--iters 150] [--calib 64] [--crop 64] [--seeds 0 1 2] [--bits 4 3 2]
+        [--iters 500] [--calib 64] [--crop 64] [--seeds 0 1 2] [--bits 4 3 2]
 
 Networks (``benchmarks/flexround_models.py``): the demo 2-D U-Net and a dilated residual FCN
 trained here on phantoms. Weights per tensor, first and last layer 8 bit. Parts:
@@ -53,7 +53,7 @@ for path in (ROOT, ROOT / "benchmarks"):
 from flexround_models import NETWORKS, Network  # noqa: E402
 
 from core.quant import QuantConfig, quantize_model  # noqa: E402
-from core.quant.config import DEFAULT_LR  # noqa: E402
+from core.quant.config import DEFAULT_ITERS, DEFAULT_LR  # noqa: E402
 from core.quant.quantizers import FlexRoundQuantizer  # noqa: E402
 
 METHODS = ("rtn-minmax", "rtn", "adaround", "flexround")
@@ -239,7 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", nargs="+", choices=tuple(NETWORKS), default=list(NETWORKS))
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    parser.add_argument("--iters", type=int, default=150, help="optimizer steps per block")
+    parser.add_argument(
+        "--iters",
+        type=int,
+        default=DEFAULT_ITERS,
+        help=f"optimizer steps per block (default {DEFAULT_ITERS}, the app's)",
+    )
     parser.add_argument("--calib", type=int, default=64, help="calibration patches")
     parser.add_argument("--crop", type=int, default=64, help="calibration patch size")
     parser.add_argument("--batch", type=int, default=8, help="batch size")

@@ -15,6 +15,7 @@ __all__ = [
     "BACKEND_CHOICES",
     "DECISION_CHOICES",
     "DEVICE_HELP",
+    "DEFAULT_ITERS",
     "GRANULARITY_CHOICES",
     "METHOD_CHOICES",
     "add_backend_option",
@@ -41,6 +42,8 @@ METHOD_CHOICES: tuple[str, ...] = ("flexround", "adaround", "rtn", "rtn-minmax")
 BACKEND_CHOICES: tuple[str, ...] = ("torch", "onnxruntime")
 #: Same values as ``core.quant.config.GRANULARITIES``.
 GRANULARITY_CHOICES: tuple[str, ...] = ("tensor", "channel")
+#: Same value as ``core.quant.config.DEFAULT_ITERS`` (kept here so `--help` needs no torch).
+DEFAULT_ITERS = 500
 
 DEVICE_HELP = "where torch computes: auto (CUDA when present), cpu, cuda or cuda:N (default auto)"
 

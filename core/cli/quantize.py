@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cli.arguments import (
+    DEFAULT_ITERS,
     GRANULARITY_CHOICES,
     METHOD_CHOICES,
     add_device_option,
@@ -126,9 +127,9 @@ def add_reconstruction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--iters",
         type=non_negative_int,
-        default=150,
+        default=DEFAULT_ITERS,
         metavar="N",
-        help="optimizer steps per block for flexround/adaround (default 150)",
+        help=f"optimizer steps per block for flexround/adaround (default {DEFAULT_ITERS})",
     )
     parser.add_argument(
         "--lr",

@@ -64,8 +64,9 @@ def test_decision_list_keeps_order_drops_duplicates_and_names_unknown_rules():
 
 def test_choice_tuples_agree_with_the_core():
     from core.pipeline import DECISIONS
-    from core.quant.config import GRANULARITIES, METHODS
+    from core.quant.config import DEFAULT_ITERS, GRANULARITIES, METHODS
 
+    assert arguments.DEFAULT_ITERS == DEFAULT_ITERS
     assert arguments.DECISION_CHOICES == DECISIONS
     assert arguments.METHOD_CHOICES == METHODS
     assert arguments.GRANULARITY_CHOICES == GRANULARITIES
