@@ -101,7 +101,9 @@ class Bench:
         return replace(base, **changes)
 
     def run(self, config: QuantConfig):
-        calib = self.network.calibration(self.args.calib, self.args.crop, config.seed)
+        calib = self.network.calibration(
+            self.args.calib, self.args.crop, config.seed, self.args.calib_volumes
+        )
         clock = time.process_time()
         result = quantize_model(self.network.model, calib, config)
         return result, time.process_time() - clock
@@ -247,6 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--calib", type=int, default=64, help="calibration patches")
     parser.add_argument("--crop", type=int, default=64, help="calibration patch size")
+    parser.add_argument(
+        "--calib-volumes",
+        type=int,
+        default=1,
+        choices=range(1, 5),
+        metavar="N",
+        help="training phantoms the calibration patches come from (1: phantom 1; 2: and 3; "
+        "3: and 4; 4: and 5)",
+    )
     parser.add_argument("--batch", type=int, default=8, help="batch size")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 3, 2])
@@ -264,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(network, args)
         print(
             f"\n=== {network.source}: FP32 test Dice {100 * bench.fp_dice:.2f}; iters/block "
-            f"{args.iters}, {args.calib} calibration patches {args.crop}x{args.crop}, batch "
+            f"{args.iters}, {args.calib} calibration patches {args.crop}x{args.crop} from "
+            f"{args.calib_volumes} phantom(s), batch "
             f"{args.batch}, per tensor, first/last 8 bit, block reconstruction, 1 thread",
             flush=True,
         )

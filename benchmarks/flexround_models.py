@@ -47,7 +47,10 @@ class Network:
     split_inputs : torch.Tensor
         Slices of a training phantom (not the calibration one), for choosing learning rates.
     calibration_image : Image
-        The phantom calibration patches are drawn from.
+        The phantom calibration patches are drawn from (phantom 1).
+    more_calibration : list of Image
+        Further training phantoms (3, 4, ...) that :meth:`calibration` can add, so the
+        patches come from several volumes.
     """
 
     name: str
@@ -57,10 +60,13 @@ class Network:
     test_label: np.ndarray
     split_inputs: torch.Tensor
     calibration_image: Image
+    more_calibration: list[Image]
 
-    def calibration(self, n: int, crop: int, seed: int) -> torch.Tensor:
-        """``n`` random ``crop`` x ``crop`` patches of calibration slices (seeded)."""
-        return calibration_inputs(self.model, self.calibration_image, n=n, seed=seed, crop=crop)
+    def calibration(self, n: int, crop: int, seed: int, volumes: int = 1) -> torch.Tensor:
+        """``n`` random ``crop`` x ``crop`` patches of calibration slices (seeded), drawn from
+        ``volumes`` training phantoms (1: phantom 1 alone; 2: phantoms 1 and 3; ...)."""
+        images = [self.calibration_image, *self.more_calibration[: volumes - 1]]
+        return calibration_inputs(self.model, images, n=n, seed=seed, crop=crop)
 
     @torch.no_grad()
     def predict(self, module: nn.Module, inputs: torch.Tensor) -> np.ndarray:
@@ -141,6 +147,8 @@ def _network(name: str, source: str, model: LoadedModel, test: tuple[Image, np.n
         test_label=np.asarray(label).astype(np.int64),
         split_inputs=_slices(model, make_phantom(2, shape=_PHANTOM_SHAPE)[0]),
         calibration_image=make_phantom(1, shape=_PHANTOM_SHAPE)[0],
+        # Phantom 2 is the label-free split; the FCN trained on 1-3, so 4 and 5 are unseen.
+        more_calibration=[make_phantom(seed, shape=_PHANTOM_SHAPE)[0] for seed in (3, 4, 5)],
     )
 
 
