@@ -527,35 +527,31 @@ def segment_image(
     calibration = model.spec.probability_calibration
     keep_own = needs_model_decision(calibration)
     multilabel = model.spec.activation == "sigmoid"
-    if keep_own and model_decision is None and (probs is None or decision == "guarded"):
-        # The uncalibrated probabilities once, for their argmax; then calibrated in place.
+
+    def run_network(calibrated: bool) -> np.ndarray:
         start = time.perf_counter()
-        raw = predict(
+        out = predict(
             model,
             image,
             device=choice.device,
             batch_size=batch_size,
             on_progress=on_progress,
             cancel=cancel,
-            calibrated=False,
+            calibrated=calibrated,
         )
         timings["inference"] = time.perf_counter() - start
+        return out
+
+    if keep_own and model_decision is None and (probs is None or decision == "guarded"):
+        # The uncalibrated probabilities once, for their argmax; then calibrated in place.
+        raw = run_network(calibrated=False)
         model_decision = model_argmax(raw, multilabel=multilabel)
         if probs is None:
             raw = raw if raw.flags.writeable else raw.copy()
             probs = calibrate_probabilities(raw, calibration, model.spec.activation)
         del raw
     if probs is None:
-        start = time.perf_counter()
-        probs = predict(
-            model,
-            image,
-            device=choice.device,
-            batch_size=batch_size,
-            on_progress=on_progress,
-            cancel=cancel,
-        )
-        timings["inference"] = time.perf_counter() - start
+        probs = run_network(calibrated=True)
     if not keep_own:
         model_decision = None  # the calibrated argmax is the model's own
     if cancel is not None:
