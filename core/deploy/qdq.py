@@ -282,10 +282,60 @@ def insert_qdq(
         )
     # Dequantize nodes first: a valid topological order, since they only read initializers
     # and graph inputs come before every node anyway.
+    _insert_nodes(graph, new_nodes)
+    # Needs the input QuantizeLinear nodes in the graph: they are what reads a Concat.
+    _insert_nodes(graph, _quantize_concat_inputs(graph, report))
+    return report
+
+
+def _insert_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
+    """Add ``nodes`` to ``graph`` and put every node in a valid order."""
+    if not nodes:
+        return
     existing = list(graph.node)
     del graph.node[:]
-    graph.node.extend(_topological(new_nodes + existing, graph))
-    return report
+    graph.node.extend(_topological(nodes + existing, graph))
+
+
+def _quantize_concat_inputs(graph: onnx.GraphProto, report: QdqReport) -> list[onnx.NodeProto]:
+    """Copy the QuantizeLinear that reads a Concat onto each of the Concat's inputs.
+
+    ``Q(concat(a, b)) == concat(Q(a), Q(b))`` for one scale and zero point, and quantizing an
+    already quantized value again gives it back, so the network computes exactly what it did.
+    ONNX Runtime then fuses the Concat into ``QLinearConcat`` on integers (the U-Net's skip
+    connections): W8A8 on the CT demo went from 0.703x to 0.681x ORT FP32 on one thread and
+    from 0.879x to 0.840x on two. A Clip between the two (5-7-bit inputs) leaves it as it is.
+    """
+    nodes: list[onnx.NodeProto] = []
+    for concat in [node for node in graph.node if node.op_type == "Concat"]:
+        readers = _consumers(graph, concat.output[0])
+        if len(readers) != 1 or readers[0].op_type != "QuantizeLinear":
+            continue
+        _, scale, zero_point = readers[0].input
+        inputs = []
+        for index, source in enumerate(concat.input):
+            prefix = f"{concat.output[0]}_input{index}"
+            nodes += [
+                helper.make_node(
+                    "QuantizeLinear",
+                    [source, scale, zero_point],
+                    [f"{prefix}_quantized"],
+                    name=f"{prefix}_QuantizeLinear",
+                ),
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{prefix}_quantized", scale, zero_point],
+                    [f"{prefix}_dequantized"],
+                    name=f"{prefix}_DequantizeLinear",
+                ),
+            ]
+            inputs.append(f"{prefix}_dequantized")
+        concat.input[:] = inputs
+        report.notes.append(
+            f"{concat.name or concat.output[0]}: inputs quantized with the step of the layer "
+            "that reads it (the same numbers; lets the runtime concatenate integers)"
+        )
+    return nodes
 
 
 def _topological(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:

@@ -131,7 +131,11 @@ def test_integer_codes_in_the_file_are_the_quantizers(exported_3d):
     # Per channel: Conv weights along axis 0, ConvTranspose weights (Cin, Cout, k) along 1.
     for layer, weight in result.weights.items():
         assert axes[f"{layer}.weight"] == [1 if weight.transposed else 0]
-    quantizers = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    quantizers = [
+        n
+        for n in proto.graph.node
+        if n.op_type == "QuantizeLinear" and n.name.endswith(".weight_input_QuantizeLinear")
+    ]
     assert len(quantizers) == len(result.activations)
     steps = {float(numpy_helper.to_array(tensors[n.input[1]])) for n in quantizers}
     assert steps == {float(np.float32(g.step)) for g in result.activations.values()}
@@ -287,3 +291,47 @@ def test_demo_masks_match_between_backends(natural):
         assert dice(got.argmax(0), want.argmax(0)) >= 0.999
         if quant_result is None:
             assert float(np.abs(got - want).max()) <= 1e-5  # probabilities, FP32
+
+
+def test_concat_inputs_take_the_readers_step_and_change_no_number(tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    import core.deploy.qdq as qdq
+
+    model = tiny_model(2)
+    quantized, result = variant(model, bits=8, act_bits=8, granularity="channel", symmetric=True)
+    path, plain = tmp_path / "w8a8.onnx", tmp_path / "w8a8_plain.onnx"
+    summary = export_onnx(quantized, path, quant_result=result)
+    with monkeypatch.context() as patch:
+        patch.setattr(qdq, "_quantize_concat_inputs", lambda graph, report: [])
+        export_onnx(quantized, plain, quant_result=result)
+    graph = onnx.load(str(path)).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    concats = [n for n in graph.node if n.op_type == "Concat"]
+    assert concats and any("concatenate integers" in note for note in summary.notes)
+    for concat in concats:
+        reader = next(n for n in graph.node if concat.output[0] in n.input)
+        assert reader.op_type == "QuantizeLinear"
+        for source in concat.input:
+            dq = producers[source]
+            q = producers[dq.input[0]]
+            assert (dq.op_type, q.op_type) == ("DequantizeLinear", "QuantizeLinear")
+            assert list(q.input[1:]) == list(reader.input[1:])  # the reader's step and zero
+
+    batch = np.random.default_rng(0).normal(size=(2, 1, 16, 12)).astype(np.float32)
+
+    def run(file, level):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+    # Evaluated as written (no fusion): exactly the numbers of the graph without the copies.
+    off = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    np.testing.assert_array_equal(run(path, off), run(plain, off))
+    # Optimized, ONNX Runtime concatenates integers.
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    fused = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    assert "QLinearConcat" in fused and "Concat" not in fused
