@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,15 +33,13 @@ def main() -> None:
     window.show()
 
     events = EventPump(app)
-    pump, xdotool = events.pump, events.xdotool
+    xdotool = events.xdotool
 
     window.load_demo(segment=False)
-    deadline = time.monotonic() + 60
-    while window.session.image is None or window.runner.is_busy:
-        if time.monotonic() > deadline:
-            raise SystemExit("the demo did not open in 60 s")
-        pump(0.1)
-    pump(1.0)
+    events.wait_until(
+        lambda: window.session.image is not None and not window.runner.is_busy,
+        "the demo did not open",
+    )
     viewer = window.viewer
     view = viewer.views["axial"]
     graphics = view.graphics

@@ -160,6 +160,16 @@ class EventPump:
             self.app.processEvents()
             time.sleep(0.01)
 
+    def wait_until(self, condition, what: str, seconds: float = 60) -> None:
+        """Pump events until ``condition()`` holds (``SystemExit`` naming ``what`` after
+        ``seconds``), then one more second for the views to settle."""
+        deadline = time.monotonic() + seconds
+        while not condition():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{what} in {seconds:g} s")
+            self.pump(0.1)
+        self.pump(1.0)
+
     def xdotool(self, *args: str) -> None:
         """Run xdotool, then let Qt read the X events and pyqtgraph handle them."""
         subprocess.run(["xdotool", *args], check=True, timeout=10)

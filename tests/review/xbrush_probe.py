@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,15 +48,13 @@ def main() -> None:
     window.show()
 
     events = EventPump(app)
-    pump, xdotool = events.pump, events.xdotool
+    xdotool = events.xdotool
 
     window.review.open_worklist(_worklist(work / "worklist"))
-    deadline = time.monotonic() + 60
-    while window.review.current is None or window.runner.is_busy:
-        if time.monotonic() > deadline:
-            raise SystemExit("the worklist did not open in 60 s")
-        pump(0.1)
-    pump(1.0)
+    events.wait_until(
+        lambda: window.review.current is not None and not window.runner.is_busy,
+        "the worklist did not open",
+    )
     viewer, editor = window.viewer, window.mask_editor
     hovered: list[list[int]] = []
     viewer.cursor_moved.connect(lambda info: hovered.append([int(v) for v in info.ijk]))
