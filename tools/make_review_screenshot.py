@@ -12,25 +12,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import tools.screenshot_window as screens  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots" / "review.png"))
     args = parser.parse_args()
-    xvfb = None
-    if not os.environ.get("DISPLAY"):
-        os.environ["DISPLAY"] = ":88"
-        xvfb = subprocess.Popen(["Xvfb", ":88", "-screen", "0", "1400x900x24", "-nolisten", "tcp"])
-        time.sleep(1.5)
+    xvfb = screens.start_xvfb(":88", (1400, 900))
     os.environ["QT_QPA_PLATFORM"] = "xcb"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -60,16 +56,8 @@ def main() -> None:
     window.setGeometry(0, 0, 1400, 900)  # the app's default size, as the other screenshots
     window.show()
 
-    def wait(condition, timeout=600.0):
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError("the app did not finish in time")
-            app.processEvents()
-            time.sleep(0.02)
-        for _ in range(50):
-            app.processEvents()
-            time.sleep(0.01)
+    def wait(condition):
+        screens.wait(app, condition)
 
     review = window.review
     try:
@@ -102,17 +90,10 @@ def main() -> None:
         wait(lambda: not window.runner.is_busy)
         review.dock.raise_()
         wait(lambda: True)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["import", "-window", "root", args.out], check=True)
-        print("wrote", args.out)
+        screens.capture(Path(args.out))
         assert np.any(window.session.results[window.current_key].labels.array)
     finally:
-        window.runner.cancel_all()
-        window.runner.wait(30000)
-        window.close()
-        app.processEvents()
-        if xvfb is not None:
-            xvfb.terminate()
+        screens.close(window, app, xvfb)
 
 
 if __name__ == "__main__":

@@ -14,24 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _start_xvfb(size: tuple[int, int]) -> subprocess.Popen | None:
-    if os.environ.get("DISPLAY"):
-        return None
-    display = ":87"
-    screen = f"{size[0]}x{size[1]}x24"
-    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", screen, "-nolisten", "tcp"])
-    time.sleep(1.5)
-    os.environ["DISPLAY"] = display
-    return proc
+import tools.screenshot_window as screens  # noqa: E402
 
 
 def main() -> None:
@@ -43,11 +32,11 @@ def main() -> None:
     size = tuple(int(n) for n in args.size.lower().split("x"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    xvfb = _start_xvfb(size)
+    xvfb = screens.start_xvfb(":87", size)
     os.environ["QT_QPA_PLATFORM"] = "xcb"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    from PySide6.QtCore import QCoreApplication, QEvent, QSettings
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from gui.workbench_window import WorkbenchWindow
@@ -58,27 +47,11 @@ def main() -> None:
     window.setGeometry(0, 0, *size)
     window.show()
 
-    def flush():
-        # processEvents() alone never runs deferred deletions, which the running app's event
-        # loop does: Qt's tab bars replaced while the docks were tabbed would stay on screen.
-        app.processEvents()
-        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-
-    def wait(condition, timeout=600.0):
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError("the app did not finish in time")
-            flush()
-            time.sleep(0.02)
-        for _ in range(50):  # let the last repaint reach the X server
-            flush()
-            time.sleep(0.01)
+    def wait(condition):
+        screens.wait(app, condition)
 
     def shot(name: str) -> None:
-        path = out / name
-        subprocess.run(["import", "-window", "root", str(path)], check=True)
-        print("wrote", path)
+        screens.capture(out / name)
 
     try:
         window.load_demo()
@@ -108,12 +81,7 @@ def main() -> None:
         wait(lambda: True)
         shot("weight_scales.png")
     finally:
-        window.runner.cancel_all()
-        window.runner.wait(30000)
-        window.close()
-        app.processEvents()
-        if xvfb is not None:
-            xvfb.terminate()
+        screens.close(window, app, xvfb)
         (out / ".screenshot-settings.ini").unlink(missing_ok=True)
 
 
