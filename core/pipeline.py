@@ -23,7 +23,6 @@ from core.probability_calibration.guard import (
     model_argmax,
     needs_model_decision,
 )
-from core.probability_calibration.scaling import calibrate_probabilities
 from core.probability_calibration.settings import DecisionGuard
 from core.seg import argmax_decision, expected_dice, rankseg_rma, threshold_decision
 
@@ -517,7 +516,9 @@ def segment_image(
     -------
     SegmentationResult
     """
-    from core.models import predict  # lazy: keeps `import core.pipeline` light for the CLI
+    # Lazy: keeps `import core.pipeline` light for the CLI.
+    from core.models import predict
+    from core.models.inference import calibrated_probabilities
 
     _check_decision(decision)
     if not 0.0 <= pruning_prob < 1.0:
@@ -547,8 +548,7 @@ def segment_image(
         raw = run_network(calibrated=False)
         model_decision = model_argmax(raw, multilabel=multilabel)
         if probs is None:
-            raw = raw if raw.flags.writeable else raw.copy()
-            probs = calibrate_probabilities(raw, calibration, model.spec.activation)
+            probs = calibrated_probabilities(raw, model.spec)
         del raw
     if probs is None:
         probs = run_network(calibrated=True)

@@ -28,7 +28,13 @@ from core.models.inputs import check_model_voxels, model_input
 from core.models.loaded import LoadedModel
 from core.probability_calibration.scaling import calibrate_probabilities
 
-__all__ = ["FLOAT16_OUTPUT_BYTES", "gaussian_importance", "predict", "window_starts"]
+__all__ = [
+    "FLOAT16_OUTPUT_BYTES",
+    "calibrated_probabilities",
+    "gaussian_importance",
+    "predict",
+    "window_starts",
+]
 
 #: Outputs whose float32 size would exceed this many bytes are returned as float16.
 FLOAT16_OUTPUT_BYTES = 1 << 30
@@ -353,7 +359,7 @@ def predict(
         )
         if probs.nbytes > FLOAT16_OUTPUT_BYTES:
             probs = probs.astype(np.float16)
-        return _calibrated(probs, spec) if calibrated else probs
+        return calibrated_probabilities(probs, spec) if calibrated else probs
     where = f"{image.path}: " if image.path is not None else ""
     if spec.mode == "3d" and image.ndim_spatial == 2:
         raise ValueError(f"{where}model {model.name!r} is 3-D but the image is a single slice")
@@ -459,11 +465,15 @@ def predict(
     finally:
         if fast is module:  # the fall-back ran the caller's module itself: move it back
             module.to(home)
-    return _calibrated(out, spec) if calibrated else out
+    return calibrated_probabilities(out, spec) if calibrated else out
 
 
-def _calibrated(probs: np.ndarray, spec) -> np.ndarray:
-    """The probabilities with the spec's probability calibration applied (in place)."""
+def calibrated_probabilities(probs: np.ndarray, spec) -> np.ndarray:
+    """``probs`` with ``spec``'s probability calibration applied (in place when writeable).
+
+    What :func:`predict` returns by default, for callers that asked it for the uncalibrated
+    probabilities first (:func:`core.pipeline.segment_image` keeps their argmax).
+    """
     calibration = spec.probability_calibration
     if calibration is None:
         return probs

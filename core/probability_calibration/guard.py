@@ -274,7 +274,7 @@ class GuardTally:
         truth = truth[None].astype(np.int64)
         args = (truth, self.n_classes, self.multilabel, self.metric)
         if model_decision is None:
-            model_decision = argmax_decision(batch, multilabel=self.multilabel)[0]
+            model_decision = model_argmax(probs, multilabel=self.multilabel)
         model_decision = np.asarray(model_decision)
         argmax = _scores(model_decision[None], *args)
         self.fraction_cases.append(class_fractions(model_decision, self.n_classes, self.multilabel))

@@ -100,8 +100,8 @@ def fit_from_probabilities(
         before.add(probs, truth)
     calibration = fit_scaling(sample, vector=vector)
     after = ReliabilityTally(names)
-    tally = GuardTally(len(names), multilabel=activation == "sigmoid")
     multilabel = activation == "sigmoid"
+    tally = GuardTally(len(names), multilabel=multilabel)
     for probs, truth in cases:
         if cancel is not None:
             cancel.raise_if_cancelled()
