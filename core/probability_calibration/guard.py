@@ -140,14 +140,10 @@ def needs_model_decision(calibration: ProbabilityCalibration | None) -> bool:
     """Whether the guarded rule of a model with ``calibration`` needs the uncalibrated argmax.
 
     Only vector scaling moves the argmax; with a single temperature the calibrated
-    probabilities' argmax is the model's own, so nothing extra has to be kept.
+    probabilities' argmax is the model's own, so nothing extra has to be kept. Any class can
+    be on argmax in a case, even where the learned rules are all RMA (:func:`guard_for_case`).
     """
-    return (
-        calibration is not None
-        and calibration.is_vector
-        and calibration.guard is not None
-        and "argmax" in calibration.guard.rules
-    )
+    return calibration is not None and calibration.is_vector and calibration.guard is not None
 
 
 def guarded_decision(

@@ -576,3 +576,29 @@ def test_guarded_segmentation_keeps_argmax_for_a_class_rarer_than_in_calibration
     rma = segment_image(model, image, decision="rma-dice", device="cpu", probs=probs)
     np.testing.assert_array_equal(kept.mask, rma.mask)
     assert [row.rule for row in kept.rows] == ["rma", "rma"] and not kept.warnings
+
+
+def test_vector_scaled_guard_falls_back_to_the_uncalibrated_argmax_even_with_rma_rules():
+    from core.probability_calibration import needs_model_decision
+
+    base = tiny_unet()
+    image, _ = _tiny_image()
+    # Every class learned on RMA; class 1 took at least half of each calibration case.
+    calibration = ProbabilityCalibration(
+        class_scales=(1.0, 1.0),
+        class_biases=(0.0, -2.0),
+        guard=DecisionGuard(rules=("rma", "rma"), pruning=(0.5, 0.5), min_fraction=(0.0, 0.5)),
+    )
+    assert needs_model_decision(calibration)  # a class may still fall back to argmax
+    model = LoadedModel(base.module, base.spec.with_changes(calibration=calibration.to_dict()))
+    first = segment_image(model, image, decision="rma-dice", device="cpu")
+    raw = predict(base, image, device="cpu")
+    np.testing.assert_array_equal(first.model_decision, argmax_decision(raw[None])[0])
+    # A case where the model's own argmax gives class 1 a few voxels: the fallback keeps those.
+    own = np.zeros(image.shape3, dtype=np.uint8)
+    own[:2, :2, :2] = 1
+    result = segment_image(
+        model, image, decision="guarded", device="cpu", probs=first.probs, model_decision=own
+    )
+    assert [row.rule for row in result.rows] == ["rma", "argmax"]
+    np.testing.assert_array_equal(result.mask, own)
