@@ -30,7 +30,7 @@ from torch import nn
 from core.atomic_files import atomic_write
 from core.deploy.qdq import INT4_OPSET, QdqReport, insert_qdq
 from core.models.loaded import LoadedModel
-from core.quant.pipeline import ActivationGrid, QuantizedWeight
+from core.quant.export import IntegerForm, read_integer_form
 from core.quant.quantizers import ActivationFakeQuant
 
 __all__ = [
@@ -118,16 +118,13 @@ class ExportSummary:
         return lines
 
 
-def _integer_form(
-    model: LoadedModel, quant_result: Any
-) -> tuple[dict[str, QuantizedWeight], dict[str, ActivationGrid]] | None:
+def _integer_form(model: LoadedModel, quant_result: Any) -> IntegerForm | None:
     """The quantizer's codes and steps: from the run's result, else the variant's own file."""
     if quant_result is not None:
-        return quant_result.weights, quant_result.activations
+        return IntegerForm.of(quant_result)
     if not model.is_quantized:
         return None
     from core.models.loading import QUANTIZED_WEIGHTS_FILE
-    from core.quant.export import read_integer_form
 
     source = model.path / QUANTIZED_WEIGHTS_FILE if model.path is not None else None
     if source is None or not source.is_file():
@@ -139,12 +136,13 @@ def _integer_form(
 
 
 def _float_network(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` without the input fake quantization hooks (QDQ replaces them)."""
+    """A copy of ``module`` without the fake quantization hooks (QDQ replaces them)."""
     network = copy.deepcopy(module).cpu().eval()
     for layer in network.modules():
-        for key, hook in list(layer._forward_pre_hooks.items()):
-            if isinstance(hook, ActivationFakeQuant):
-                del layer._forward_pre_hooks[key]
+        for hooks in (layer._forward_pre_hooks, layer._forward_hooks):
+            for key, hook in list(hooks.items()):
+                if isinstance(hook, ActivationFakeQuant):  # OutputFakeQuant is one too
+                    del hooks[key]
     return network
 
 
@@ -235,7 +233,9 @@ def build_onnx(
         ) from error
     report = QdqReport()
     if form is not None:
-        report = insert_qdq(proto, form[0], form[1], opset)
+        report = insert_qdq(
+            proto, form.weights, form.activations, opset, shared_outputs=form.shared_outputs
+        )
     quant = model.spec.quantization
     precision = "FP32" if quant is None else str(quant.get("label") or "quantized")
     summary = ExportSummary(

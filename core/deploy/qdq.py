@@ -238,6 +238,8 @@ def insert_qdq(
     weights: dict[str, QuantizedWeight],
     activations: dict[str, ActivationGrid],
     opset: int,
+    *,
+    shared_outputs: dict[str, str] | None = None,
 ) -> QdqReport:
     """Rewrite ``model`` in place: integer weights with DequantizeLinear, QDQ on inputs.
 
@@ -251,6 +253,9 @@ def insert_qdq(
         The learned input steps per layer (empty for weight-only variants).
     opset : int
         The model's default-domain opset (decides whether 4-bit types exist).
+    shared_outputs : dict of str to str, optional
+        Producer layer -> the layer whose input quantization also quantizes the producer's
+        output (``QuantResult.shared_outputs``).
 
     Returns
     -------
@@ -283,7 +288,8 @@ def insert_qdq(
     # Dequantize nodes first: a valid topological order, since they only read initializers
     # and graph inputs come before every node anyway.
     _insert_nodes(graph, new_nodes)
-    # Needs the input QuantizeLinear nodes in the graph: they are what reads a Concat.
+    # Both need the input QuantizeLinear nodes in the graph: they are what they copy.
+    _insert_nodes(graph, _quantize_shared_outputs(graph, shared_outputs or {}, report))
     _insert_nodes(graph, _quantize_concat_inputs(graph, report))
     return report
 
@@ -295,6 +301,57 @@ def _insert_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
     existing = list(graph.node)
     del graph.node[:]
     graph.node.extend(_topological(nodes + existing, graph))
+
+
+def _quantize_shared_outputs(
+    graph: onnx.GraphProto, shared_outputs: dict[str, str], report: QdqReport
+) -> list[onnx.NodeProto]:
+    """Quantize each shared output where it is produced, with its direct reader's nodes.
+
+    The torch variant quantizes these outputs with forward hooks
+    (:mod:`core.quant.shared_outputs`); this puts a copy of the reader's own
+    (Clip,) QuantizeLinear, DequantizeLinear after the producer (after its ReLU, which commutes
+    with them), read by everything that read the output. The reader's own pair, after the
+    pooling, then changes nothing, and ONNX Runtime can give the producer an integer output.
+    """
+    nodes: list[onnx.NodeProto] = []
+    by_name = {node.name: node for node in graph.node}
+    for producer, reader in shared_outputs.items():
+        prefix = f"{reader}.weight_input" if reader else "weight_input"
+        quantize = by_name.get(f"{prefix}_QuantizeLinear")
+        key = f"{producer}.weight" if producer else "weight"
+        layer_nodes = [n for n in _consumers(graph, key) if n.input[0] != key]
+        if quantize is None or len(layer_nodes) != 1:
+            report.notes.append(
+                f"{producer}: its output is quantized in the torch variant but could not be in "
+                "the file (its layer or its reader's input quantization is not in the graph); "
+                "the runtime's numbers differ from the variant's there"
+            )
+            continue
+        output = layer_nodes[0].output[0]
+        readers = _consumers(graph, output)
+        if len(readers) == 1 and readers[0].op_type == "Relu":
+            output = readers[0].output[0]
+            readers = _consumers(graph, output)
+        copies = [quantize, by_name[f"{prefix}_DequantizeLinear"]]
+        if f"{prefix}_Clip" in by_name:
+            copies.insert(0, by_name[f"{prefix}_Clip"])
+        source = output
+        for original in copies:
+            node = onnx.NodeProto()
+            node.CopyFrom(original)
+            node.name = f"{output}_shared_{original.op_type}"
+            node.input[0] = source
+            node.output[0] = f"{output}_shared_{original.op_type}_out"
+            source = node.output[0]
+            nodes.append(node)
+        for node in readers:
+            node.input[:] = [source if name == output else name for name in node.input]
+        report.notes.append(
+            f"{producer}: output quantized once where it is made, with the input step of "
+            f"{reader} (which reads it directly); other readers requantize it with their own"
+        )
+    return nodes
 
 
 def _quantize_concat_inputs(graph: onnx.GraphProto, report: QdqReport) -> list[onnx.NodeProto]:

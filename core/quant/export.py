@@ -11,7 +11,9 @@ File layout (all tensors contiguous, CPU):
 - metadata (strings): ``format``, ``method``, ``granularity``, ``bits`` (JSON layer -> bits),
   ``layers`` (JSON list), ``architecture``, ``folded_batchnorm`` (JSON pairs), ``config`` (JSON),
   ``transposed`` (JSON list of ConvTranspose layers, whose output channels run along dim 1),
-  ``activations`` (JSON layer -> [bits, low, high] of the input fake quantization).
+  ``activations`` (JSON layer -> [bits, low, high] of the input fake quantization),
+  ``shared_outputs`` (JSON producer layer -> the layer whose input grid quantizes its output;
+  absent in files written before it existed, which then have none).
 
 Dequantization is ``s1 * (codes - zero_point)`` per output channel in the canonical
 ``(Cout, Cin_per_group, *kernel)`` layout (see :mod:`core.quant.layout`).
@@ -22,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import safe_open
@@ -35,6 +38,7 @@ from core.quant.pipeline import (
     QuantizedWeight,
     QuantResult,
     attach_activation_quantizers,
+    attach_output_quantizers,
 )
 from core.quant.quantizers import dequantize
 
@@ -104,6 +108,7 @@ def save_quantized(result: QuantResult, path: str | Path) -> Path:
         "activations": json.dumps(
             {n: [g.bits, g.low, g.high] for n, g in result.activations.items()}
         ),
+        "shared_outputs": json.dumps(result.shared_outputs),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
@@ -140,18 +145,30 @@ def _activation_grids(
     }
 
 
-def read_integer_form(
-    path: str | Path,
-) -> tuple[dict[str, QuantizedWeight], dict[str, ActivationGrid]]:
-    """The codes, grids and input steps of a file written by :func:`save_quantized`.
+class IntegerForm(NamedTuple):
+    """What an integer runtime needs of a quantized model (the ONNX export reads it).
 
-    Returns
-    -------
+    Attributes
+    ----------
     weights : dict of str to QuantizedWeight
-        As ``QuantResult.weights`` was when the file was saved (codes as int64).
+        As ``QuantResult.weights`` (codes as int64).
     activations : dict of str to ActivationGrid
         As ``QuantResult.activations``.
+    shared_outputs : dict of str to str
+        As ``QuantResult.shared_outputs``.
     """
+
+    weights: dict[str, QuantizedWeight]
+    activations: dict[str, ActivationGrid]
+    shared_outputs: dict[str, str]
+
+    @classmethod
+    def of(cls, result: QuantResult) -> IntegerForm:
+        return cls(result.weights, result.activations, result.shared_outputs)
+
+
+def read_integer_form(path: str | Path) -> IntegerForm:
+    """The codes, grids and input steps of a file written by :func:`save_quantized`."""
     metadata, tensors = _read_file(Path(path))
     bits = json.loads(metadata["bits"])
     transposed = set(json.loads(metadata.get("transposed", "[]")))
@@ -165,7 +182,8 @@ def read_integer_form(
         )
         for name in json.loads(metadata["layers"])
     }
-    return weights, _activation_grids(metadata, tensors)
+    shared = json.loads(metadata.get("shared_outputs", "{}"))
+    return IntegerForm(weights, _activation_grids(metadata, tensors), shared)
 
 
 def load_quantized(path: str | Path, base_model: nn.Module) -> nn.Module:
@@ -229,5 +247,7 @@ def load_quantized(path: str | Path, base_model: nn.Module) -> nn.Module:
             f"{path}: the file does not match the base model (missing {missing[:5]}, "
             f"unexpected {unexpected[:5]})"
         )
-    attach_activation_quantizers(model, _activation_grids(metadata, tensors))
+    grids = _activation_grids(metadata, tensors)
+    attach_activation_quantizers(model, grids)
+    attach_output_quantizers(model, json.loads(metadata.get("shared_outputs", "{}")), grids)
     return model.eval()

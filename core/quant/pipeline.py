@@ -26,10 +26,12 @@ from core.quant.quantizers import (
     AdaRoundQuantizer,
     FixedQuantizer,
     FlexRoundQuantizer,
+    OutputFakeQuant,
     WeightQuantizer,
     dequantize,
 )
 from core.quant.reconstruction import Checkpoint, capture_block, reconstruct_block
+from core.quant.shared_outputs import find_shared_outputs
 from core.quant.wrapper import QuantLayer
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "quantize_model",
     "prepare_calibration",
     "attach_activation_quantizers",
+    "attach_output_quantizers",
 ]
 
 
@@ -84,6 +87,26 @@ def attach_activation_quantizers(model: nn.Module, grids: dict[str, ActivationGr
         layer.register_forward_pre_hook(ActivationFakeQuant(grid.step, grid.low, grid.high))
 
 
+def attach_output_quantizers(
+    model: nn.Module, shared_outputs: dict[str, str], grids: dict[str, ActivationGrid]
+) -> None:
+    """Quantize the output of each producer of ``shared_outputs`` with its reader's input grid.
+
+    Parameters
+    ----------
+    shared_outputs : dict of str to str
+        Producer layer -> the layer that reads its output directly
+        (:func:`core.quant.shared_outputs.find_shared_outputs`).
+    grids : dict of str to ActivationGrid
+        The input grids; a producer whose reader has none is left alone.
+    """
+    for producer, reader in shared_outputs.items():
+        if reader in grids:
+            grid = grids[reader]
+            layer = model.get_submodule(producer) if producer else model
+            layer.register_forward_hook(OutputFakeQuant(grid.step, grid.low, grid.high))
+
+
 @dataclass
 class QuantResult:
     """Everything a quantization run produced.
@@ -111,6 +134,10 @@ class QuantResult:
     activations : dict of str to ActivationGrid
         Input fake quantization per layer when ``config.act_bits`` is set (empty otherwise);
         the result model applies it with forward pre-hooks.
+    shared_outputs : dict of str to str
+        With ``act_bits``: producer layer -> the layer whose input grid quantizes the
+        producer's output, for outputs several quantized layers read
+        (:mod:`core.quant.shared_outputs`); the result model applies it with forward hooks.
     block_losses : dict of str to (float, float)
         Each block's reconstruction loss (hard rounding) on its held-out calibration samples
         at round-to-nearest and of the kept result (never higher).
@@ -136,6 +163,7 @@ class QuantResult:
     block_losses: dict[str, tuple[float, float]] = field(default_factory=dict)
     checkpoints: dict[str, list[Checkpoint]] = field(default_factory=dict)
     activations: dict[str, ActivationGrid] = field(default_factory=dict)
+    shared_outputs: dict[str, str] = field(default_factory=dict)
     device: str = ""
     members: list[QuantResult] = field(default_factory=list)
 
@@ -311,6 +339,8 @@ def quantize_model(
         wrappers[name] = wrapper
     if "" in wrappers:  # the whole model is one layer
         work = wrappers[""]
+    # Outputs that several quantized layers read get one quantization, at their producer.
+    shared_outputs = find_shared_outputs(folded, order) if config.act_bits is not None else {}
     t_init = time.perf_counter()
 
     # 4. Blocks in execution order; layers outside the given blocks become their own blocks.
@@ -433,6 +463,14 @@ def quantize_model(
                 }
         for wrapper in block_layers.values():
             wrapper.freeze()
+        # Once a reader's step is final, the later blocks see its producer's output quantized.
+        for producer, reader in shared_outputs.items():
+            act = wrappers[reader].act_quantizer
+            if reader in block_layers and act is not None and bool(act.initialised):
+                low, high = act.bounds
+                wrappers[producer].register_forward_hook(
+                    OutputFakeQuant(float(act.step().detach()), low, high)
+                )
         step += max(iters, 1)
         timings[f"block:{block_name}"] = time.perf_counter() - t_block
         report(
@@ -484,6 +522,8 @@ def quantize_model(
             )
         )
     attach_activation_quantizers(result_model, activations)
+    shared_outputs = {p: r for p, r in shared_outputs.items() if r in activations}
+    attach_output_quantizers(result_model, shared_outputs, activations)
     result_model = result_model.to(_model_device(base)).eval()
     timings["total"] = time.perf_counter() - t_start
     return QuantResult(
@@ -499,5 +539,6 @@ def quantize_model(
         block_losses=block_losses,
         checkpoints=checkpoints,
         activations=activations,
+        shared_outputs=shared_outputs,
         device=choice.description,
     )

@@ -22,6 +22,7 @@ __all__ = [
     "AdaRoundQuantizer",
     "ActivationQuantizer",
     "ActivationFakeQuant",
+    "OutputFakeQuant",
     "round_ste",
     "dequantize",
 ]
@@ -288,3 +289,14 @@ class ActivationFakeQuant:
     def __call__(self, _module: nn.Module, args: tuple) -> tuple:
         x, *rest = args
         return (_fake_quant(x, self.step.to(x.device), self.low, self.high), *rest)
+
+
+class OutputFakeQuant(ActivationFakeQuant):
+    """A forward hook that fake-quantizes a layer's output with a fixed step.
+
+    Puts the quantization of an output that several layers read at its producer
+    (:mod:`core.quant.shared_outputs`), with the step of the layer that reads it directly.
+    """
+
+    def __call__(self, _module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return _fake_quant(output, self.step.to(output.device), self.low, self.high)

@@ -48,7 +48,7 @@ def test_export_of_a_saved_variant_keeps_its_codes_and_segments_like_torch(cli_d
     assert written["bytes"] == out.stat().st_size
     assert set(written["integer_layers"]) == set(result.weights)
     # The codes came from the folder's quantized.safetensors: equal to the run's own.
-    weights, _ = read_integer_form(folder / "quantized.safetensors")
+    weights = read_integer_form(folder / "quantized.safetensors").weights
     tensors = {t.name: t for t in onnx.load(str(out)).graph.initializer}
     for layer, weight in result.weights.items():
         stored = numpy_helper.to_array(tensors[f"{layer}.weight_quantized"]).astype(np.int64)

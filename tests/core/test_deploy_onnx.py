@@ -335,3 +335,37 @@ def test_concat_inputs_take_the_readers_step_and_change_no_number(tmp_path, monk
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     fused = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
     assert "QLinearConcat" in fused and "Concat" not in fused
+
+
+def test_shared_encoder_outputs_run_as_integer_convolutions(tmp_path, monkeypatch):
+    """The encoder output read by the pooling and the skip is quantized once where it is
+    made, so ONNX Runtime gives that convolution an integer output too; only the head (float
+    logits) and the ConvTranspose (no integer kernel) stay float."""
+    import onnxruntime as ort
+
+    import core.deploy.qdq as qdq
+
+    model = tiny_model(2)
+    quantized, result = variant(model, bits=8, act_bits=8, granularity="channel", symmetric=True)
+    assert result.shared_outputs == {"encoders.0.conv2": "encoders.1.conv1"}
+    path, without = tmp_path / "w8a8.onnx", tmp_path / "w8a8_unshared.onnx"
+    summary = export_onnx(quantized, path, quant_result=result)
+    assert any(note.startswith("encoders.0.conv2: output quantized once") for note in summary.notes)
+    with monkeypatch.context() as patch:
+        patch.setattr(qdq, "_quantize_shared_outputs", lambda graph, shared, report: [])
+        export_onnx(quantized, without, quant_result=result)
+
+    def fused_ops(file) -> list[str]:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(file.with_suffix(".optimized.onnx"))
+        ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        return [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+
+    convolutions = sum(isinstance(m, nn.Conv2d) for m in model.module.modules())
+    assert fused_ops(path).count("QLinearConv") == convolutions - 1  # all but the head
+    assert fused_ops(without).count("QLinearConv") == convolutions - 2  # and the shared one
+
+    batch = torch.randn(2, 1, 16, 12)
+    got, want = onnx_logits(path, batch), torch_logits(quantized, batch)
+    assert dice(got.argmax(1), want.argmax(1)) >= 0.999
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-2
