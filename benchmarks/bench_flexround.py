@@ -23,8 +23,9 @@ trained here on phantoms. Weights per tensor, first and last layer 8 bit. Parts:
     AdaRound per bit width (paired by seed) with its spread, time.
 ``ablate``
     FlexRound at W2 over the seeds: the chosen rate against twice the iterations, QDrop
-    (p 0.5), layer instead of block reconstruction, half the rate, and AdaRound with layer
-    reconstruction.
+    (p 0.5), layer instead of block reconstruction, half the rate, a learned grid size s1 (the
+    paper's setting; the default keeps the range search's), and AdaRound with layer
+    reconstruction (``--ablations`` picks some).
 
 Spreads are population standard deviations over seeds. Runs are single-threaded.
 """
@@ -58,7 +59,7 @@ from core.quant.quantizers import FlexRoundQuantizer  # noqa: E402
 
 METHODS = ("rtn-minmax", "rtn", "adaround", "flexround")
 LEARNED = ("adaround", "flexround")
-LR_CANDIDATES = {"flexround": (5e-3, 1e-2, 2e-2, 5e-2), "adaround": (3e-2, 1e-1, 3e-1)}
+LR_CANDIDATES = {"flexround": (1e-2, 2e-2, 5e-2, 1e-1), "adaround": (3e-2, 1e-1, 3e-1)}
 PARTS = ("layers", "lr", "compare", "ablate")
 
 
@@ -214,16 +215,24 @@ def part_compare(bench: Bench) -> None:
         print(f"  FlexRound W4: {gap:.2f} Dice points below FP32")
 
 
+def ablations(bench: Bench) -> dict[str, tuple[str, str, dict]]:
+    """Key -> (label, method, config changes) of every W2 ablation."""
+    args = bench.args
+    return {
+        "default": ("flexround default", "flexround", {}),
+        "iters": (f"flexround iters {2 * args.iters}", "flexround", {"iters": 2 * args.iters}),
+        "qdrop": ("flexround QDrop 0.5", "flexround", {"qdrop_prob": 0.5}),
+        "layer": ("flexround layer-wise", "flexround", {"reconstruction": "layer"}),
+        "lr": ("flexround lr x0.5", "flexround", {"lr": 0.5 * bench.lr["flexround"]}),
+        "grid": ("flexround learned s1", "flexround", {"learn_grid": True}),
+        "adaround-layer": ("adaround layer-wise", "adaround", {"reconstruction": "layer"}),
+    }
+
+
 def part_ablate(bench: Bench) -> None:
     args = bench.args
-    variants = (
-        ("flexround default", "flexround", {}),
-        (f"flexround iters {2 * args.iters}", "flexround", {"iters": 2 * args.iters}),
-        ("flexround QDrop 0.5", "flexround", {"qdrop_prob": 0.5}),
-        ("flexround layer-wise", "flexround", {"reconstruction": "layer"}),
-        ("flexround lr x0.5", "flexround", {"lr": 0.5 * bench.lr["flexround"]}),
-        ("adaround layer-wise", "adaround", {"reconstruction": "layer"}),
-    )
+    every = ablations(bench)
+    variants = [every[key] for key in args.ablations or every]
     print(f"\n[ablate] W2, seeds {args.seeds}: test Dice (split agreement)")
     for label, method, changes in variants:
         rows = [bench.scores(bench.config(method, 2, s, **changes)) for s in args.seeds]
@@ -259,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         "3: and 4; 4: and 5)",
     )
     parser.add_argument("--batch", type=int, default=8, help="batch size")
+    parser.add_argument(
+        "--ablations",
+        nargs="+",
+        choices=("default", "iters", "qdrop", "layer", "lr", "grid", "adaround-layer"),
+        help="W2 ablations the ablate part runs (default: all)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 3, 2])
     for method in LEARNED:

@@ -140,6 +140,12 @@ def add_reconstruction_options(parser: argparse.ArgumentParser) -> None:
         "which the GUI uses too)",
     )
     parser.add_argument(
+        "--learn-grid",
+        action="store_true",
+        help="flexround: learn the grid size s1 as well as the element-wise divisor (the "
+        "paper's setting; off by default, where it lowered accuracy on one benchmark network)",
+    )
+    parser.add_argument(
         "--samples",
         type=positive_int,
         default=64,
@@ -183,6 +189,7 @@ def quant_config(args: argparse.Namespace, method: str, width: int, seed: int) -
             symmetric=bool(getattr(args, "symmetric", False)),
             iters=args.iters,
             lr=args.lr,
+            learn_grid=bool(getattr(args, "learn_grid", False)),
             batch_size=args.batch_size,
             seed=seed,
             device=args.device,

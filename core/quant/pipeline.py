@@ -218,7 +218,12 @@ def _make_quantizer(
     search = minmax_grid if config.method == "rtn-minmax" else lp_search_grid
     grid = search(weight, bits, per_channel=per_channel, symmetric=config.symmetric)
     if config.method == "flexround":
-        return FlexRoundQuantizer(weight, grid, input_factor=not isinstance(layer, nn.Linear))
+        return FlexRoundQuantizer(
+            weight,
+            grid,
+            input_factor=not isinstance(layer, nn.Linear),
+            learn_grid=config.learn_grid,
+        )
     if config.method == "adaround":
         return AdaRoundQuantizer(weight, grid)
     return FixedQuantizer(weight, grid)

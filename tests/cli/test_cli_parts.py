@@ -393,3 +393,12 @@ def test_cli_modules_do_not_import_torch_for_help():
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     )
     assert out.stdout.strip() == "False"
+
+
+def test_learn_grid_flag_reaches_the_config():
+    from core.cli.quantize import quant_config
+
+    parser = build_parser()
+    for extra, expected in (([], False), (["--learn-grid"], True)):
+        args = parser.parse_args([*_minimal("quantize"), *extra])
+        assert quant_config(args, "flexround", 2, 0).learn_grid is expected

@@ -452,3 +452,21 @@ def test_a_block_that_learning_made_worse_falls_back_to_round_to_nearest():
     assert max(flex.history["0"]) > flex.block_losses["0"][0]  # learning did go wrong
     assert torch.equal(flex.weights["0"].codes, rtn.weights["0"].codes)
     assert torch.equal(flex.model[0].weight, rtn.model[0].weight)
+
+
+def test_flexround_keeps_the_range_search_grid_unless_asked_to_learn_it(toy_results):
+    """By default only the element-wise divisor learns: every layer's s1 is round-to-nearest's
+    (the Lp range search); with ``learn_grid`` the grid sizes move too."""
+    model, calib, _, results = toy_results
+    nearest, fixed = results["rtn"].weights, results["flexround"].weights
+    for name, weight in fixed.items():
+        assert torch.equal(weight.scale, nearest[name].scale), name
+    learned = quantize_model(
+        model,
+        calib,
+        QuantConfig(method="flexround", bits=2, iters=100, batch_size=8, learn_grid=True),
+    )
+    moved = [n for n, w in learned.weights.items() if not torch.equal(w.scale, nearest[n].scale)]
+    assert moved  # the learned blocks' grids changed
+    with pytest.raises(ValueError, match="learn_grid"):
+        QuantConfig(learn_grid="yes")
