@@ -173,6 +173,22 @@ def test_learning_rate_default_is_the_one_the_cli_and_the_api_use(make_panel):
         assert config.effective_lr == QuantConfig(method=method).effective_lr
         assert config.effective_lr == DEFAULT_LR[method]
     assert panel.lr_spin.text() == "Method default"
+    assert panel.config().learn_grid is args.learn_grid is QuantConfig().learn_grid is False
+
+
+def test_learned_grid_is_a_flexround_option_that_reaches_the_config_and_persists(
+    make_panel, settings
+):
+    panel, _ = make_panel()
+    configure(panel, method="flexround")
+    assert panel.learn_grid_check.isEnabled()
+    panel.learn_grid_check.setChecked(True)
+    assert panel.config().learn_grid is True
+    configure(panel, method="adaround")
+    assert not panel.learn_grid_check.isEnabled()
+    settings.sync()
+    again, _ = make_panel(settings=QSettings(settings.fileName(), QSettings.Format.IniFormat))
+    assert again.learn_grid_check.isChecked()
 
 
 def test_settings_persist_between_panels(make_panel, settings):
