@@ -70,7 +70,7 @@ class QuantConfig:
     learn_grid : bool
         FlexRound learns the grid size ``s1`` as well as the element-wise divisor (the paper's
         setting). Off by default: chosen on the calibration split of both benchmark networks
-        at W2 (FCN 93.4 against 90.6 % agreement, demo 97.2 against 97.1;
+        at W2 (FCN 93.4 against 91.8 % agreement, demo 97.2 against 97.1;
         docs/FLEXROUND_IMPL.md). Other methods ignore it.
     batch_size : int
         Calibration samples per optimizer step and per forward pass while caching activations.
