@@ -100,7 +100,8 @@ def variant_name(config: QuantConfig) -> str:
     method = _SHORT_TITLES.get(config.method, config.method)
     bits = f"W{config.bits}" + (f"A{config.act_bits}" if config.act_bits else "")
     if config.learned:
-        return f"{bits} {method} ({config.granularity}, {config.reconstruction})"
+        grid = ", learned s1" if config.method == "flexround" and config.learn_grid else ""
+        return f"{bits} {method} ({config.granularity}, {config.reconstruction}{grid})"
     return f"{bits} {method} ({config.granularity})"
 
 

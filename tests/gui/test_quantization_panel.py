@@ -271,6 +271,9 @@ def test_variant_name_follows_the_settings():
         "W2 AdaRound (tensor, layer)"
     )
     assert variant_name(QuantConfig(method="rtn-minmax", bits=8)) == "W8 RTN-minmax (tensor)"
+    learned = QuantConfig(method="flexround", bits=2, learn_grid=True)
+    assert variant_name(learned) == "W2 FlexRound (tensor, block, learned s1)"
+    assert variant_name(QuantConfig(method="flexround", bits=2)) == "W2 FlexRound (tensor, block)"
 
 
 def test_every_control_explains_itself_in_a_tooltip(make_panel):
