@@ -186,6 +186,41 @@ def _export_float(network: nn.Module, example: torch.Tensor, opset: int) -> onnx
     return program.model_proto
 
 
+def build_member_onnx(model: LoadedModel, *, opset: int = DEFAULT_OPSET) -> list[onnx.ModelProto]:
+    """Each member network of a framework model (nnU-Net folds, a MONAI bundle's network) in
+    ONNX, for ONNX Runtime to run inside the framework's own pipeline.
+
+    The networks are exported in float as they run in torch: a quantized variant's weights are
+    its dequantized codes (its grids are not stored as integers), so both backends compute the
+    same numbers. Batch and spatial axes are dynamic; the example input has the framework's
+    patch size (32 per side when it has none).
+
+    Raises
+    ------
+    ValueError
+        Not a framework model, or a member the exporter cannot trace (its reason in words).
+    """
+    framework = model.framework
+    if framework is None:
+        raise ValueError(f"{model.name}: not a framework model (use build_onnx)")
+    patch = getattr(framework, "patch_size", None) or (32,) * model.spec.spatial_dims
+    channels = int(getattr(framework, "input_channels", model.spec.in_channels))
+    example = torch.zeros((2, channels, *patch))
+    protos = []
+    for name, network in zip(framework.member_names(), framework.members(), strict=True):
+        try:
+            proto = _export_float(_float_network(network), example, opset)
+        except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; say which
+            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            raise ValueError(
+                f"{model.name}: torch.onnx.export could not export {name} "
+                f"({type(error).__name__}: {reason})"
+            ) from error
+        onnx.checker.check_model(proto, full_check=True)
+        protos.append(proto)
+    return protos
+
+
 def build_onnx(
     model: LoadedModel, *, quant_result: Any = None, opset: int = DEFAULT_OPSET
 ) -> tuple[onnx.ModelProto, ExportSummary]:
@@ -212,8 +247,9 @@ def build_onnx(
     if model.framework is not None:
         raise ValueError(
             f"{model.name}: {model.framework.framework} models run in their framework's own "
-            "pipeline (preprocessing, mirroring, fold ensembling); ONNX export covers segbench's "
-            "own models"
+            "pipeline (preprocessing, mirroring, fold ensembling), which one ONNX file cannot "
+            "hold; run its networks in ONNX Runtime inside that pipeline with --backend "
+            "onnxruntime (the Segmentation panel's Backend)"
         )
     if getattr(model.module, "is_onnx", False):
         raise ValueError(f"{model.name}: is already an ONNX model")

@@ -18,12 +18,13 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from core.deploy.onnx_export import EXPORT_KEY, SPEC_KEY, build_onnx
+from core.deploy.onnx_export import EXPORT_KEY, SPEC_KEY, build_member_onnx, build_onnx
 from core.models.loaded import LoadedModel
 from core.models.spec import ModelSpec
 
 __all__ = [
     "BACKENDS",
+    "OnnxRuntimeMembers",
     "OnnxRuntimeNetwork",
     "open_onnx_model",
     "with_backend",
@@ -149,13 +150,27 @@ def open_onnx_model(path: str | Path) -> LoadedModel:
     return LoadedModel(module=network, spec=spec.with_changes(quantization=quant), path=path)
 
 
+class OnnxRuntimeMembers(nn.ModuleList):
+    """The ONNX Runtime networks of a framework model's members (its ``module`` on that
+    backend): says it is ONNX and how many bytes the models take together."""
+
+    is_onnx = True
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(member.size_bytes for member in self)
+
+
 def with_backend(
     model: LoadedModel, backend: str | None, *, quant_result: Any = None
 ) -> LoadedModel:
     """``model`` ready to run on ``backend`` (None: the model's own).
 
     A torch model asked to run in ONNX Runtime is exported in memory first (quantized variants
-    with their integer weights and QDQ activations, as :func:`export_onnx` writes them).
+    with their integer weights and QDQ activations, as :func:`export_onnx` writes them). A
+    framework model (nnU-Net, MONAI bundle) keeps its framework's pipeline; each member network
+    is exported (:func:`core.deploy.onnx_export.build_member_onnx`) and runs in ONNX Runtime
+    inside it.
 
     Raises
     ------
@@ -169,6 +184,19 @@ def with_backend(
     if backend == "torch":
         raise ValueError(
             f"{model.path or model.name}: an ONNX model runs only with the onnxruntime backend"
+        )
+    if model.framework is not None:
+        names = model.framework.member_names()
+        networks = [
+            OnnxRuntimeNetwork(proto.SerializeToString(), f"{model.name} {name} (exported to ONNX)")
+            for proto, name in zip(build_member_onnx(model), names, strict=True)
+        ]
+        return LoadedModel(
+            module=OnnxRuntimeMembers(networks),
+            spec=model.spec,
+            path=model.path,
+            name=model.name,
+            framework=model.framework.with_runtime(networks),
         )
     proto, _summary = build_onnx(model, quant_result=quant_result)
     network = OnnxRuntimeNetwork(proto.SerializeToString(), f"{model.name} (exported to ONNX)")

@@ -432,3 +432,31 @@ def test_hostile_bundle_through_the_commands(
     assert not marker.exists()
     assert not out.exists() and not (tmp_path / "m.nii.gz").exists()
     assert not (tmp_path / "r.json").exists()
+
+
+def test_onnxruntime_backend_runs_the_network_inside_the_bundle_pipeline(
+    monai_bundle: Path, other_grid_image: Path
+) -> None:
+    """The bundle's own preprocessing, inferer and inversion, with the network in ONNX
+    Runtime: the same probabilities as torch (FP32), and for a quantized variant too."""
+    from core.deploy.onnx_runtime import OnnxRuntimeNetwork, with_backend
+    from core.models.calibration import calibration_inputs
+    from core.models.loading import quantized_variant
+    from core.quant.config import QuantConfig
+    from core.quant.ensemble import quantize_loaded_model
+
+    image = read_image(other_grid_image)
+    model = load_model(monai_bundle)
+    calib = calibration_inputs(model, [image], n=4, seed=0)
+    variant = quantized_variant(
+        quantize_loaded_model(model, calib, QuantConfig(method="rtn", bits=4)), model
+    )
+    for source in (model, variant):
+        on_ort = with_backend(source, "onnxruntime")
+        assert on_ort.backend == "onnxruntime" and source.backend == "torch"
+        assert isinstance(on_ort.framework.network, OnnxRuntimeNetwork)
+        assert on_ort.storage_bytes == on_ort.framework.network.size_bytes > 0
+        want = predict(source, image, device="cpu")
+        got = predict(on_ort, image, device="cpu")
+        assert np.abs(got - want).max() <= 1e-5
+        assert np.array_equal(got.argmax(0), want.argmax(0))

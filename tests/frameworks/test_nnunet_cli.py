@@ -37,6 +37,21 @@ def test_segment_writes_mask_on_the_image_grid(nnunet_3d: Path, tmp_path: Path) 
     assert json.loads(report.read_text())["model"]["name"].startswith("Dataset501_Tiny 3d_fullres")
 
 
+def test_segment_on_onnxruntime_writes_nearly_the_same_mask(nnunet_3d: Path, tmp_path: Path) -> None:
+    image = raw_case(nnunet_3d)[0]
+    masks = {}
+    for backend in ("torch", "onnxruntime"):
+        out, report = tmp_path / f"{backend}.nii.gz", tmp_path / f"{backend}.json"
+        done = run_cli(
+            "segment", image, "--model", nnunet_3d, "--folds", "0", "--no-mirroring",
+            "--backend", backend, "--out", out, "--report", report, "--quiet",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        masks[backend] = np.asarray(nib.load(out).dataobj)
+    # Untrained random folds leave near-ties, which float differences of ~1e-3 may flip.
+    assert np.mean(masks["onnxruntime"] == masks["torch"]) >= 0.999
+
+
 def test_hostile_folders_exit_1_and_run_nothing(nnunet_3d: Path, tmp_path: Path) -> None:
     marker = tmp_path / "ran.txt"
     checkpoint = hostile_checkpoint_folder(nnunet_3d, tmp_path, marker)

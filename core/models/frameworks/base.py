@@ -61,6 +61,10 @@ class FrameworkModel(Protocol):
     def with_members(self, modules: Sequence[nn.Module]) -> FrameworkModel:
         """The same model running ``modules`` instead of its members' networks."""
 
+    def with_runtime(self, networks: Sequence[nn.Module]) -> FrameworkModel:
+        """The same model whose members' forward passes run ``networks`` as they are (one per
+        member, e.g. ONNX Runtime sessions), inside the framework's own pipeline."""
+
     def layout_names(self, names: set[str]) -> set[str]:
         """Which of ``names`` (entries of a folder) belong to this framework's model layout."""
 

@@ -646,6 +646,13 @@ class MonaiBundleModel:
         load_member_state(network, state, str(self.folder))
         return replace(self, network=network.eval())
 
+    def with_runtime(self, networks: Sequence[nn.Module]) -> MonaiBundleModel:
+        """The same bundle with its network's forward pass run by ``networks[0]`` (ONNX Runtime,
+        :func:`core.deploy.onnx_runtime.with_backend`); the bundle's pipeline is unchanged."""
+        if len(networks) != 1:
+            raise ValueError(f"expected 1 network for a MONAI bundle, got {len(networks)}")
+        return replace(self, network=networks[0])
+
     def layout_names(self, names: set[str]) -> set[str]:
         """``configs`` and ``models`` among ``names``: what a saved bundle consists of."""
         return names & {"configs", "models"}

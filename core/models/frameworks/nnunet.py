@@ -158,6 +158,30 @@ def probabilities_from_nnunet(probs: np.ndarray, natural: bool) -> np.ndarray:
     return probs.transpose(0, 3, 2, 1)
 
 
+#: The key of the "state dicts" handed to nnU-Net's predictor when runtimes replace the network.
+_FOLD_KEY = "segbench_fold"
+
+
+class _FoldRuntimes(nn.Module):
+    """What nnU-Net's predictor runs when each fold has its own runtime (ONNX Runtime).
+
+    The predictor loads a fold's parameters into its network before that fold's tiles; here
+    the "parameters" only name the fold, and loading them switches the module that runs.
+    """
+
+    def __init__(self, networks: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.folds = nn.ModuleList(networks)
+        self.active = 0
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> None:
+        # nnU-Net ignores what loading returns; there are no tensors to report on.
+        self.active = int(state_dict[_FOLD_KEY])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.folds[self.active](x)
+
+
 @dataclass
 class NnUNetModel:
     """An nnU-Net v2 model: plans, dataset description, one weight set per fold.
@@ -180,6 +204,10 @@ class NnUNetModel:
         Test-time mirroring along the axes the trainer allowed (nnU-Net's default: on).
     tile_step_size : float
         Sliding-window step as a fraction of the patch (nnU-Net's default 0.5).
+    runtime : tuple of torch.nn.Module
+        One module per fold that the predictor runs instead of :attr:`network` with the fold's
+        weights (ONNX Runtime sessions, :func:`core.deploy.onnx_runtime.with_backend`); empty
+        for the torch backend.
     """
 
     folder: Path
@@ -194,6 +222,7 @@ class NnUNetModel:
     network: nn.Module
     use_mirroring: bool = True
     tile_step_size: float = 0.5
+    runtime: tuple[nn.Module, ...] = ()
     _managers: tuple[Any, Any] | None = field(default=None, repr=False)
 
     framework = NNUNET_FRAMEWORK
@@ -312,6 +341,14 @@ class NnUNetModel:
         network.load_state_dict(parameters[0])
         return replace(self, parameters=parameters, network=network.eval())
 
+    def with_runtime(self, networks: Sequence[nn.Module]) -> NnUNetModel:
+        """The same model with each fold's forward pass run by ``networks`` (one per fold)."""
+        if len(networks) != len(self.folds):
+            raise ValueError(
+                f"expected {len(self.folds)} networks (one per fold), got {len(networks)}"
+            )
+        return replace(self, runtime=tuple(networks))
+
     def layout_names(self, names: set[str]) -> set[str]:
         """``plans.json``, ``dataset.json`` and the ``fold_*`` folders among ``names``."""
         return {n for n in names if n in ("plans.json", "dataset.json") or n.startswith("fold_")}
@@ -363,11 +400,15 @@ class NnUNetModel:
                 verbose_preprocessing=False,
                 allow_tqdm=False,
             )
+            network, parameters = self.network, self.parameters
+            if self.runtime:
+                network = _FoldRuntimes(self.runtime)
+                parameters = [{_FOLD_KEY: torch.tensor(i)} for i in range(len(self.runtime))]
             predictor.manual_initialization(
-                self.network,
+                network,
                 self.plans_manager,
                 self.configuration_manager,
-                self.parameters,
+                parameters,
                 self.dataset_json,
                 self.trainer_name,
                 self.mirror_axes,
@@ -449,13 +490,13 @@ class NnUNetModel:
                 ),
             )
 
-        handle = self.network.register_forward_pre_hook(before_tile)
+        handle = predictor.network.register_forward_pre_hook(before_tile)
         try:
             with _quietly():
                 logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data))
         finally:
             handle.remove()
-            self.network.cpu()
+            predictor.network.cpu()
         report(on_progress, Progress(0, None, "nnU-Net export to the image grid", stage="export"))
         with _quietly():
             # The logits go as the predictor gives them (float16 on the CPU), as in
