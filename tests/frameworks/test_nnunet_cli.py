@@ -37,7 +37,9 @@ def test_segment_writes_mask_on_the_image_grid(nnunet_3d: Path, tmp_path: Path) 
     assert json.loads(report.read_text())["model"]["name"].startswith("Dataset501_Tiny 3d_fullres")
 
 
-def test_segment_on_onnxruntime_writes_nearly_the_same_mask(nnunet_3d: Path, tmp_path: Path) -> None:
+def test_segment_on_onnxruntime_writes_nearly_the_same_mask(
+    nnunet_3d: Path, tmp_path: Path
+) -> None:
     image = raw_case(nnunet_3d)[0]
     masks = {}
     for backend in ("torch", "onnxruntime"):
