@@ -96,7 +96,9 @@ class SegmentationPanel(QWidget):
         self.backend_combo.addItem("ONNX Runtime", "onnxruntime")
         self.backend_combo.setToolTip(
             "What runs the network. ONNX Runtime runs the variant exported to ONNX with its "
-            "integer weights (exported on its first run); an opened .onnx model runs only there."
+            "integer weights (exported on its first run); an opened .onnx model runs only there. "
+            "nnU-Net and MONAI models keep their framework's pipeline and run each network "
+            "(fold) in ONNX Runtime inside it."
         )
         form.addRow("Backend", self.backend_combo)
 
