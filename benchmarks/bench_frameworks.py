@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_frameworks.py [--size 160 160 128] [--patch 128 128 128]
         [--features 32 64 128 256 320 320] [--iters 100] [--samples 16] [--crop 64]
-        [--mirroring] [--skip-quant] [--skip-inference]
+        [--mirroring] [--onnxruntime] [--skip-quant] [--skip-inference]
 
 Builds an nnU-Net 3d_fullres trained model folder with nnU-Net's own planner and trainer
 (``tests/frameworks/nnunet_models.py``), its network widened to the given stages (by default
@@ -15,7 +15,8 @@ Builds an nnU-Net 3d_fullres trained model folder with nnU-Net's own planner and
   (``initialize_from_trained_model_folder`` + ``predict_single_npy_array`` on SimpleITKIO's
   read), each in a fresh subprocess, alternating, best of ``--repeats``: wall time, peak RSS
   (``VmHWM``), and the ratio segbench / nnU-Net (target <= 1.05), plus the largest probability
-  difference between the two;
+  difference between the two; with ``--onnxruntime`` also segbench with the fold's network
+  exported to ONNX and run by ONNX Runtime inside nnU-Net's predictor (ratio to torch);
 * quantization of the fold: FlexRound W4 per channel, ``--samples`` calibration patches cut from
   the nnU-Net-preprocessed volume (``--crop`` cubes), ``--iters`` iterations per block, block
   reconstruction: seconds per block, peak RSS, and the output error (MSE of the logits against
@@ -49,10 +50,13 @@ torch.set_num_threads(1)
 from benchmarks.memory import reset_peak, status_mb
 which, model_dir, image_path, mirroring, out = sys.argv[1:6]
 mirroring = mirroring == "1"
-if which == "segbench":
+if which in ("segbench", "segbench-ort"):
     from core.io import read_image
     from core.models import load_model, predict
     model = load_model(model_dir, mirroring=mirroring)
+    if which == "segbench-ort":  # exported before the clock starts, as the GUI keeps it
+        from core.deploy.onnx_runtime import with_backend
+        model = with_backend(model, "onnxruntime")
     image = read_image(image_path)
     reset_peak()
     start = time.perf_counter()
@@ -140,9 +144,10 @@ def make_volume(path: Path, size: tuple[int, int, int]) -> None:
 def bench_inference(model: Path, image: Path, work: Path, args: argparse.Namespace) -> None:
     import numpy as np
 
-    runs: dict[str, list[dict]] = {"segbench": [], "nnunet": []}
+    kinds = ("nnunet", "segbench", *(("segbench-ort",) if args.onnxruntime else ()))
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
     for _ in range(args.repeats):
-        for which in ("nnunet", "segbench"):  # alternating, so drift hits both alike
+        for which in kinds:  # alternating, so drift hits all alike
             runs[which].append(
                 run_child(which, model, image, args.mirroring, work / f"{which}.npy")
             )
@@ -153,13 +158,27 @@ def bench_inference(model: Path, image: Path, work: Path, args: argparse.Namespa
         f"{'on' if args.mirroring else 'off'}, best of {args.repeats}, 1 thread)"
     )
     print(f"  {'':28}{'seconds':>10}{'peak RSS MB':>14}")
-    for which, label in (("nnunet", "nnUNetPredictor directly"), ("segbench", "segbench predict")):
-        print(f"  {label:28}{best[which]['seconds']:>10.1f}{best[which]['peak_mb']:>14.0f}")
+    labels = {
+        "nnunet": "nnUNetPredictor directly",
+        "segbench": "segbench predict",
+        "segbench-ort": "segbench on ONNX Runtime",
+    }
+    for which in kinds:
+        print(f"  {labels[which]:28}{best[which]['seconds']:>10.1f}{best[which]['peak_mb']:>14.0f}")
     ratio = best["segbench"]["seconds"] / best["nnunet"]["seconds"]
     print(
         f"  ratio segbench / nnU-Net: {ratio:.3f} (target <= 1.05); "
         f"max |probability difference| = {difference:.2e}"
     )
+    if args.onnxruntime:
+        ort_ratio = best["segbench-ort"]["seconds"] / best["segbench"]["seconds"]
+        ort_difference = np.abs(
+            np.load(work / "segbench-ort.npy") - np.load(work / "segbench.npy")
+        ).max()
+        print(
+            f"  ratio ONNX Runtime / torch in segbench: {ort_ratio:.3f}; "
+            f"max |probability difference| = {ort_difference:.2e}"
+        )
 
 
 def bench_quantization(model_dir: Path, image: Path, args: argparse.Namespace) -> None:
@@ -224,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--mirroring", action="store_true")
+    parser.add_argument(
+        "--onnxruntime",
+        action="store_true",
+        help="also time segbench with the fold's network on ONNX Runtime (exported first)",
+    )
     parser.add_argument("--skip-quant", action="store_true")
     parser.add_argument("--skip-inference", action="store_true")
     args = parser.parse_args(argv)
