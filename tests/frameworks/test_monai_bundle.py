@@ -460,3 +460,14 @@ def test_onnxruntime_backend_runs_the_network_inside_the_bundle_pipeline(
         got = predict(on_ort, image, device="cpu")
         assert np.abs(got - want).max() <= 1e-5
         assert np.array_equal(got.argmax(0), want.argmax(0))
+
+
+def test_export_to_a_file_is_refused_in_words_that_point_to_the_backend(
+    monai_bundle: Path, tmp_path: Path
+) -> None:
+    from core.deploy.onnx_export import export_onnx
+
+    with pytest.raises(ValueError, match="--backend onnxruntime") as error:
+        export_onnx(load_model(monai_bundle), tmp_path / "bundle.onnx")
+    assert "pipeline" in str(error.value)
+    assert not (tmp_path / "bundle.onnx").exists()
