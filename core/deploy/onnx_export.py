@@ -186,6 +186,20 @@ def _export_float(network: nn.Module, example: torch.Tensor, opset: int) -> onnx
     return program.model_proto
 
 
+def _export_or_explain(
+    network: nn.Module, example: torch.Tensor, opset: int, model_name: str, part: str
+) -> onnx.ModelProto:
+    """:func:`_export_float`, or a ValueError naming the model, the part and the reason."""
+    try:
+        return _export_float(network, example, opset)
+    except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; say which
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        raise ValueError(
+            f"{model_name}: torch.onnx.export could not export {part} "
+            f"({type(error).__name__}: {reason})"
+        ) from error
+
+
 def build_member_onnx(model: LoadedModel, *, opset: int = DEFAULT_OPSET) -> list[onnx.ModelProto]:
     """Each member network of a framework model (nnU-Net folds, a MONAI bundle's network) in
     ONNX, for ONNX Runtime to run inside the framework's own pipeline.
@@ -208,14 +222,7 @@ def build_member_onnx(model: LoadedModel, *, opset: int = DEFAULT_OPSET) -> list
     example = torch.zeros((2, channels, *patch))
     protos = []
     for name, network in zip(framework.member_names(), framework.members(), strict=True):
-        try:
-            proto = _export_float(_float_network(network), example, opset)
-        except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; say which
-            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-            raise ValueError(
-                f"{model.name}: torch.onnx.export could not export {name} "
-                f"({type(error).__name__}: {reason})"
-            ) from error
+        proto = _export_or_explain(_float_network(network), example, opset, model.name, name)
         onnx.checker.check_model(proto, full_check=True)
         protos.append(proto)
     return protos
@@ -259,14 +266,7 @@ def build_onnx(
         )
     form = _integer_form(model, quant_result)
     network = _float_network(model.module)
-    try:
-        proto = _export_float(network, _example_input(model), opset)
-    except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; say which
-        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-        raise ValueError(
-            f"{model.name}: torch.onnx.export could not export the network "
-            f"({type(error).__name__}: {reason})"
-        ) from error
+    proto = _export_or_explain(network, _example_input(model), opset, model.name, "the network")
     report = QdqReport()
     if form is not None:
         report = insert_qdq(
