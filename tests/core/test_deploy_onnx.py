@@ -369,3 +369,25 @@ def test_shared_encoder_outputs_run_as_integer_convolutions(tmp_path, monkeypatc
     got, want = onnx_logits(path, batch), torch_logits(quantized, batch)
     assert dice(got.argmax(1), want.argmax(1)) >= 0.999
     assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-2
+
+
+class _Untraceable(nn.Module):
+    """Data-dependent control flow, which torch.export cannot turn into a graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(x.mean()) > 0:
+            return self.conv(x)
+        return -self.conv(x)
+
+
+def test_a_network_the_exporter_cannot_trace_fails_in_words(tmp_path):
+    spec = tiny_model(2).spec
+    model = LoadedModel(_Untraceable().eval(), spec)
+    with pytest.raises(ValueError, match="could not export the network") as error:
+        export_onnx(model, tmp_path / "x.onnx")
+    assert spec.name in str(error.value)
+    assert not (tmp_path / "x.onnx").exists()
