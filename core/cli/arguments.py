@@ -161,7 +161,8 @@ def add_backend_option(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=BACKEND_CHOICES,
         help="what runs the network: torch, or onnxruntime (a torch model is exported to ONNX "
-        "in memory first; an .onnx model runs only there); default: the model's own",
+        "in memory first; an .onnx model runs only there; nnU-Net and MONAI models run each "
+        "network in ONNX Runtime inside their own pipeline); default: the model's own",
     )
 
 
