@@ -29,6 +29,34 @@ def test_open_and_segment_with_an_nnunet_folder(window, qtbot, nnunet_3d: Path):
     assert not window.error_boxes
 
 
+def test_onnx_runtime_backend_on_an_nnunet_model(window, qtbot, nnunet_3d: Path):  # noqa: F811
+    """The Segmentation panel's Backend runs the folds in ONNX Runtime inside nnU-Net's
+    predictor, off the GUI thread, and the results table names the backend and its size."""
+    window.open_image(str(raw_case(nnunet_3d)[0]))
+    qtbot.waitUntil(lambda: window.session.image is not None, timeout=30000)
+    wait_idle(qtbot, window)
+    window.open_model(str(nnunet_3d))
+    qtbot.waitUntil(lambda: window.session.base_variant is not None, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, window)
+    base = window.session.base_variant
+    panel = window.segmentation_panel
+    panel.decision_combo.setCurrentIndex(panel.decision_combo.findData("argmax"))
+    for backend in ("torch", "onnxruntime"):
+        panel.backend_combo.setCurrentIndex(panel.backend_combo.findData(backend))
+        panel.run_button.click()
+        wait_idle(qtbot, window)
+    assert not window.error_boxes
+    on_torch = window.session.results[f"{base.name} + argmax"].result.mask
+    on_ort = window.session.results[f"{base.name} [onnxruntime] + argmax"].result.mask
+    assert (on_ort == on_torch).mean() >= 0.999
+    folds = list(base.other_backend.module)
+    assert len(folds) == 2
+    table = window.results_table
+    row = list(window.session.results).index(f"{base.name} [onnxruntime] + argmax")
+    assert table.cell_text(row, "backend") == "onnxruntime"
+    assert table.cell_text(row, "model_mb") == f"{sum(f.size_bytes for f in folds) / 1e6:.3f}"
+
+
 def test_dropped_folder_opens_as_a_model(window, qtbot, nnunet_3d: Path):  # noqa: F811
     window.open_dropped(str(nnunet_3d))
     qtbot.waitUntil(lambda: window.session.base_variant is not None, timeout=JOB_TIMEOUT)
