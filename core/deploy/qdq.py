@@ -98,6 +98,16 @@ def _consumers(graph: onnx.GraphProto, name: str) -> list[onnx.NodeProto]:
     return [node for node in graph.node if name in node.input]
 
 
+def _weight_key(layer: str) -> str:
+    """The name of ``layer``'s weight in the exported graph (``""`` is the whole model)."""
+    return f"{layer}.weight" if layer else "weight"
+
+
+def _layer_nodes(graph: onnx.GraphProto, weight_key: str) -> list[onnx.NodeProto]:
+    """The nodes that use the weight ``weight_key`` as a weight (not as their data input)."""
+    return [node for node in _consumers(graph, weight_key) if node.input[0] != weight_key]
+
+
 def _groups(node: onnx.NodeProto) -> int:
     for attribute in node.attribute:
         if attribute.name == "group":
@@ -172,7 +182,7 @@ def _activation_nodes(
     quantization ``clamp(round(x / step), low, high) * step`` (both round half to even), when
     the integer type's range is ``[low, high]``; other bit widths clip first.
     """
-    users = [node for node in _consumers(graph, weight_key) if node.input[0] != weight_key]
+    users = _layer_nodes(graph, weight_key)
     if len(users) != 1:
         report.notes.append(f"{layer}: input kept in float (its layer node was not found)")
         return []
@@ -266,7 +276,7 @@ def insert_qdq(
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     new_nodes: list[onnx.NodeProto] = []
     for layer, weight in weights.items():
-        key = f"{layer}.weight" if layer else "weight"
+        key = _weight_key(layer)
         if key not in initializers:
             report.float_layers[layer] = "its weight is not a plain initializer in the graph"
             continue
@@ -317,10 +327,9 @@ def _quantize_shared_outputs(
     nodes: list[onnx.NodeProto] = []
     by_name = {node.name: node for node in graph.node}
     for producer, reader in shared_outputs.items():
-        prefix = f"{reader}.weight_input" if reader else "weight_input"
+        prefix = f"{_weight_key(reader)}_input"  # as _activation_nodes names the reader's nodes
         quantize = by_name.get(f"{prefix}_QuantizeLinear")
-        key = f"{producer}.weight" if producer else "weight"
-        layer_nodes = [n for n in _consumers(graph, key) if n.input[0] != key]
+        layer_nodes = _layer_nodes(graph, _weight_key(producer))
         if quantize is None or len(layer_nodes) != 1:
             report.notes.append(
                 f"{producer}: its output is quantized in the torch variant but could not be in "

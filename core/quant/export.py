@@ -167,6 +167,11 @@ class IntegerForm(NamedTuple):
         return cls(result.weights, result.activations, result.shared_outputs)
 
 
+def _shared_outputs(metadata: dict[str, str]) -> dict[str, str]:
+    """``QuantResult.shared_outputs`` as saved; files written before it existed have none."""
+    return json.loads(metadata.get("shared_outputs", "{}"))
+
+
 def read_integer_form(path: str | Path) -> IntegerForm:
     """The codes, grids and input steps of a file written by :func:`save_quantized`."""
     metadata, tensors = _read_file(Path(path))
@@ -182,8 +187,7 @@ def read_integer_form(path: str | Path) -> IntegerForm:
         )
         for name in json.loads(metadata["layers"])
     }
-    shared = json.loads(metadata.get("shared_outputs", "{}"))
-    return IntegerForm(weights, _activation_grids(metadata, tensors), shared)
+    return IntegerForm(weights, _activation_grids(metadata, tensors), _shared_outputs(metadata))
 
 
 def load_quantized(path: str | Path, base_model: nn.Module) -> nn.Module:
@@ -249,5 +253,5 @@ def load_quantized(path: str | Path, base_model: nn.Module) -> nn.Module:
         )
     grids = _activation_grids(metadata, tensors)
     attach_activation_quantizers(model, grids)
-    attach_output_quantizers(model, json.loads(metadata.get("shared_outputs", "{}")), grids)
+    attach_output_quantizers(model, _shared_outputs(metadata), grids)
     return model.eval()

@@ -107,6 +107,14 @@ def attach_output_quantizers(
             layer.register_forward_hook(OutputFakeQuant(grid.step, grid.low, grid.high))
 
 
+def _learned_grid(act: ActivationQuantizer | None) -> ActivationGrid | None:
+    """The fixed grid of a learned input quantizer; None when there is none or it never ran."""
+    if act is None or not bool(act.initialised):
+        return None
+    low, high = act.bounds
+    return ActivationGrid(float(act.step().detach()), low, high, act.bits)
+
+
 @dataclass
 class QuantResult:
     """Everything a quantization run produced.
@@ -470,12 +478,9 @@ def quantize_model(
             wrapper.freeze()
         # Once a reader's step is final, the later blocks see its producer's output quantized.
         for producer, reader in shared_outputs.items():
-            act = wrappers[reader].act_quantizer
-            if reader in block_layers and act is not None and bool(act.initialised):
-                low, high = act.bounds
-                wrappers[producer].register_forward_hook(
-                    OutputFakeQuant(float(act.step().detach()), low, high)
-                )
+            grid = _learned_grid(wrappers[reader].act_quantizer)
+            if reader in block_layers and grid is not None:
+                attach_output_quantizers(work, {producer: reader}, {reader: grid})
         step += max(iters, 1)
         timings[f"block:{block_name}"] = time.perf_counter() - t_block
         report(
@@ -511,10 +516,9 @@ def quantize_model(
             bits=quantizer.bits,
             transposed=is_transposed(layer),
         )
-        act = wrapper.act_quantizer
-        if act is not None and bool(act.initialised):
-            low, high = act.bounds
-            activations[name] = ActivationGrid(float(act.step().detach()), low, high, act.bits)
+        grid = _learned_grid(wrapper.act_quantizer)
+        if grid is not None:
+            activations[name] = grid
         reports.append(
             build_layer_report(
                 name,
