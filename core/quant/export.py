@@ -167,9 +167,27 @@ class IntegerForm(NamedTuple):
         return cls(result.weights, result.activations, result.shared_outputs)
 
 
-def _shared_outputs(metadata: dict[str, str]) -> dict[str, str]:
-    """``QuantResult.shared_outputs`` as saved; files written before it existed have none."""
-    return json.loads(metadata.get("shared_outputs", "{}"))
+def _shared_outputs(metadata: dict[str, str], path: Path) -> dict[str, str]:
+    """``QuantResult.shared_outputs`` as saved; files written before it existed have none.
+
+    Raises
+    ------
+    ValueError
+        Not a JSON object of quantized layer names (the file is named).
+    """
+    try:
+        shared = json.loads(metadata.get("shared_outputs", "{}"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: the shared_outputs metadata is not JSON ({error})") from None
+    layers = set(json.loads(metadata["layers"]))
+    if not isinstance(shared, dict) or not all(
+        isinstance(name, str) and name in layers for pair in shared.items() for name in pair
+    ):
+        raise ValueError(
+            f"{path}: the shared_outputs metadata must map quantized layers of the file to "
+            "quantized layers"
+        )
+    return shared
 
 
 def read_integer_form(path: str | Path) -> IntegerForm:
@@ -187,7 +205,9 @@ def read_integer_form(path: str | Path) -> IntegerForm:
         )
         for name in json.loads(metadata["layers"])
     }
-    return IntegerForm(weights, _activation_grids(metadata, tensors), _shared_outputs(metadata))
+    return IntegerForm(
+        weights, _activation_grids(metadata, tensors), _shared_outputs(metadata, Path(path))
+    )
 
 
 def load_quantized(path: str | Path, base_model: nn.Module) -> nn.Module:
@@ -253,5 +273,5 @@ def load_quantized(path: str | Path, base_model: nn.Module) -> nn.Module:
         )
     grids = _activation_grids(metadata, tensors)
     attach_activation_quantizers(model, grids)
-    attach_output_quantizers(model, _shared_outputs(metadata), grids)
+    attach_output_quantizers(model, _shared_outputs(metadata, path), grids)
     return model.eval()

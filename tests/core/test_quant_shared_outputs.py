@@ -184,3 +184,22 @@ def test_weight_only_results_share_nothing():
     assert result.shared_outputs == {}
     hooks = [h for m in result.model.modules() for h in m._forward_hooks.values()]
     assert not any(isinstance(h, OutputFakeQuant) for h in hooks)
+
+
+@pytest.mark.parametrize(
+    "bad", ['{"nope.conv": "encoders.1.conv1"}', "[1, 2]", '{"encoders.0.conv2": 3}', "{not json"]
+)
+def test_a_broken_shared_outputs_entry_is_an_error_naming_the_file(w8a8, tmp_path, bad):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    model, result = w8a8
+    good = save_quantized(result, tmp_path / "good.safetensors")
+    with safe_open(str(good), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    broken = tmp_path / "broken.safetensors"
+    save_file(tensors, str(broken), metadata=metadata | {"shared_outputs": bad})
+    for read in (lambda: load_quantized(broken, model), lambda: read_integer_form(broken)):
+        with pytest.raises(ValueError, match="broken.safetensors.*shared_outputs"):
+            read()
