@@ -706,6 +706,13 @@ class WorkbenchWindow(MainWindow):
             )
             return None
         backend = backend or variant.model.backend
+        if backend == "torch" and variant.model.backend == "onnxruntime":
+            # An opened .onnx file or deploy folder has no torch network: it runs where it can,
+            # and the row's backend column says so.
+            self.statusBar().showMessage(
+                f"{variant_name} is ONNX networks only: it runs in ONNX Runtime", 10000
+            )
+            backend = "onnxruntime"
         name = variant.result_name(backend)
         title = f"Segment: {name} + {DECISION_TITLES.get(decision, decision)}"
         probs = self.session.cached_probs(name)

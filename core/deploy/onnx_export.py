@@ -36,9 +36,11 @@ from core.quant.quantizers import ActivationFakeQuant
 __all__ = [
     "DEFAULT_OPSET",
     "EXPORT_KEY",
+    "MEMBER_KEY",
     "MIN_OPSET",
     "SPEC_KEY",
     "ExportSummary",
+    "build_member_onnx",
     "build_onnx",
     "export_onnx",
 ]
@@ -50,6 +52,8 @@ MIN_OPSET = 13
 #: ``metadata_props`` keys: the model spec (JSON) and the export summary (JSON).
 SPEC_KEY = "segbench.spec"
 EXPORT_KEY = "segbench.export"
+#: ``metadata_props`` key of a framework model's member network: its framework and name (JSON).
+MEMBER_KEY = "segbench.member"
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 
@@ -200,32 +204,176 @@ def _export_or_explain(
         ) from error
 
 
-def build_member_onnx(model: LoadedModel, *, opset: int = DEFAULT_OPSET) -> list[onnx.ModelProto]:
+def _member_integer_forms(model: LoadedModel, quant_result: Any) -> list[IntegerForm | None]:
+    """Each member's codes and steps: from the run's results (the first member's result and
+    its ``members``), else each member folder's ``quantized.safetensors``; None for float."""
+    framework = model.framework
+    count = len(framework.member_names())
+    if quant_result is not None:
+        results = [quant_result, *quant_result.members]
+        if len(results) != count:
+            raise ValueError(
+                f"{model.name}: the quantization run has {len(results)} result(s) for "
+                f"{count} member network(s)"
+            )
+        return [IntegerForm.of(result) for result in results]
+    if not model.is_quantized:
+        return [None] * count
+    from core.models.loading import QUANTIZED_WEIGHTS_FILE
+
+    if model.path is None:
+        raise ValueError(
+            f"{model.name}: a quantized variant without its integer codes (no QuantResult and "
+            f"no {QUANTIZED_WEIGHTS_FILE}); save or re-create it first"
+        )
+    sources = [folder / QUANTIZED_WEIGHTS_FILE for folder in framework.member_folders(model.path)]
+    missing = [str(source) for source in sources if not source.is_file()]
+    if missing:
+        raise ValueError(f"{model.name}: no integer codes in {', '.join(missing)}")
+    return [read_integer_form(source) for source in sources]
+
+
+def _use_first_parameter_names(proto: onnx.ModelProto, network: nn.Module) -> None:
+    """Rename initializers to each tensor's first name in ``network``.
+
+    A module reachable by several paths (nnU-Net's decoder holds its encoder, and each of its
+    convolution blocks lists its conv twice) has one tensor under several names. torch.export
+    may name the initializer by any of them; the quantizer names a layer by the first one
+    (``named_modules`` order), which :func:`core.deploy.qdq.insert_qdq` looks for.
+    """
+    first_names: dict[int, str] = {}
+    renames: dict[str, str] = {}
+    named = [
+        *network.named_parameters(remove_duplicate=False),
+        *network.named_buffers(remove_duplicate=False),
+    ]
+    for name, tensor in named:
+        first = first_names.setdefault(id(tensor), name)
+        if name != first:
+            renames[name] = first
+    graph = proto.graph
+    present = {tensor.name for tensor in graph.initializer}
+    renames = {old: new for old, new in renames.items() if old in present and new not in present}
+    if not renames:
+        return
+    for tensor in graph.initializer:
+        tensor.name = renames.get(tensor.name, tensor.name)
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in renames:
+                node.input[index] = renames[name]
+    for value in (*graph.input, *graph.value_info):
+        value.name = renames.get(value.name, value.name)
+
+
+def _network_onnx(
+    network: nn.Module,
+    example: torch.Tensor,
+    form: IntegerForm | None,
+    opset: int,
+    *,
+    model_name: str,
+    part: str,
+    precision: str,
+) -> tuple[onnx.ModelProto, ExportSummary]:
+    """One network in ONNX (integer weights and QDQ activations when ``form`` is given) and
+    its summary; the metadata is the caller's to add."""
+    network = _float_network(network)
+    proto = _export_or_explain(network, example, opset, model_name, part)
+    _use_first_parameter_names(proto, network)
+    report = QdqReport()
+    if form is not None:
+        report = insert_qdq(
+            proto, form.weights, form.activations, opset, shared_outputs=form.shared_outputs
+        )
+    summary = ExportSummary(
+        model=model_name,
+        precision=precision,
+        opset=opset,
+        integer_layers=report.integer_layers,
+        activation_layers=report.activation_layers,
+        float_layers=report.float_layers,
+        notes=report.notes,
+        dynamic_axes=_dynamic_axes(proto),
+        code_offsets=report.code_offsets,
+    )
+    return proto, summary
+
+
+def _set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "segbench"
+    onnx.checker.check_model(proto, full_check=True)
+
+
+def _stored_summary(summary: ExportSummary) -> str:
+    # The file's own size cannot be inside it: the summary's bytes stay out of the metadata.
+    return json.dumps({key: value for key, value in summary.to_dict().items() if key != "bytes"})
+
+
+def _precision(model: LoadedModel) -> str:
+    quant = model.spec.quantization
+    return "FP32" if quant is None else str(quant.get("label") or "quantized")
+
+
+def build_member_onnx(
+    model: LoadedModel, *, quant_result: Any = None, opset: int = DEFAULT_OPSET
+) -> list[tuple[onnx.ModelProto, ExportSummary]]:
     """Each member network of a framework model (nnU-Net folds, a MONAI bundle's network) in
     ONNX, for ONNX Runtime to run inside the framework's own pipeline.
 
-    The networks are exported in float as they run in torch: a quantized variant's weights are
-    its dequantized codes (its grids are not stored as integers), so both backends compute the
-    same numbers. Batch and spatial axes are dynamic; the example input has the framework's
-    patch size (32 per side when it has none).
+    A quantized variant's members keep the quantizer's integer codes with DequantizeLinear, as
+    :func:`build_onnx` stores them (framework models are quantized weights only). Batch and
+    spatial axes are dynamic; the example input has the framework's patch size (32 per side
+    when it has none). Each member's ``metadata_props`` name the framework and the member
+    (:data:`MEMBER_KEY`) but hold no model spec: a member alone is not a model (its
+    framework's pipeline runs around it).
+
+    Parameters
+    ----------
+    model : LoadedModel
+        A framework model or a quantized variant of one.
+    quant_result : core.quant.QuantResult, optional
+        The run that made the variant; without it the codes are read from each member folder's
+        ``quantized.safetensors``.
+    opset : int
 
     Raises
     ------
     ValueError
-        Not a framework model, or a member the exporter cannot trace (its reason in words).
+        Not a framework model, a quantized variant without codes, or a member the exporter
+        cannot trace (its reason in words).
     """
     framework = model.framework
     if framework is None:
         raise ValueError(f"{model.name}: not a framework model (use build_onnx)")
+    if opset < MIN_OPSET:
+        raise ValueError(
+            f"opset {opset} is too old: per-channel DequantizeLinear needs {MIN_OPSET}"
+        )
     patch = getattr(framework, "patch_size", None) or (32,) * model.spec.spatial_dims
     channels = int(getattr(framework, "input_channels", model.spec.in_channels))
     example = torch.zeros((2, channels, *patch))
-    protos = []
-    for name, network in zip(framework.member_names(), framework.members(), strict=True):
-        proto = _export_or_explain(_float_network(network), example, opset, model.name, name)
-        onnx.checker.check_model(proto, full_check=True)
-        protos.append(proto)
-    return protos
+    forms = _member_integer_forms(model, quant_result)
+    built = []
+    for name, network, form in zip(
+        framework.member_names(), framework.members(), forms, strict=True
+    ):
+        proto, summary = _network_onnx(
+            network,
+            example,
+            form,
+            opset,
+            model_name=f"{model.name} {name}",
+            part=name,
+            precision=_precision(model),
+        )
+        member = {"framework": framework.framework, "member": name}
+        _set_metadata(proto, {MEMBER_KEY: json.dumps(member), EXPORT_KEY: _stored_summary(summary)})
+        built.append((proto, summary))
+    return built
 
 
 def build_onnx(
@@ -247,16 +395,18 @@ def build_onnx(
     Raises
     ------
     ValueError
-        A framework model (nnU-Net, MONAI bundle: their inference pipeline is the framework's),
-        an ONNX model, a quantized variant without codes, an opset below 13, or a network the
-        exporter cannot trace (its reason in words).
+        A framework model (nnU-Net, MONAI bundle: their pipeline is the framework's; see
+        :func:`core.deploy.framework_package.export_framework_onnx`), an ONNX model, a
+        quantized variant without codes, an opset below 13, or a network the exporter cannot
+        trace (its reason in words).
     """
     if model.framework is not None:
         raise ValueError(
             f"{model.name}: {model.framework.framework} models run in their framework's own "
             "pipeline (preprocessing, mirroring, fold ensembling), which one ONNX file cannot "
-            "hold; run its networks in ONNX Runtime inside that pipeline with --backend "
-            "onnxruntime (the Segmentation panel's Backend)"
+            "hold; export it to a folder (an --out without .onnx) that keeps the framework's "
+            "files with one ONNX network per member, or run its networks in ONNX Runtime with "
+            "--backend onnxruntime"
         )
     if getattr(model.module, "is_onnx", False):
         raise ValueError(f"{model.name}: is already an ONNX model")
@@ -265,34 +415,16 @@ def build_onnx(
             f"opset {opset} is too old: per-channel DequantizeLinear needs {MIN_OPSET}"
         )
     form = _integer_form(model, quant_result)
-    network = _float_network(model.module)
-    proto = _export_or_explain(network, _example_input(model), opset, model.name, "the network")
-    report = QdqReport()
-    if form is not None:
-        report = insert_qdq(
-            proto, form.weights, form.activations, opset, shared_outputs=form.shared_outputs
-        )
-    quant = model.spec.quantization
-    precision = "FP32" if quant is None else str(quant.get("label") or "quantized")
-    summary = ExportSummary(
-        model=model.name,
-        precision=precision,
-        opset=opset,
-        integer_layers=report.integer_layers,
-        activation_layers=report.activation_layers,
-        float_layers=report.float_layers,
-        notes=report.notes,
-        dynamic_axes=_dynamic_axes(proto),
-        code_offsets=report.code_offsets,
+    proto, summary = _network_onnx(
+        model.module,
+        _example_input(model),
+        form,
+        opset,
+        model_name=model.name,
+        part="the network",
+        precision=_precision(model),
     )
-    # The file's own size cannot be inside it: the summary's bytes stay out of the metadata.
-    stored = {key: value for key, value in summary.to_dict().items() if key != "bytes"}
-    props = {SPEC_KEY: model.spec.to_json(), EXPORT_KEY: json.dumps(stored)}
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name = "segbench"
-    onnx.checker.check_model(proto, full_check=True)
+    _set_metadata(proto, {SPEC_KEY: model.spec.to_json(), EXPORT_KEY: _stored_summary(summary)})
     return proto, summary
 
 

@@ -18,7 +18,13 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from core.deploy.onnx_export import EXPORT_KEY, SPEC_KEY, build_member_onnx, build_onnx
+from core.deploy.onnx_export import (
+    EXPORT_KEY,
+    MEMBER_KEY,
+    SPEC_KEY,
+    build_member_onnx,
+    build_onnx,
+)
 from core.models.loaded import LoadedModel
 from core.models.spec import ModelSpec
 
@@ -66,6 +72,12 @@ class OnnxRuntimeNetwork(nn.Module):
         """Bytes of the serialized model (the ONNX file's size)."""
         return len(self.model_bytes)
 
+    @property
+    def out_channels(self) -> int | None:
+        """The output's channel count when the model fixes it (segbench's exports do)."""
+        shape = self.session().get_outputs()[0].shape
+        return shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None
+
     def __deepcopy__(self, memo: dict[int, Any]) -> OnnxRuntimeNetwork:
         # Inference copies torch modules before changing their memory format; a session is
         # read-only and thread-safe to run, so every "copy" shares this one.
@@ -109,6 +121,16 @@ class OnnxRuntimeNetwork(nn.Module):
 
 
 def _spec_from(path: Path, metadata: dict[str, str]) -> ModelSpec:
+    if MEMBER_KEY in metadata and SPEC_KEY not in metadata:
+        try:
+            member = json.loads(metadata[MEMBER_KEY])
+            what = f"{member['member']} of a {member['framework']} model"
+        except (ValueError, KeyError, TypeError):
+            what = "one member network of a framework model"
+        raise ValueError(
+            f"{path}: {what}, which runs only inside its framework's pipeline; open the deploy "
+            "folder it lies in instead"
+        )
     if SPEC_KEY in metadata:
         return ModelSpec.from_json(metadata[SPEC_KEY], source=f"{path} (metadata {SPEC_KEY})")
     beside = path.with_suffix(".json")
@@ -187,9 +209,10 @@ def with_backend(
         )
     if model.framework is not None:
         names = model.framework.member_names()
+        built = build_member_onnx(model, quant_result=quant_result)
         networks = [
             OnnxRuntimeNetwork(proto.SerializeToString(), f"{model.name} {name} (exported to ONNX)")
-            for proto, name in zip(build_member_onnx(model), names, strict=True)
+            for (proto, _summary), name in zip(built, names, strict=True)
         ]
         return LoadedModel(
             module=OnnxRuntimeMembers(networks),

@@ -278,7 +278,10 @@ def insert_qdq(
     for layer, weight in weights.items():
         key = _weight_key(layer)
         if key not in initializers:
-            report.float_layers[layer] = "its weight is not a plain initializer in the graph"
+            report.float_layers[layer] = (
+                "its weight is not an initializer of the exported graph (the forward pass "
+                "does not use it, or computes it)"
+            )
             continue
         stored = numpy_helper.to_array(initializers[key])
         if tuple(stored.shape) != tuple(weight.codes.shape):

@@ -127,10 +127,17 @@ def export_variant(
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> Any:
-    """Job wrapper of :func:`core.deploy.onnx_export.export_onnx`; returns its summary."""
-    from core.deploy.onnx_export import export_onnx  # lazy: torch.onnx and onnx are heavy
-
+    """Job wrapper of :func:`core.deploy.onnx_export.export_onnx` (one ONNX file) or, for a
+    framework model, :func:`core.deploy.framework_package.export_framework_onnx` (a deploy
+    folder); returns its summary."""
     report(on_progress, Progress(0, None, f"exporting {model.name} to {path}", stage="export"))
+    # lazy: torch.onnx and onnx are heavy
+    if model.framework is not None:
+        from core.deploy.framework_package import export_framework_onnx
+
+        return export_framework_onnx(model, path, quant_result=result)
+    from core.deploy.onnx_export import export_onnx
+
     return export_onnx(model, path, quant_result=result)
 
 
@@ -398,7 +405,9 @@ class QuantizationPanel(QWidget):
         self.export_button.setToolTip(
             "Write the variant as one ONNX file for ONNX Runtime: the integer codes with "
             "DequantizeLinear (4-bit as INT4), learned input steps as QuantizeLinear/"
-            "DequantizeLinear, the model spec in its metadata. Its size is shown in the list."
+            "DequantizeLinear, the model spec in its metadata. Its size is shown in the list. "
+            "An nnU-Net or MONAI variant goes to a deploy folder: the framework's files with "
+            "one ONNX network per fold."
         )
         self.export_button.clicked.connect(self.export_selected)
         # The variant on a row of its own, its two buttons below: side by side, the three did
@@ -520,14 +529,20 @@ class QuantizationPanel(QWidget):
         if variant is None:
             return None
         start = str(self._settings.value(f"{self.SETTINGS_GROUP}/export_dir", "") or "")
-        suggested = (
-            str(Path(start) / f"{_file_stem(name)}.onnx") if start else f"{_file_stem(name)}.onnx"
-        )
-        path = self._choose_file(self, f"Export {name} to ONNX", suggested)
+        if variant.model.framework is not None:
+            # The framework's pipeline cannot live in one ONNX file: a deploy folder holds its
+            # files with one ONNX network per member.
+            path = self._choose_folder(
+                self, f"Export {name} to a deploy folder (framework files, ONNX networks)", start
+            )
+        else:
+            stem = _file_stem(name)
+            suggested = str(Path(start) / f"{stem}.onnx") if start else f"{stem}.onnx"
+            path = self._choose_file(self, f"Export {name} to ONNX", suggested)
+            if path and Path(path).suffix.lower() != ".onnx":
+                path = f"{path}.onnx"
         if not path:
             return None
-        if Path(path).suffix.lower() != ".onnx":
-            path = f"{path}.onnx"
         self._settings.setValue(f"{self.SETTINGS_GROUP}/export_dir", str(Path(path).parent))
         return self._run_job(
             export_variant,

@@ -448,11 +448,13 @@ def test_onnxruntime_backend_runs_the_network_inside_the_bundle_pipeline(
     image = read_image(other_grid_image)
     model = load_model(monai_bundle)
     calib = calibration_inputs(model, [image], n=4, seed=0)
-    variant = quantized_variant(
-        quantize_loaded_model(model, calib, QuantConfig(method="rtn", bits=4)), model
-    )
-    for source in (model, variant):
-        on_ort = with_backend(source, "onnxruntime")
+    result = quantize_loaded_model(model, calib, QuantConfig(method="rtn", bits=4))
+    variant = quantized_variant(result, model)
+    sizes = []
+    for source, run in ((model, None), (variant, result)):
+        # The variant's network runs with its integer codes, as the GUI hands them over.
+        on_ort = with_backend(source, "onnxruntime", quant_result=run)
+        sizes.append(on_ort.storage_bytes)
         assert on_ort.backend == "onnxruntime" and source.backend == "torch"
         assert isinstance(on_ort.framework.network, OnnxRuntimeNetwork)
         assert on_ort.storage_bytes == on_ort.framework.network.size_bytes > 0
@@ -460,6 +462,7 @@ def test_onnxruntime_backend_runs_the_network_inside_the_bundle_pipeline(
         got = predict(on_ort, image, device="cpu")
         assert np.abs(got - want).max() <= 1e-5
         assert np.array_equal(got.argmax(0), want.argmax(0))
+    assert sizes[1] < sizes[0]  # integer codes (biases, norms and 8-bit ends stay as they are)
 
 
 def test_export_to_a_file_is_refused_in_words_that_point_to_the_backend(
@@ -469,5 +472,5 @@ def test_export_to_a_file_is_refused_in_words_that_point_to_the_backend(
 
     with pytest.raises(ValueError, match="--backend onnxruntime") as error:
         export_onnx(load_model(monai_bundle), tmp_path / "bundle.onnx")
-    assert "pipeline" in str(error.value)
+    assert "pipeline" in str(error.value) and "to a folder" in str(error.value)
     assert not (tmp_path / "bundle.onnx").exists()

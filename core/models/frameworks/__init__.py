@@ -6,6 +6,9 @@ framework's inference (see :class:`~core.models.frameworks.base.FrameworkModel`)
 
 * ``nnunetv2`` - an nnU-Net v2 trained model folder (:mod:`.nnunet`);
 * ``monai-bundle`` - a MONAI bundle folder (:mod:`.monai_bundle`).
+
+Either kind may also be a deploy folder (:mod:`core.deploy.framework_package`): the framework's
+files with ONNX networks in place of the weights, run by ONNX Runtime inside the same pipeline.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from core.models.spec import ModelSpec
 from core.models.trust import UntrustedCodeError
 
 __all__ = [
+    "DEPLOY_FILE",
     "QUANTIZATION_FILE",
     "FrameworkModel",
     "UntrustedCodeError",
@@ -31,6 +35,22 @@ __all__ = [
 
 #: Written beside a quantized framework model: the quantization metadata of its spec.
 QUANTIZATION_FILE = "segbench_quantization.json"
+#: The manifest of a deploy folder (:mod:`core.deploy.framework_package`).
+DEPLOY_FILE = "segbench_deploy.json"
+_KINDS = ("nnunetv2", "monai-bundle")
+
+
+def _deployed_kind(path: Path) -> str | None:
+    """The framework a deploy folder's manifest names; None when there is no usable one (a
+    broken manifest is reported when the folder is opened)."""
+    manifest = path / DEPLOY_FILE
+    if not manifest.is_file():
+        return None
+    try:
+        kind = json.loads(manifest.read_text(encoding="utf-8")).get("framework")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if kind in _KINDS else None
 
 
 def detect_framework(path: Path) -> str | None:
@@ -38,6 +58,8 @@ def detect_framework(path: Path) -> str | None:
     from core.models.frameworks.monai_bundle import is_monai_bundle
     from core.models.frameworks.nnunet import is_nnunet_folder
 
+    if path.is_dir() and (path / DEPLOY_FILE).is_file():
+        return _deployed_kind(path) or "deploy folder"
     if is_nnunet_folder(path):
         return "nnunetv2"
     if is_monai_bundle(path):
@@ -83,7 +105,7 @@ def _quantization_metadata(folder: Path) -> dict[str, Any] | None:
     return data
 
 
-def _nnunet_spec(model: Any, folder: Path) -> ModelSpec:
+def _nnunet_spec(model: Any, folder: Path, runs_in: str = "") -> ModelSpec:
     facts = model.describe()
     dataset = model.dataset_json.get("name") or folder.parent.name
     return ModelSpec(
@@ -96,13 +118,13 @@ def _nnunet_spec(model: Any, folder: Path) -> ModelSpec:
         name=f"{dataset} {model.configuration}",
         description=(
             f"nnU-Net v2 {facts['trainer']} / {facts['plans']} / {model.configuration}, "
-            f"fold(s) {', '.join(model.folds)} ({model.checkpoint})"
+            f"fold(s) {', '.join(model.folds)} ({model.checkpoint}){runs_in}"
         ),
         quantization=_quantization_metadata(folder),
     )
 
 
-def _monai_spec(model: Any, folder: Path) -> ModelSpec:
+def _monai_spec(model: Any, folder: Path, runs_in: str = "") -> ModelSpec:
     facts = model.describe()
     version = f" {model.version}" if model.version else ""
     return ModelSpec(
@@ -115,7 +137,7 @@ def _monai_spec(model: Any, folder: Path) -> ModelSpec:
         name=model.name,
         description=(
             f"MONAI bundle {model.name}{version}: {facts['network']} "
-            f"({facts['config']}, {facts['weights']})"
+            f"({facts['config']}, {facts['weights']}){runs_in}"
         ),
         quantization=_quantization_metadata(folder),
     )
@@ -150,6 +172,8 @@ def open_framework_model(
     UntrustedCodeError
         Opening would run code and ``trust`` is False.
     """
+    if (path / DEPLOY_FILE).is_file():
+        return _open_deployed(path, trust=trust, folds=folds, mirroring=mirroring)
     kind = detect_framework(path)
     if kind == "nnunetv2":
         from core.models.frameworks.nnunet import open_nnunet_folder
@@ -167,3 +191,47 @@ def open_framework_model(
             module=bundle.network, spec=_monai_spec(bundle, path), path=path, framework=bundle
         )
     raise ValueError(f"{path}: not a model folder of a known framework")
+
+
+def _open_deployed(
+    path: Path, *, trust: bool, folds: Sequence[str | int] | None, mirroring: bool
+) -> LoadedModel:
+    """A deploy folder: the framework's pipeline with ONNX Runtime running its members."""
+    from core.deploy.framework_package import read_deploy_manifest
+    from core.deploy.onnx_runtime import OnnxRuntimeMembers, OnnxRuntimeNetwork
+
+    manifest = read_deploy_manifest(path)
+    kind, facts = manifest.get("framework"), manifest.get("facts") or {}
+    members = manifest["members"]
+    if kind == "nnunetv2" and folds is not None:
+        wanted = [f"fold {fold}" for fold in folds]
+        names = [member["name"] for member in members]
+        missing = [name for name in wanted if name not in names]
+        if missing:
+            raise ValueError(
+                f"{path}: no {', '.join(missing)} in the deploy folder "
+                f"(it holds {', '.join(names)})"
+            )
+        members = [members[names.index(name)] for name in wanted]
+        facts = {**facts, "folds": [str(fold) for fold in folds]}
+    networks = []
+    for member in members:
+        file = path / member["file"]
+        networks.append(OnnxRuntimeNetwork(file.read_bytes(), str(file)))
+    runs_in = ", ONNX networks in ONNX Runtime"
+    if kind == "nnunetv2":
+        from core.models.frameworks.nnunet import open_nnunet_deployed
+
+        model = open_nnunet_deployed(path, facts, networks, trust=trust)
+        model.use_mirroring = mirroring
+        spec = _nnunet_spec(model, path, runs_in)
+    elif kind == "monai-bundle":
+        from core.models.frameworks.monai_bundle import open_monai_bundle
+
+        if len(networks) != 1:
+            raise ValueError(f"{path / DEPLOY_FILE}: a MONAI bundle has one network")
+        model = open_monai_bundle(path, trust=trust, onnx_network=networks[0])
+        spec = _monai_spec(model, path, runs_in)
+    else:
+        raise ValueError(f"{path / DEPLOY_FILE}: unknown framework {kind!r}")
+    return LoadedModel(module=OnnxRuntimeMembers(networks), spec=spec, path=path, framework=model)

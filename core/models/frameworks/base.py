@@ -68,6 +68,17 @@ class FrameworkModel(Protocol):
     def layout_names(self, names: set[str]) -> set[str]:
         """Which of ``names`` (entries of a folder) belong to this framework's model layout."""
 
+    def member_folders(self, folder: Path) -> list[Path]:
+        """Each member's folder in a model folder ``folder`` of this layout (``fold_K``,
+        ``models``): where its weights, integer codes or ONNX network lie."""
+
+    def save_layout(self, folder: Path) -> None:
+        """Write the framework's own files besides the weights (plans, configs)."""
+
+    def deploy_facts(self) -> dict[str, Any]:
+        """What the weight files tell the pipeline besides the weights, kept in a deploy
+        folder's manifest (which has ONNX networks instead)."""
+
     def save_members(self, folder: Path) -> list[Path]:
         """Write the model in the framework's own layout into the empty ``folder``.
 

@@ -86,6 +86,8 @@ MONAI_BUNDLE_FRAMEWORK = "MONAI bundle"
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 #: Weight files looked for in ``models/``, in this order (a state dict is quantizable).
 WEIGHT_NAMES = ("model.pt", "model.ts")
+#: The network file of a deploy folder's bundle (where MONAI's own ``onnx_export`` writes it).
+ONNX_NAME = "model.onnx"
 #: The key MONAI's SupervisedEvaluator reads the network input from and writes its output to.
 IMAGE_KEY = "image"
 PRED_KEY = "pred"
@@ -657,6 +659,18 @@ class MonaiBundleModel:
         """``configs`` and ``models`` among ``names``: what a saved bundle consists of."""
         return names & {"configs", "models"}
 
+    def member_folders(self, folder: Path) -> list[Path]:
+        """``[folder / "models"]``: where a bundle keeps its network."""
+        return [folder / "models"]
+
+    def save_layout(self, folder: Path) -> None:
+        """Write what the bundle is besides its weights: its ``configs`` folder, copied."""
+        shutil.copytree(self.folder / "configs", folder / "configs", dirs_exist_ok=True)
+
+    def deploy_facts(self) -> dict[str, Any]:
+        """Nothing beyond the configs: a bundle's configs say all its pipeline needs."""
+        return {}
+
     def save_members(self, folder: Path) -> list[Path]:
         """Write a bundle folder MONAI opens: the configs copied, the network's weights saved.
 
@@ -668,8 +682,8 @@ class MonaiBundleModel:
         list of pathlib.Path
             ``[folder / "models"]``, where the network's weights lie.
         """
-        shutil.copytree(self.folder / "configs", folder / "configs", dirs_exist_ok=True)
-        models = folder / "models"
+        self.save_layout(folder)
+        (models,) = self.member_folders(folder)
         models.mkdir(parents=True, exist_ok=True)
         if isinstance(self.network, torch.jit.ScriptModule):
             torch.jit.save(self.network, str(models / "model.ts"))
@@ -873,6 +887,8 @@ class MonaiBundleModel:
 
 
 def _network_class(network: nn.Module) -> str:
+    if getattr(network, "is_onnx", False):
+        return "ONNX network in ONNX Runtime"
     if isinstance(network, torch.jit.ScriptModule):
         return f"TorchScript {network.original_name}"
     return type(network).__name__
@@ -930,7 +946,9 @@ def _output_channels(network: nn.Module, config: dict[str, Any], meta: dict[str,
     raise ValueError("the bundle says nowhere how many output channels its network has")
 
 
-def open_monai_bundle(folder: Path, *, trust: bool = False) -> MonaiBundleModel:
+def open_monai_bundle(
+    folder: Path, *, trust: bool = False, onnx_network: nn.Module | None = None
+) -> MonaiBundleModel:
     """Open a MONAI bundle folder without running code it carries.
 
     Parameters
@@ -941,6 +959,10 @@ def open_monai_bundle(folder: Path, *, trust: bool = False) -> MonaiBundleModel:
     trust : bool
         Allow config entries that run code (expressions, ``_target_`` outside MONAI) and
         checkpoints that need the full unpickler.
+    onnx_network : torch.nn.Module, optional
+        The bundle's network as an ONNX Runtime session (``models/model.onnx`` of a deploy
+        folder, :mod:`core.deploy.framework_package`): it replaces ``network_def`` and the
+        weights, and the bundle's pipeline runs around it.
 
     Raises
     ------
@@ -958,11 +980,15 @@ def open_monai_bundle(folder: Path, *, trust: bool = False) -> MonaiBundleModel:
         ) from None
     metadata = read_json(folder / "configs" / "metadata.json")
     config_path = _find(folder / "configs", CONFIG_NAMES, "inference config")
-    weights_path = _find(folder / "models", WEIGHT_NAMES, "weights")
+    if onnx_network is not None:
+        weights_path = _find(folder / "models", (ONNX_NAME,), "ONNX network")
+    else:
+        weights_path = _find(folder / "models", WEIGHT_NAMES, "weights")
     raw = _read_config(config_path)
-    scripted = weights_path.suffix == ".ts"
+    # A TorchScript or ONNX network is built from its file, not from network_def.
+    prebuilt = weights_path.suffix in (".ts", ".onnx")
     needed = (
-        ("preprocessing", "inferer") if scripted else ("network_def", "preprocessing", "inferer")
+        ("preprocessing", "inferer") if prebuilt else ("network_def", "preprocessing", "inferer")
     )
     missing = [key for key in needed if key not in raw]
     if missing:
@@ -978,7 +1004,9 @@ def open_monai_bundle(folder: Path, *, trust: bool = False) -> MonaiBundleModel:
 
     with _parsing(config, folder, torch.device("cpu"), trusted=trust) as parser:
         try:
-            if scripted:
+            if onnx_network is not None:
+                network = onnx_network
+            elif weights_path.suffix == ".ts":
                 network = torch.jit.load(str(weights_path), map_location="cpu")
             else:
                 network = parser.get_parsed_content("network_def")
@@ -991,7 +1019,7 @@ def open_monai_bundle(folder: Path, *, trust: bool = False) -> MonaiBundleModel:
             raise ValueError(f"{config_path}: MONAI could not build the bundle ({first})") from None
     if not isinstance(network, nn.Module):
         raise ValueError(f"{config_path}: network_def is not a torch module")
-    if not scripted:
+    if not prebuilt:
         _load_weights(network, weights_path, trust)
 
     from monai.transforms import Compose, Spacingd

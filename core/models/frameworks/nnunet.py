@@ -51,6 +51,7 @@ __all__ = [
     "NNUNET_FRAMEWORK",
     "NnUNetModel",
     "is_nnunet_folder",
+    "open_nnunet_deployed",
     "open_nnunet_folder",
 ]
 
@@ -353,6 +354,28 @@ class NnUNetModel:
         """``plans.json``, ``dataset.json`` and the ``fold_*`` folders among ``names``."""
         return {n for n in names if n in ("plans.json", "dataset.json") or n.startswith("fold_")}
 
+    def member_folders(self, folder: Path) -> list[Path]:
+        """Each fold's folder (``fold_K``) in a model folder ``folder`` of this layout."""
+        return [folder / f"fold_{fold}" for fold in self.folds]
+
+    def save_layout(self, folder: Path) -> None:
+        """Write what the model is besides its weights: ``plans.json`` and ``dataset.json``."""
+        (folder / "plans.json").write_text(json.dumps(self.plans, indent=2), encoding="utf-8")
+        (folder / "dataset.json").write_text(
+            json.dumps(self.dataset_json, indent=2), encoding="utf-8"
+        )
+
+    def deploy_facts(self) -> dict[str, Any]:
+        """What a checkpoint tells the predictor besides the weights, for a deploy folder
+        (whose folds are ONNX networks, without checkpoints)."""
+        return {
+            "configuration": self.configuration,
+            "folds": list(self.folds),
+            "checkpoint": self.checkpoint,
+            "trainer_name": self.trainer_name,
+            "mirror_axes": list(self.mirror_axes) if self.mirror_axes is not None else None,
+        }
+
     def save_members(self, folder: Path) -> list[Path]:
         """Write the model as an nnU-Net trained model folder that ``nnUNetPredictor`` opens.
 
@@ -364,13 +387,11 @@ class NnUNetModel:
         list of pathlib.Path
             Each fold's folder, in :attr:`folds` order.
         """
-        (folder / "plans.json").write_text(json.dumps(self.plans, indent=2), encoding="utf-8")
-        (folder / "dataset.json").write_text(
-            json.dumps(self.dataset_json, indent=2), encoding="utf-8"
-        )
+        self.save_layout(folder)
         written = []
-        for fold, state in zip(self.folds, self.parameters, strict=True):
-            fold_folder = folder / f"fold_{fold}"
+        for fold, state, fold_folder in zip(
+            self.folds, self.parameters, self.member_folders(folder), strict=True
+        ):
             fold_folder.mkdir(parents=True, exist_ok=True)
             checkpoint = {
                 "network_weights": {k: v.detach().cpu().contiguous() for k, v in state.items()},
@@ -548,6 +569,99 @@ class NnUNetModel:
         return stack_foreground_patches(candidates, n, rng)
 
 
+def _read_plans(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``plans.json`` and ``dataset.json`` of ``folder``, the latter checked for what inference
+    needs."""
+    plans = read_json(folder / "plans.json")
+    dataset_json = read_json(folder / "dataset.json")
+    if "labels" not in dataset_json or not (
+        dataset_json.get("channel_names") or dataset_json.get("modality")
+    ):
+        raise ValueError(f"{folder / 'dataset.json'}: needs 'labels' and 'channel_names'")
+    return plans, dataset_json
+
+
+def _managers(
+    folder: Path,
+    plans: dict[str, Any],
+    dataset_json: dict[str, Any],
+    configuration: str,
+    trust: bool,
+) -> tuple[Any, Any, Any]:
+    """nnU-Net's plans, configuration and label managers, after checking the configuration is
+    one segbench runs and (unless trusted) that the plans name no code."""
+    if configuration not in plans.get("configurations", {}):
+        raise ValueError(f"{folder / 'plans.json'}: has no configuration {configuration!r}")
+    if configuration not in _SUPPORTED_CONFIGURATIONS:
+        raise ValueError(
+            f"{folder}: configuration {configuration!r} is not supported (the cascade needs "
+            "the low-resolution stage's segmentation); use one of "
+            f"{', '.join(_SUPPORTED_CONFIGURATIONS)}"
+        )
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    try:
+        plans_manager = PlansManager(plans)
+        configuration_manager = plans_manager.get_configuration(configuration)
+        label_manager = plans_manager.get_label_manager(dataset_json)
+    except (KeyError, TypeError, AssertionError, ValueError) as error:
+        raise ValueError(
+            f"{folder}: plans.json or dataset.json is not nnU-Net's ({error})"
+        ) from None
+    if not trust:
+        _check_plans_are_data(configuration_manager, folder / "plans.json")
+    return plans_manager, configuration_manager, label_manager
+
+
+def open_nnunet_deployed(
+    folder: Path,
+    facts: dict[str, Any],
+    networks: Sequence[nn.Module],
+    *,
+    trust: bool = False,
+) -> NnUNetModel:
+    """An nnU-Net model whose folds are ONNX networks: a deploy folder written by
+    :func:`core.deploy.framework_package.export_framework_onnx`.
+
+    nnU-Net's predictor runs as for a trained model folder (preprocessing, sliding window,
+    mirroring, fold ensemble, export), with each fold's forward pass in ``networks``.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        ``plans.json``, ``dataset.json`` and ``fold_K/`` with each fold's network.
+    facts : dict
+        :meth:`NnUNetModel.deploy_facts` of the exported model, for the folds in ``networks``.
+    networks : sequence of torch.nn.Module
+        One runtime per fold, in ``facts["folds"]`` order.
+    trust : bool
+        Allow plans naming classes outside dynamic_network_architectures / torch.nn.
+    """
+    plans, dataset_json = _read_plans(folder)
+    configuration = str(facts.get("configuration", ""))
+    managers = _managers(folder, plans, dataset_json, configuration, trust)
+    folds = [str(fold) for fold in facts.get("folds") or []]
+    if len(folds) != len(networks) or not folds:
+        raise ValueError(f"{folder}: expected one network per fold, got {len(networks)}")
+    axes = facts.get("mirror_axes")
+    runtimes = tuple(networks)
+    return NnUNetModel(
+        folder=folder,
+        configuration=configuration,
+        folds=folds,
+        checkpoint=str(facts.get("checkpoint") or CHECKPOINT_NAMES[0]),
+        plans=plans,
+        dataset_json=dataset_json,
+        trainer_name=str(facts.get("trainer_name") or "nnUNetTrainer"),
+        mirror_axes=tuple(int(a) for a in axes) if axes is not None else None,
+        parameters=[],
+        # The planned architecture is not rebuilt: nothing here trains or quantizes it.
+        network=runtimes[0],
+        runtime=runtimes,
+        _managers=managers[:2],
+    )
+
+
 def open_nnunet_folder(
     folder: Path,
     *,
@@ -580,12 +694,7 @@ def open_nnunet_folder(
     UntrustedCodeError
         Code would run and ``trust`` is False.
     """
-    plans = read_json(folder / "plans.json")
-    dataset_json = read_json(folder / "dataset.json")
-    if "labels" not in dataset_json or not (
-        dataset_json.get("channel_names") or dataset_json.get("modality")
-    ):
-        raise ValueError(f"{folder / 'dataset.json'}: needs 'labels' and 'channel_names'")
+    plans, dataset_json = _read_plans(folder)
     if checkpoint is None:
         checkpoint = next(
             (name for name in CHECKPOINT_NAMES if _available_folds(folder, name)),
@@ -621,29 +730,12 @@ def open_nnunet_folder(
             mirror_axes = tuple(int(a) for a in axes) if axes is not None else None
         parameters.append(state["network_weights"])
 
-    if configuration not in plans.get("configurations", {}):
-        raise ValueError(f"{folder / 'plans.json'}: has no configuration {configuration!r}")
-    if configuration not in _SUPPORTED_CONFIGURATIONS:
-        raise ValueError(
-            f"{folder}: configuration {configuration!r} is not supported (the cascade needs "
-            "the low-resolution stage's segmentation); use one of "
-            f"{', '.join(_SUPPORTED_CONFIGURATIONS)}"
-        )
-
+    plans_manager, configuration_manager, label_manager = _managers(
+        folder, plans, dataset_json, configuration, trust
+    )
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    try:
-        plans_manager = PlansManager(plans)
-        configuration_manager = plans_manager.get_configuration(configuration)
-        label_manager = plans_manager.get_label_manager(dataset_json)
-    except (KeyError, TypeError, AssertionError, ValueError) as error:
-        raise ValueError(
-            f"{folder}: plans.json or dataset.json is not nnU-Net's ({error})"
-        ) from None
-    if not trust:
-        _check_plans_are_data(configuration_manager, folder / "plans.json")
     with _quietly():
         try:
             trainer_class = recursive_find_trainer_class_by_name(trainer_name)
