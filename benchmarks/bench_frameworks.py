@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_frameworks.py [--size 160 160 128] [--patch 128 128 128]
         [--features 32 64 128 256 320 320] [--iters 100] [--samples 16] [--crop 64]
-        [--mirroring] [--onnxruntime] [--skip-quant] [--skip-inference]
+        [--mirroring] [--onnxruntime] [--deploy] [--skip-quant] [--skip-inference]
 
 Builds an nnU-Net 3d_fullres trained model folder with nnU-Net's own planner and trainer
 (``tests/frameworks/nnunet_models.py``), its network widened to the given stages (by default
@@ -20,7 +20,11 @@ Builds an nnU-Net 3d_fullres trained model folder with nnU-Net's own planner and
 * quantization of the fold: FlexRound W4 per channel, ``--samples`` calibration patches cut from
   the nnU-Net-preprocessed volume (``--crop`` cubes), ``--iters`` iterations per block, block
   reconstruction: seconds per block, peak RSS, and the output error (MSE of the logits against
-  FP32 on a held-out patch) of FlexRound against round-to-nearest (target <= 0.5x).
+  FP32 on a held-out patch) of FlexRound against round-to-nearest (target <= 0.5x);
+* with ``--deploy``: deploy folders (``main.py export --out FOLDER``) of the FP32 model and of
+  its RTN W8 and W4 per-channel variants: the ONNX bytes of each (ratio to FP32), and the time
+  of segbench on each folder (nnU-Net's predictor with the fold in ONNX Runtime; ratio to the
+  FP32 folder), with the argmax agreement with the FP32 folder.
 
 Mirroring is off unless ``--mirroring`` (it multiplies both sides' time by 8 alike).
 One torch thread; OMP_WAIT_POLICY=PASSIVE.
@@ -234,6 +238,47 @@ def bench_quantization(model_dir: Path, image: Path, args: argparse.Namespace) -
     )
 
 
+def bench_deploy(model_dir: Path, image: Path, work: Path, args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from core.deploy.framework_package import export_framework_onnx
+    from core.io import read_image
+    from core.models import calibration_inputs, load_model, save_quantized_model
+    from core.quant import QuantConfig, quantize_loaded_model
+
+    torch.set_num_threads(1)
+    model = load_model(model_dir, mirroring=args.mirroring)
+    calib = calibration_inputs(model, [read_image(image)], n=4, seed=0, crop=args.crop)
+    folders = {"FP32": work / "deploy_fp32"}
+    sizes = {"FP32": export_framework_onnx(model, folders["FP32"]).bytes}
+    for bits in (8, 4):
+        config = QuantConfig(method="rtn", bits=bits, granularity="channel", device="cpu")
+        result = quantize_loaded_model(model, calib, config)
+        saved = save_quantized_model(result, model, work / f"w{bits}", label=f"RTN W{bits}")
+        folders[f"W{bits}"] = work / f"deploy_w{bits}"
+        sizes[f"W{bits}"] = export_framework_onnx(load_model(saved), folders[f"W{bits}"]).bytes
+    runs: dict[str, list[dict]] = {name: [] for name in folders}
+    for _ in range(args.repeats):
+        for name, folder in folders.items():  # alternating, so drift hits all alike
+            runs[name].append(
+                run_child("segbench", folder, image, args.mirroring, work / f"deploy_{name}.npy")
+            )
+    best = {name: min(r["seconds"] for r in found) for name, found in runs.items()}
+    reference = np.load(work / "deploy_FP32.npy").argmax(0)
+    print(
+        f"\ndeploy folders (fold 0 as ONNX in nnU-Net's predictor, {'x'.join(map(str, args.size))},"
+        f" best of {args.repeats}, 1 thread)"
+    )
+    print(f"  {'':8}{'ONNX MB':>10}{'x FP32':>8}{'seconds':>10}{'x FP32':>8}{'argmax = FP32':>16}")
+    for name in folders:
+        agreement = np.mean(np.load(work / f"deploy_{name}.npy").argmax(0) == reference)
+        print(
+            f"  {name:8}{sizes[name] / 1e6:>10.2f}{sizes[name] / sizes['FP32']:>8.3f}"
+            f"{best[name]:>10.1f}{best[name] / best['FP32']:>8.3f}{100 * agreement:>15.2f}%"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=3, default=(160, 160, 128))
@@ -248,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         "--onnxruntime",
         action="store_true",
         help="also time segbench with the fold's network on ONNX Runtime (exported first)",
+    )
+    parser.add_argument(
+        "--deploy",
+        action="store_true",
+        help="also export deploy folders (FP32, RTN W8, W4) and time nnU-Net on each",
     )
     parser.add_argument("--skip-quant", action="store_true")
     parser.add_argument("--skip-inference", action="store_true")
@@ -266,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_inference(model, image, work, args)
         if not args.skip_quant:
             bench_quantization(model, image, args)
+        if args.deploy:
+            bench_deploy(model, image, work, args)
     return 0
 
 
