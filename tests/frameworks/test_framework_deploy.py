@@ -26,6 +26,7 @@ from core.models.frameworks import DEPLOY_FILE, QUANTIZATION_FILE, detect_framew
 from tests.cli.conftest import run_cli
 from tests.frameworks.conftest import raw_case
 from tests.frameworks.test_monai_bundle import other_grid_image  # noqa: F401 (fixture)
+from tests.frameworks.test_nnunet import predict_counting_calls
 
 
 def _w4(model, image):
@@ -87,17 +88,8 @@ def test_nnunet_deploy_folder_runs_in_nnunets_predictor_like_torch(
     assert deployed.framework.mirror_axes == model.framework.mirror_axes
     assert "ONNX Runtime" in deployed.spec.description
     assert deployed.spec.class_names == model.spec.class_names
-    calls = [0, 0]
-    handles = [
-        fold.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
-        for i, fold in enumerate(deployed.module)
-    ]
     image = read_image(raw_case(nnunet_3d)[0])
-    try:
-        got = predict(deployed, image, device="cpu")
-    finally:
-        for handle in handles:
-            handle.remove()
+    got, calls = predict_counting_calls(deployed, list(deployed.module), image)
     want = predict(model, image, device="cpu")
     assert calls[0] == calls[1] > 0  # both folds ensembled, with mirroring
     # As for --backend onnxruntime: random untrained folds, near-ties at a few voxels.

@@ -12,18 +12,23 @@ from tests.frameworks.test_monai_bundle import hostile_bundle, other_grid_image 
 from tests.gui.test_workbench import JOB_TIMEOUT, wait_idle, window  # noqa: F401 (fixture)
 
 
+def open_image_and_bundle(win, qtbot, image: Path, bundle: Path) -> None:
+    """Open ``image``, then drop the ``bundle`` folder on the window, as a user would."""
+    win.open_image(str(image))
+    qtbot.waitUntil(lambda: win.session.image is not None, timeout=30000)
+    wait_idle(qtbot, win)
+    win.open_dropped(str(bundle))
+    qtbot.waitUntil(lambda: win.session.base_variant is not None, timeout=JOB_TIMEOUT)
+    wait_idle(qtbot, win)
+
+
 def test_dropped_bundle_opens_and_segments(
     window,  # noqa: F811
     qtbot,
     monai_bundle: Path,
     other_grid_image: Path,  # noqa: F811
 ) -> None:
-    window.open_image(str(other_grid_image))
-    qtbot.waitUntil(lambda: window.session.image is not None, timeout=30000)
-    wait_idle(qtbot, window)
-    window.open_dropped(str(monai_bundle))
-    qtbot.waitUntil(lambda: window.session.base_variant is not None, timeout=JOB_TIMEOUT)
-    wait_idle(qtbot, window)
+    open_image_and_bundle(window, qtbot, other_grid_image, monai_bundle)
     assert "MONAI bundle tiny_unet_segmentation" in window.data_panel.model_info.text()
     window.segmentation_panel._on_run_clicked()
     qtbot.waitUntil(lambda: len(window.session.results) == 1, timeout=JOB_TIMEOUT)
@@ -59,12 +64,7 @@ def test_quantized_bundle_exports_a_deploy_folder_that_opens_and_segments(
 ) -> None:
     """Quantize the bundle in the panel, Export ONNX asks for a folder (the bundle's pipeline
     cannot live in one file), and the deploy folder opens and segments on ONNX Runtime."""
-    window.open_image(str(other_grid_image))
-    qtbot.waitUntil(lambda: window.session.image is not None, timeout=30000)
-    wait_idle(qtbot, window)
-    window.open_dropped(str(monai_bundle))
-    qtbot.waitUntil(lambda: window.session.base_variant is not None, timeout=JOB_TIMEOUT)
-    wait_idle(qtbot, window)
+    open_image_and_bundle(window, qtbot, other_grid_image, monai_bundle)
     panel = window.quantization_panel
     panel.method_combo.setCurrentIndex(panel.method_combo.findData("rtn"))
     panel.samples_spin.setValue(4)

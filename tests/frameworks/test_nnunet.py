@@ -302,6 +302,20 @@ def test_calibration_crops_fit_the_network_strides(nnunet_3d: Path) -> None:
         assert model.module(calib).shape[2:] == calib.shape[2:]
 
 
+def predict_counting_calls(model, folds, image) -> tuple[np.ndarray, list[int]]:
+    """``predict(model, image)`` and how many times each of ``folds`` ran."""
+    calls = [0] * len(folds)
+    handles = [
+        fold.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+        for i, fold in enumerate(folds)
+    ]
+    try:
+        return predict(model, image, device="cpu"), calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def test_onnxruntime_backend_runs_every_fold_inside_nnunets_predictor(nnunet_3d: Path) -> None:
     """nnU-Net's preprocessing, sliding window, mirroring and fold ensemble, with each fold's
     network in ONNX Runtime: every fold runs as often as the others, and the masks match."""
@@ -313,16 +327,7 @@ def test_onnxruntime_backend_runs_every_fold_inside_nnunets_predictor(nnunet_3d:
     assert on_ort.backend == "onnxruntime" and model.backend == "torch"
     folds = list(on_ort.module)
     assert len(folds) == 2 and on_ort.storage_bytes == sum(f.size_bytes for f in folds) > 0
-    calls = [0, 0]
-    handles = [
-        fold.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
-        for i, fold in enumerate(folds)
-    ]
-    try:
-        got = predict(on_ort, image, device="cpu")
-    finally:
-        for handle in handles:
-            handle.remove()
+    got, calls = predict_counting_calls(on_ort, folds, image)
     want = predict(model, image, device="cpu")
     assert calls[0] == calls[1] > 0
     assert np.mean(got.argmax(0) == want.argmax(0)) >= 0.999
