@@ -86,13 +86,13 @@ def run(args: argparse.Namespace) -> int:
     from core.cli.model_loading import load_cli_model
 
     model = load_cli_model(args.model, trust=bool(args.trust))
-    if to_folder != (model.framework is not None):
+    if model.framework is not None and not to_folder:
         raise UsageError(
             f"--out {out}: {model.name} is a {model.framework.framework} model, exported to a "
             "deploy folder (an --out without .onnx)"
-            if model.framework is not None
-            else f"--out {out}: ONNX files end in .onnx"
         )
+    if model.framework is None and to_folder:
+        raise UsageError(f"--out {out}: ONNX files end in .onnx")
     if to_folder:
         from core.deploy.framework_package import export_framework_onnx
 

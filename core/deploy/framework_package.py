@@ -32,7 +32,12 @@ from typing import Any
 import onnx
 
 from core.atomic_files import atomic_write_folder
-from core.deploy.onnx_export import DEFAULT_OPSET, ExportSummary, build_member_onnx
+from core.deploy.onnx_export import (
+    DEFAULT_OPSET,
+    ExportSummary,
+    build_member_onnx,
+    precision_label,
+)
 from core.models.frameworks import DEPLOY_FILE, QUANTIZATION_FILE
 from core.models.loaded import LoadedModel
 
@@ -188,10 +193,9 @@ def export_framework_onnx(
     for (_proto, summary), file in zip(built, files, strict=True):
         summary.bytes = (folder / file).stat().st_size
         summaries.append(summary)
-    quant = model.spec.quantization
     return FrameworkExportSummary(
         model=model.name,
-        precision="FP32" if quant is None else str(quant.get("label") or "quantized"),
+        precision=precision_label(model),
         opset=opset,
         folder=str(folder),
         members=summaries,

@@ -43,6 +43,7 @@ __all__ = [
     "build_member_onnx",
     "build_onnx",
     "export_onnx",
+    "precision_label",
 ]
 
 #: Opset 21 is the first with INT4/UINT4, which 4-bit weights need to be stored in 4 bits.
@@ -313,7 +314,8 @@ def _stored_summary(summary: ExportSummary) -> str:
     return json.dumps({key: value for key, value in summary.to_dict().items() if key != "bytes"})
 
 
-def _precision(model: LoadedModel) -> str:
+def precision_label(model: LoadedModel) -> str:
+    """``"FP32"``, or the quantized variant's label (``"rtn W8A8"``) as summaries name it."""
     quant = model.spec.quantization
     return "FP32" if quant is None else str(quant.get("label") or "quantized")
 
@@ -357,6 +359,7 @@ def build_member_onnx(
     channels = int(getattr(framework, "input_channels", model.spec.in_channels))
     example = torch.zeros((2, channels, *patch))
     forms = _member_integer_forms(model, quant_result)
+    precision = precision_label(model)
     built = []
     for name, network, form in zip(
         framework.member_names(), framework.members(), forms, strict=True
@@ -368,7 +371,7 @@ def build_member_onnx(
             opset,
             model_name=f"{model.name} {name}",
             part=name,
-            precision=_precision(model),
+            precision=precision,
         )
         member = {"framework": framework.framework, "member": name}
         _set_metadata(proto, {MEMBER_KEY: json.dumps(member), EXPORT_KEY: _stored_summary(summary)})
@@ -422,7 +425,7 @@ def build_onnx(
         opset,
         model_name=model.name,
         part="the network",
-        precision=_precision(model),
+        precision=precision_label(model),
     )
     _set_metadata(proto, {SPEC_KEY: model.spec.to_json(), EXPORT_KEY: _stored_summary(summary)})
     return proto, summary
