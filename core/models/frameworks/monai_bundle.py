@@ -888,7 +888,7 @@ class MonaiBundleModel:
 
 def _network_class(network: nn.Module) -> str:
     if getattr(network, "is_onnx", False):
-        return "ONNX network in ONNX Runtime"
+        return "ONNX (ONNX Runtime)"
     if isinstance(network, torch.jit.ScriptModule):
         return f"TorchScript {network.original_name}"
     return type(network).__name__
