@@ -222,7 +222,8 @@ def part_compare(bench: Bench) -> None:
         )
     if 4 in args.bits:
         gap = 100 * bench.fp_score - statistics.mean(d for d, _ in results[("flexround", 4)])
-        print(f"  FlexRound W4: {gap:.2f} {metric} points below FP32")
+        side = "below" if gap >= 0 else "above"
+        print(f"  FlexRound W4: {abs(gap):.2f} {metric} points {side} FP32")
 
 
 def ablations(bench: Bench) -> dict[str, tuple[str, str, dict]]:
