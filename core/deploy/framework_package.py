@@ -38,20 +38,17 @@ from core.deploy.onnx_export import (
     build_member_onnx,
     precision_label,
 )
-from core.models.frameworks import DEPLOY_FILE, QUANTIZATION_FILE
+from core.models.frameworks import DEPLOY_FILE, DEPLOY_MEMBER_FILE, QUANTIZATION_FILE
 from core.models.loaded import LoadedModel
 
 __all__ = [
     "DEPLOY_FORMAT",
-    "MEMBER_ONNX_FILE",
     "FrameworkExportSummary",
     "export_framework_onnx",
     "read_deploy_manifest",
 ]
 
 DEPLOY_FORMAT = "segbench-deploy-v1"
-#: Each member's network, in its member folder (``fold_K/``, ``models/``).
-MEMBER_ONNX_FILE = "model.onnx"
 
 
 @dataclass
@@ -163,7 +160,8 @@ def export_framework_onnx(
     replaceable = _replaceable(folder, model)
     built = build_member_onnx(model, quant_result=quant_result, opset=opset)
     files = [
-        member.relative_to(folder) / MEMBER_ONNX_FILE for member in framework.member_folders(folder)
+        member.relative_to(folder) / DEPLOY_MEMBER_FILE
+        for member in framework.member_folders(folder)
     ]
     manifest = {
         "format": DEPLOY_FORMAT,

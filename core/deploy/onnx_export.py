@@ -301,6 +301,13 @@ def _network_onnx(
     return proto, summary
 
 
+def _require_opset(opset: int) -> None:
+    if opset < MIN_OPSET:
+        raise ValueError(
+            f"opset {opset} is too old: per-channel DequantizeLinear needs {MIN_OPSET}"
+        )
+
+
 def _set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:
     del proto.metadata_props[:]
     for key, value in props.items():
@@ -351,10 +358,7 @@ def build_member_onnx(
     framework = model.framework
     if framework is None:
         raise ValueError(f"{model.name}: not a framework model (use build_onnx)")
-    if opset < MIN_OPSET:
-        raise ValueError(
-            f"opset {opset} is too old: per-channel DequantizeLinear needs {MIN_OPSET}"
-        )
+    _require_opset(opset)
     patch = getattr(framework, "patch_size", None) or (32,) * model.spec.spatial_dims
     channels = int(getattr(framework, "input_channels", model.spec.in_channels))
     example = torch.zeros((2, channels, *patch))
@@ -413,10 +417,7 @@ def build_onnx(
         )
     if getattr(model.module, "is_onnx", False):
         raise ValueError(f"{model.name}: is already an ONNX model")
-    if opset < MIN_OPSET:
-        raise ValueError(
-            f"opset {opset} is too old: per-channel DequantizeLinear needs {MIN_OPSET}"
-        )
+    _require_opset(opset)
     form = _integer_form(model, quant_result)
     proto, summary = _network_onnx(
         model.module,

@@ -18,11 +18,16 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from core.deploy.framework_package import MEMBER_ONNX_FILE, export_framework_onnx
+from core.deploy.framework_package import export_framework_onnx
 from core.deploy.onnx_export import MEMBER_KEY
 from core.io import read_image
 from core.models import load_model, predict
-from core.models.frameworks import DEPLOY_FILE, QUANTIZATION_FILE, detect_framework
+from core.models.frameworks import (
+    DEPLOY_FILE,
+    DEPLOY_MEMBER_FILE,
+    QUANTIZATION_FILE,
+    detect_framework,
+)
 from tests.cli.conftest import run_cli
 from tests.frameworks.conftest import raw_case
 from tests.frameworks.test_monai_bundle import other_grid_image  # noqa: F401 (fixture)
@@ -153,12 +158,12 @@ def test_monai_deploy_folder_runs_the_bundle_pipeline_like_torch(
     for source, run, name in ((model, None, "fp32"), (variant, result, "w4")):
         folder = tmp_path / name
         summary = export_framework_onnx(source, folder, quant_result=run)
-        assert summary.files == [f"models/{MEMBER_ONNX_FILE}"]
+        assert summary.files == [f"models/{DEPLOY_MEMBER_FILE}"]
         assert (folder / "configs" / "inference.json").is_file()
         assert not (folder / "models" / "model.pt").exists()
         deployed = load_model(folder)
         assert deployed.backend == "onnxruntime"
-        assert deployed.framework.describe()["weights"] == MEMBER_ONNX_FILE
+        assert deployed.framework.describe()["weights"] == DEPLOY_MEMBER_FILE
         assert deployed.spec.class_names == model.spec.class_names
         want = predict(source, image, device="cpu")
         got = predict(deployed, image, device="cpu")
@@ -181,12 +186,12 @@ def test_deploy_folders_refuse_what_would_lose_data_or_mislead(
 
     folder = tmp_path / "deploy"
     export_framework_onnx(model, folder)
-    first = (folder / "models" / MEMBER_ONNX_FILE).read_bytes()
+    first = (folder / "models" / DEPLOY_MEMBER_FILE).read_bytes()
     export_framework_onnx(model, folder)  # an earlier deploy folder is replaced whole
-    assert (folder / "models" / MEMBER_ONNX_FILE).read_bytes() == first
+    assert (folder / "models" / DEPLOY_MEMBER_FILE).read_bytes() == first
 
     with pytest.raises(ValueError, match="open the deploy folder"):
-        load_model(folder / "models" / MEMBER_ONNX_FILE)  # a member alone is not a model
+        load_model(folder / "models" / DEPLOY_MEMBER_FILE)  # a member alone is not a model
     with pytest.raises(ValueError, match="already ONNX"):
         export_framework_onnx(load_model(folder), tmp_path / "again")
 

@@ -25,6 +25,7 @@ from core.models.trust import UntrustedCodeError
 
 __all__ = [
     "DEPLOY_FILE",
+    "DEPLOY_MEMBER_FILE",
     "QUANTIZATION_FILE",
     "FrameworkModel",
     "UntrustedCodeError",
@@ -37,6 +38,9 @@ __all__ = [
 QUANTIZATION_FILE = "segbench_quantization.json"
 #: The manifest of a deploy folder (:mod:`core.deploy.framework_package`).
 DEPLOY_FILE = "segbench_deploy.json"
+#: Each member network's file in a deploy folder, in its member folder (``fold_K/``,
+#: ``models/``; ``models/model.onnx`` is where MONAI's own ``onnx_export`` writes a bundle's).
+DEPLOY_MEMBER_FILE = "model.onnx"
 _KINDS = ("nnunetv2", "monai-bundle")
 
 

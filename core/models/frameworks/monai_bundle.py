@@ -63,6 +63,7 @@ from torch import nn
 from core.device import resolve_device
 from core.io.image import Image
 from core.jobs import CancelToken, Progress, ProgressCallback, report
+from core.models.frameworks import DEPLOY_MEMBER_FILE
 from core.models.frameworks.checkpoints import read_checkpoint
 from core.models.frameworks.common import (
     background_for_multilabel,
@@ -86,8 +87,6 @@ MONAI_BUNDLE_FRAMEWORK = "MONAI bundle"
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 #: Weight files looked for in ``models/``, in this order (a state dict is quantizable).
 WEIGHT_NAMES = ("model.pt", "model.ts")
-#: The network file of a deploy folder's bundle (where MONAI's own ``onnx_export`` writes it).
-ONNX_NAME = "model.onnx"
 #: The key MONAI's SupervisedEvaluator reads the network input from and writes its output to.
 IMAGE_KEY = "image"
 PRED_KEY = "pred"
@@ -981,7 +980,7 @@ def open_monai_bundle(
     metadata = read_json(folder / "configs" / "metadata.json")
     config_path = _find(folder / "configs", CONFIG_NAMES, "inference config")
     if onnx_network is not None:
-        weights_path = _find(folder / "models", (ONNX_NAME,), "ONNX network")
+        weights_path = _find(folder / "models", (DEPLOY_MEMBER_FILE,), "ONNX network")
     else:
         weights_path = _find(folder / "models", WEIGHT_NAMES, "weights")
     raw = _read_config(config_path)
