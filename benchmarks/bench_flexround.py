@@ -197,18 +197,18 @@ def part_compare(bench: Bench) -> None:
             for method in METHODS:
                 if method not in LEARNED and seed != args.seeds[0]:
                     continue  # nothing seeded in round-to-nearest: one run is enough
-                dice, _agreement, cpu = bench.scores(bench.config(method, bits, seed))
-                results.setdefault((method, bits), []).append((100 * dice, cpu))
+                score, _agreement, cpu = bench.scores(bench.config(method, bits, seed))
+                results.setdefault((method, bits), []).append((100 * score, cpu))
                 print(
-                    f"  W{bits} {method:<10} seed {seed}: {metric} {100 * dice:6.2f} "
+                    f"  W{bits} {method:<10} seed {seed}: {metric} {100 * score:6.2f} "
                     f"cpu {cpu:.1f} s"
                 )
     print(f"  {'method':<11}" + "".join(f"{'W' + str(b):>16}" for b in args.bits) + "   cpu s")
     for method in METHODS:
         cells = ""
         for bits in args.bits:
-            dices = [d for d, _ in results[(method, bits)]]
-            cells += f"{statistics.mean(dices):>9.2f} +-{spread(dices):4.2f}"
+            scores = [d for d, _ in results[(method, bits)]]
+            cells += f"{statistics.mean(scores):>9.2f} +-{spread(scores):4.2f}"
         cpu = statistics.mean(c for b in args.bits for _, c in results[(method, b)])
         print(f"  {method:<11}{cells}{cpu:>8.1f}")
     for bits in args.bits:
@@ -247,10 +247,10 @@ def part_ablate(bench: Bench) -> None:
     print(f"\n[ablate] W2, seeds {args.seeds}: test {bench.network.metric} (split agreement)")
     for label, method, changes in variants:
         rows = [bench.scores(bench.config(method, 2, s, **changes)) for s in args.seeds]
-        dices = [100 * r[0] for r in rows]
+        scores = [100 * r[0] for r in rows]
         agreements = [100 * r[1] for r in rows]
         print(
-            f"  {label:<24} {statistics.mean(dices):6.2f} +-{spread(dices):4.2f}  "
+            f"  {label:<24} {statistics.mean(scores):6.2f} +-{spread(scores):4.2f}  "
             f"({statistics.mean(agreements):6.2f} +-{spread(agreements):4.2f})  "
             f"cpu {statistics.mean(r[2] for r in rows):5.1f} s",
             flush=True,
